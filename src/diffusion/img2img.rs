@@ -1,0 +1,304 @@
+//! The img2img loop: encode -> noise to the first timestep -> 1..8 LCM steps -> decode.
+//!
+//! [`Diffusion`] owns every session of one model folder (one owner per heavy resource: run it from one
+//! thread). [`Params`] are the hot parameters a user turns; [`Diffusion::prepare`] turns them into a
+//! [`Prepared`] (schedule scalars, prompt embeddings, guidance embedding) once, so the per-frame path does only
+//! tensor work.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{Array2, Array3, Array4, ArrayView4, Axis, Zip, concatenate, s};
+
+use super::noise::NoiseBank;
+use super::scheduler::{Lcm, Plan, guidance_embedding};
+use super::text::TextEncoder;
+use super::unet::Unet;
+use super::vae::{VaeDecoder, VaeEncoder};
+use crate::error::{Error, Result};
+use crate::infer::Runtime;
+use crate::model::ModelFolder;
+
+/// Guidance scales accepted (1.0-2.5 is the useful range for LCM / Turbo; 1.0 or below means no guidance).
+pub const MAX_GUIDANCE: f64 = 10.0;
+
+/// The knobs of one img2img run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    pub prompt: String,
+    /// Classifier-free guidance's unconditional prompt (empty = diffusers' default).
+    pub negative_prompt: String,
+    pub steps: usize,
+    /// 0 = VAE only (encode -> decode), 1 = ignore the input image's content.
+    pub strength: f64,
+    /// Full LCM models (timestep_cond) take it as an embedding; other models run classifier-free guidance
+    /// (a batch of 2) when it is above 1.
+    /// f64 as the user wrote it (as diffusers keeps it), so derived values round the same way.
+    pub guidance: f64,
+    pub seed: u64,
+    /// Explicit timesteps (descending), used as given instead of steps/strength.
+    pub timesteps: Option<Vec<u32>>,
+}
+
+impl Params {
+    /// The model's defaults with an empty prompt and seed 0.
+    pub fn defaults_for(folder: &ModelFolder) -> Params {
+        Params {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: folder.defaults.steps,
+            strength: folder.defaults.strength,
+            guidance: folder.defaults.guidance,
+            seed: 0,
+            timesteps: None,
+        }
+    }
+}
+
+/// Per-parameter state, computed when parameters change, reused for every frame.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub params: Params,
+    pub plan: Plan,
+    /// `[1 or 2, tokens, width]`: the prompt, or [negative; prompt] for classifier-free guidance.
+    context: Option<Arc<Array3<f32>>>,
+    /// `[1 or 2, cond_dim]` guidance embedding for full LCM models.
+    timestep_cond: Option<Array2<f32>>,
+    /// Classifier-free guidance scale, when running it.
+    cfg_scale: Option<f32>,
+}
+
+impl Prepared {
+    /// True when the run is the VAE only (strength 0).
+    pub fn vae_only(&self) -> bool {
+        self.plan.steps.is_empty()
+    }
+    pub fn uses_cfg(&self) -> bool {
+        self.cfg_scale.is_some()
+    }
+}
+
+/// Milliseconds spent per stage in the last run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    pub vae_encode_ms: f64,
+    pub unet_ms: f64,
+    pub vae_decode_ms: f64,
+}
+
+pub struct Diffusion {
+    folder: ModelFolder,
+    text: TextEncoder,
+    unet: Unet,
+    vae_encoder: VaeEncoder,
+    vae_decoder: VaeDecoder,
+    lcm: Lcm,
+    noise: Option<NoiseBank>,
+    last_times: StageTimes,
+}
+
+impl Diffusion {
+    /// Load every model of the folder and check them against each other.
+    pub fn load(runtime: &Runtime, folder: &ModelFolder) -> Result<Diffusion> {
+        let text = TextEncoder::load(runtime, folder)?;
+        let unet = Unet::load(runtime, &folder.unet, folder.latent_channels)?;
+        if let (Some(text_width), Some(unet_width)) = (text.hidden_size(), unet.context_width())
+            && text_width != unet_width
+        {
+            return Err(Error::ModelFolder {
+                path: folder.dir.clone(),
+                problem: format!(
+                    "the text encoder makes {text_width}-wide embeddings but the UNet's encoder_hidden_states \
+                     takes {unet_width}"
+                ),
+            });
+        }
+        let vae_encoder = VaeEncoder::load(runtime, folder)?;
+        let vae_decoder = VaeDecoder::load(runtime, folder)?;
+        Ok(Diffusion {
+            folder: folder.clone(),
+            text,
+            unet,
+            vae_encoder,
+            vae_decoder,
+            lcm: Lcm::new(folder.scheduler.clone()),
+            noise: None,
+            last_times: StageTimes::default(),
+        })
+    }
+
+    pub fn folder(&self) -> &ModelFolder {
+        &self.folder
+    }
+    pub fn scheduler(&self) -> &Lcm {
+        &self.lcm
+    }
+    pub fn text_encoder(&self) -> &TextEncoder {
+        &self.text
+    }
+    pub fn text_encoder_mut(&mut self) -> &mut TextEncoder {
+        &mut self.text
+    }
+    pub fn unet(&self) -> &Unet {
+        &self.unet
+    }
+    pub fn vae_encoder(&self) -> &VaeEncoder {
+        &self.vae_encoder
+    }
+    pub fn vae_decoder(&self) -> &VaeDecoder {
+        &self.vae_decoder
+    }
+    pub fn last_times(&self) -> StageTimes {
+        self.last_times
+    }
+
+    /// Validate parameters and compute everything that depends only on them.
+    pub fn prepare(&mut self, params: &Params) -> Result<Prepared> {
+        if !(params.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&params.guidance)) {
+            return Err(Error::invalid("guidance", format!("{} (expected 0 to {MAX_GUIDANCE})", params.guidance)));
+        }
+        let timesteps = match &params.timesteps {
+            Some(list) => {
+                self.lcm.check_timesteps(list)?;
+                list.clone()
+            }
+            None => self.lcm.timesteps(params.steps, params.strength)?,
+        };
+        let plan = self.lcm.plan(&timesteps);
+        if plan.steps.is_empty() {
+            return Ok(Prepared { params: params.clone(), plan, context: None, timestep_cond: None, cfg_scale: None });
+        }
+        let cond_dim = self.unet.cond_dim;
+        let cfg_scale = (cond_dim.is_none() && params.guidance > 1.0).then_some(params.guidance as f32);
+        let prompt = self.text.encode(&params.prompt)?;
+        let context = if cfg_scale.is_some() {
+            let negative = self.text.encode(&params.negative_prompt)?;
+            Arc::new(concatenate(Axis(0), &[negative.view(), prompt.view()]).expect("same embedding shapes"))
+        } else {
+            prompt
+        };
+        let timestep_cond = cond_dim.map(|dim| {
+            let embedding = guidance_embedding(params.guidance, dim);
+            Array2::from_shape_vec((1, dim), embedding).expect("embedding has dim entries")
+        });
+        Ok(Prepared { params: params.clone(), plan, context: Some(context), timestep_cond, cfg_scale })
+    }
+
+    /// Side length the image must be a multiple of for this run.
+    pub fn size_multiple(&self, prepared: &Prepared) -> u32 {
+        if prepared.vae_only() { 8 } else { self.folder.size_multiple }
+    }
+
+    /// img2img on `image` ([1, 3, H, W], RGB 0..1) with the seed's fixed noise. Returns RGB 0..1.
+    pub fn run(&mut self, prepared: &Prepared, image: ArrayView4<f32>) -> Result<Array4<f32>> {
+        let (_, _, h, w) = image.dim();
+        let shape = (1, self.folder.latent_channels, h / 8, w / 8);
+        let count = prepared.plan.steps.len();
+        let seed = prepared.params.seed;
+        let noise = match self.noise.take() {
+            Some(bank) if bank.fits(seed, shape, count) => bank,
+            _ => NoiseBank::new(seed, shape, count.max(1)),
+        };
+        let out = self.run_with_noise(prepared, image, &noise);
+        self.noise = Some(noise);
+        out
+    }
+
+    /// img2img with explicit noise (tensor 0 for the first timestep, tensor i to re-noise after step i).
+    pub fn run_with_noise(
+        &mut self,
+        prepared: &Prepared,
+        image: ArrayView4<f32>,
+        noise: &NoiseBank,
+    ) -> Result<Array4<f32>> {
+        let (batch, channels, h, w) = image.dim();
+        let multiple = self.size_multiple(prepared) as usize;
+        if batch != 1 || channels != 3 || h == 0 || w == 0 || h % multiple != 0 || w % multiple != 0 {
+            return Err(Error::invalid(
+                "image size",
+                format!("{w}x{h} (this model needs sides that are multiples of {multiple})"),
+            ));
+        }
+        let mut times = StageTimes::default();
+        let started = Instant::now();
+        let latents = self.vae_encoder.encode(image)?;
+        times.vae_encode_ms = ms_since(started);
+
+        let denoised = if prepared.vae_only() {
+            latents
+        } else {
+            let started = Instant::now();
+            let out = self.denoise(prepared, latents.view(), noise)?;
+            times.unet_ms = ms_since(started);
+            out
+        };
+
+        let started = Instant::now();
+        let decoded = self.vae_decoder.decode(denoised.view())?;
+        times.vae_decode_ms = ms_since(started);
+        self.last_times = times;
+        Ok(decoded)
+    }
+
+    /// The LCM loop on encoded latents; returns the final denoised latents.
+    pub fn denoise(&mut self, prepared: &Prepared, latents: ArrayView4<f32>, noise: &NoiseBank) -> Result<Array4<f32>> {
+        let plan = &prepared.plan;
+        if noise.len() < plan.steps.len() || noise.shape() != latents.dim() {
+            return Err(Error::inference(
+                "denoise",
+                format!(
+                    "noise bank has {} tensors of {:?}; the run needs {} of {:?}",
+                    noise.len(),
+                    noise.shape(),
+                    plan.steps.len(),
+                    latents.dim()
+                ),
+            ));
+        }
+        let context = prepared.context.as_ref().expect("prepared for diffusion").view();
+        let cond = prepared.timestep_cond.as_ref().map(|c| c.view());
+        let mut sample = plan.add_noise(latents, noise.get(0));
+        let mut denoised = Array4::zeros(sample.dim());
+        for (i, step) in plan.steps.iter().enumerate() {
+            let model_output = match prepared.cfg_scale {
+                None => self.unet.predict(sample.view(), step.timestep, context, cond)?,
+                Some(scale) => {
+                    let doubled = concatenate(Axis(0), &[sample.view(), sample.view()]).expect("same shapes");
+                    let both = self.unet.predict(doubled.view(), step.timestep, context, cond)?;
+                    let (uncond, text) = (both.slice(s![0..1, .., .., ..]), both.slice(s![1..2, .., .., ..]));
+                    Zip::from(&uncond).and(&text).map_collect(|&u, &t| u + scale * (t - u))
+                }
+            };
+            let renoise = (i + 1 < plan.steps.len()).then(|| noise.get(i + 1));
+            plan.step(i, model_output.view(), &mut sample, &mut denoised, renoise);
+        }
+        Ok(denoised)
+    }
+
+    /// VAE encode only (benchmarks).
+    pub fn encode(&mut self, image: ArrayView4<f32>) -> Result<Array4<f32>> {
+        self.vae_encoder.encode(image)
+    }
+
+    /// VAE decode only (benchmarks).
+    pub fn decode(&mut self, latents: ArrayView4<f32>) -> Result<Array4<f32>> {
+        self.vae_decoder.decode(latents)
+    }
+
+    /// One UNet evaluation at the plan's first timestep (benchmarks).
+    pub fn unet_once(&mut self, prepared: &Prepared, latents: ArrayView4<f32>) -> Result<Array4<f32>> {
+        let context = prepared.context.as_ref().expect("prepared for diffusion").view();
+        let cond = prepared.timestep_cond.as_ref().map(|c| c.view());
+        let t = prepared.plan.steps.first().map_or(999, |s| s.timestep);
+        if prepared.cfg_scale.is_some() {
+            let doubled = concatenate(Axis(0), &[latents, latents]).expect("same shapes");
+            self.unet.predict(doubled.view(), t, context, cond)
+        } else {
+            self.unet.predict(latents, t, context, cond)
+        }
+    }
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}

@@ -1,0 +1,11 @@
+//! Diffusion maths and the models it drives: scheduler, prompt encoding, VAE, UNet and the img2img loop.
+//! No file or device I/O here.
+
+pub mod img2img;
+pub mod noise;
+pub mod scheduler;
+pub mod text;
+pub mod unet;
+pub mod vae;
+
+pub use img2img::{Diffusion, Params, Prepared, StageTimes};

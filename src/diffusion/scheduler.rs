@@ -1,0 +1,349 @@
+//! The LCM scheduler (Latent Consistency Models), matching diffusers' `LCMScheduler`.
+//!
+//! Split three ways: [`LcmConfig`] is the model's cold configuration (from the manifest, defaults =
+//! the upstream `scheduler_config.json`), [`Lcm`] holds what follows from it (the `alphas_cumprod` table),
+//! and a [`Plan`] is the per-run state: the timesteps for the current steps/strength and every per-step scalar,
+//! computed once when those parameters change, never per frame.
+//!
+//! Timesteps follow the LCM img2img rule (`LatentConsistencyModelImg2ImgPipeline`): the LCM training grid
+//! (every k = 1000/50 = 20th timestep) is cut at `strength` and `steps` evenly spaced entries are taken from the
+//! top, so 1 step at strength 0.5 runs t = 499. The plain SD img2img rule instead drops the first
+//! `(1-strength)·steps` steps of the full schedule, so 1 step below strength 1.0 runs nothing; for real-time
+//! 1-4 step use the LCM rule is the only sensible one. An explicit timestep list (StreamDiffusion style) is
+//! accepted too and used as given.
+
+use ndarray::{Array4, ArrayView4, Zip};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Steps latentcam accepts; LCM / Turbo models are made for 1-4, 8 is the useful ceiling.
+pub const MAX_STEPS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum BetaSchedule {
+    #[serde(rename = "scaled_linear")]
+    ScaledLinear,
+    #[serde(rename = "linear")]
+    Linear,
+}
+
+/// What the UNet predicts (diffusers' `prediction_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum PredictionType {
+    #[serde(rename = "epsilon")]
+    Epsilon,
+    #[serde(rename = "v_prediction")]
+    VPrediction,
+    #[serde(rename = "sample")]
+    Sample,
+}
+
+/// `[scheduler]` in model.toml (kind = "lcm"). Field names are diffusers' in kebab-case.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LcmConfig {
+    pub num_train_timesteps: u32,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub original_inference_steps: u32,
+    pub timestep_scaling: f64,
+    pub prediction_type: PredictionType,
+}
+
+impl Default for LcmConfig {
+    /// SD1.5 / LCM-LoRA / LCM-Dreamshaper / SD-Turbo values (diffusers `LCMScheduler` defaults).
+    fn default() -> Self {
+        LcmConfig {
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
+            prediction_type: PredictionType::Epsilon,
+        }
+    }
+}
+
+impl LcmConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.num_train_timesteps < 2 {
+            return Err(format!("num-train-timesteps must be at least 2, found {}", self.num_train_timesteps));
+        }
+        if !(self.beta_start > 0.0 && self.beta_start < self.beta_end && self.beta_end < 1.0) {
+            return Err(format!(
+                "betas must satisfy 0 < beta-start < beta-end < 1, found {} and {}",
+                self.beta_start, self.beta_end
+            ));
+        }
+        if self.original_inference_steps == 0 || self.original_inference_steps > self.num_train_timesteps {
+            return Err(format!(
+                "original-inference-steps must be in 1..={}, found {}",
+                self.num_train_timesteps, self.original_inference_steps
+            ));
+        }
+        if !(self.timestep_scaling.is_finite() && self.timestep_scaling > 0.0) {
+            return Err(format!("timestep-scaling must be positive, found {}", self.timestep_scaling));
+        }
+        Ok(())
+    }
+}
+
+/// The scheduler for one model: its config and the `alphas_cumprod` table.
+#[derive(Clone, Debug)]
+pub struct Lcm {
+    config: LcmConfig,
+    /// ᾱ_t for t in 0..num_train_timesteps, computed in f64 (diffusers does it in f32; the difference is
+    /// below 1e-6 and inside the comparison tolerance).
+    alphas_cumprod: Vec<f64>,
+}
+
+impl Lcm {
+    pub fn new(config: LcmConfig) -> Lcm {
+        let n = config.num_train_timesteps as usize;
+        let betas: Vec<f64> = match config.beta_schedule {
+            BetaSchedule::ScaledLinear => {
+                linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n).map(|b| b * b).collect()
+            }
+            BetaSchedule::Linear => linspace(config.beta_start, config.beta_end, n).collect(),
+        };
+        let mut acc = 1.0;
+        let alphas_cumprod = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        Lcm { config, alphas_cumprod }
+    }
+
+    pub fn config(&self) -> &LcmConfig {
+        &self.config
+    }
+
+    pub fn alpha_cumprod(&self, t: u32) -> f64 {
+        self.alphas_cumprod[t as usize]
+    }
+
+    /// The LCM img2img timesteps for `steps` at `strength` (diffusers `LCMScheduler.set_timesteps` with
+    /// `strength`). Strength 0 gives no timesteps: the caller runs the VAE only.
+    pub fn timesteps(&self, steps: usize, strength: f64) -> Result<Vec<u32>> {
+        check_steps(steps)?;
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(Error::invalid("strength", format!("{strength} (expected a number from 0 to 1)")));
+        }
+        if strength == 0.0 {
+            return Ok(Vec::new());
+        }
+        let original = self.config.original_inference_steps;
+        let k = self.config.num_train_timesteps / original;
+        // Python's int() truncates; strength is f64 exactly as the user wrote it, like diffusers' float.
+        let count = (f64::from(original) * strength) as u32;
+        if (count as usize) < steps {
+            return Err(Error::invalid(
+                "strength",
+                format!(
+                    "{strength} leaves {count} of the {original} LCM timesteps, fewer than the {steps} steps asked \
+                     for; use strength >= {:.2} or fewer steps",
+                    steps as f64 / f64::from(original)
+                ),
+            ));
+        }
+        // The LCM grid 1·k-1, 2·k-1, ..., count·k-1, largest first, at floor(linspace(0, count, steps)) indices.
+        let step = f64::from(count) / steps as f64;
+        Ok((0..steps)
+            .map(|i| {
+                let index = (i as f64 * step).floor() as u32; // index into the descending grid
+                (count - index) * k - 1
+            })
+            .collect())
+    }
+
+    /// Checks an explicit timestep list (used as given, strength does not apply).
+    pub fn check_timesteps(&self, timesteps: &[u32]) -> Result<()> {
+        check_steps(timesteps.len())?;
+        let n = self.config.num_train_timesteps;
+        if let Some(t) = timesteps.iter().find(|t| **t >= n) {
+            return Err(Error::invalid("timesteps", format!("{t} is out of range (expected 0..{})", n - 1)));
+        }
+        if timesteps.windows(2).any(|w| w[1] >= w[0]) {
+            return Err(Error::invalid("timesteps", format!("{timesteps:?} must be strictly descending")));
+        }
+        let k = n / self.config.original_inference_steps;
+        let off_grid: Vec<u32> = timesteps.iter().copied().filter(|t| (t + 1) % k != 0).collect();
+        if !off_grid.is_empty() {
+            tracing::warn!(?off_grid, "timesteps not on the LCM training grid (t = i*{k} - 1); results may suffer");
+        }
+        Ok(())
+    }
+
+    /// The per-run plan for these timesteps: every scalar the loop needs, computed once.
+    pub fn plan(&self, timesteps: &[u32]) -> Plan {
+        let sigma_data = 0.5f64;
+        let steps = timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let a = self.alpha_cumprod(t);
+                let scaled = f64::from(t) * self.config.timestep_scaling;
+                let c_skip = sigma_data * sigma_data / (scaled * scaled + sigma_data * sigma_data);
+                let c_out = scaled / (scaled * scaled + sigma_data * sigma_data).sqrt();
+                // Re-noise to the next timestep; the last step returns the denoised sample as is.
+                let renoise = timesteps.get(i + 1).map(|&next| {
+                    let a_next = self.alpha_cumprod(next) as f32;
+                    (a_next.sqrt(), (1.0 - a_next).sqrt())
+                });
+                let a32 = a as f32;
+                StepScalars {
+                    timestep: t,
+                    alpha_cumprod: a32,
+                    sqrt_alpha: a32.sqrt(),
+                    sqrt_one_minus_alpha: (1.0 - a32).sqrt(),
+                    c_skip: c_skip as f32,
+                    c_out: c_out as f32,
+                    renoise,
+                }
+            })
+            .collect();
+        Plan { steps, prediction: self.config.prediction_type }
+    }
+}
+
+fn check_steps(steps: usize) -> Result<()> {
+    if (1..=MAX_STEPS).contains(&steps) {
+        Ok(())
+    } else {
+        Err(Error::invalid("steps", format!("{steps} (expected 1 to {MAX_STEPS})")))
+    }
+}
+
+/// numpy/torch `linspace(start, end, n)` with the endpoint.
+fn linspace(start: f64, end: f64, n: usize) -> impl Iterator<Item = f64> {
+    let step = if n > 1 { (end - start) / (n - 1) as f64 } else { 0.0 };
+    (0..n).map(move |i| start + step * i as f64)
+}
+
+/// Everything one denoising step needs, as f32 (what the tensors are).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepScalars {
+    pub timestep: u32,
+    pub alpha_cumprod: f32,
+    pub sqrt_alpha: f32,
+    pub sqrt_one_minus_alpha: f32,
+    pub c_skip: f32,
+    pub c_out: f32,
+    /// (sqrt ᾱ, sqrt(1-ᾱ)) of the next timestep, or None on the last step.
+    pub renoise: Option<(f32, f32)>,
+}
+
+/// The per-run state of the scheduler.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<StepScalars>,
+    pub prediction: PredictionType,
+}
+
+impl Plan {
+    pub fn timesteps(&self) -> Vec<u32> {
+        self.steps.iter().map(|s| s.timestep).collect()
+    }
+
+    /// Forward diffusion to the first timestep: sqrt(ᾱ)·x0 + sqrt(1-ᾱ)·noise (diffusers `add_noise`).
+    pub fn add_noise(&self, x0: ArrayView4<f32>, noise: ArrayView4<f32>) -> Array4<f32> {
+        let s = &self.steps[0];
+        Zip::from(&x0).and(&noise).map_collect(|&x, &n| s.sqrt_alpha * x + s.sqrt_one_minus_alpha * n)
+    }
+
+    /// One LCM step in place: `sample` (x_t) becomes the next step's input, and the denoised estimate is
+    /// written to `denoised`. `noise` is the re-noising noise, used on every step but the last.
+    pub fn step(
+        &self,
+        index: usize,
+        model_output: ArrayView4<f32>,
+        sample: &mut Array4<f32>,
+        denoised: &mut Array4<f32>,
+        noise: Option<ArrayView4<f32>>,
+    ) {
+        let s = self.steps[index];
+        let prediction = self.prediction;
+        Zip::from(&mut *denoised).and(&*sample).and(&model_output).for_each(|d, &x, &m| {
+            let x0 = match prediction {
+                PredictionType::Epsilon => (x - s.sqrt_one_minus_alpha * m) / s.sqrt_alpha,
+                PredictionType::VPrediction => s.sqrt_alpha * x - s.sqrt_one_minus_alpha * m,
+                PredictionType::Sample => m,
+            };
+            *d = s.c_out * x0 + s.c_skip * x;
+        });
+        match (s.renoise, noise) {
+            (Some((sqrt_a, sqrt_1ma)), Some(noise)) => {
+                Zip::from(&mut *sample)
+                    .and(&*denoised)
+                    .and(&noise)
+                    .for_each(|x, &d, &n| *x = sqrt_a * d + sqrt_1ma * n);
+            }
+            (Some(_), None) => panic!("LCM step {index} of {} needs re-noising noise", self.steps.len()),
+            (None, _) => sample.assign(denoised),
+        }
+    }
+}
+
+/// The guidance-scale embedding full LCM models take as `timestep_cond` (diffusers
+/// `get_guidance_scale_embedding(w - 1)`), computed in f32 in the same order as torch so it matches bit for bit
+/// where the maths libraries agree.
+pub fn guidance_embedding(guidance: f64, dim: usize) -> Vec<f32> {
+    // diffusers: torch.tensor(guidance_scale - 1) (the subtraction in f64), then * 1000 in f32
+    let w = (guidance - 1.0) as f32 * 1000.0;
+    let half = dim / 2;
+    let scale = 10000f32.ln() / (half as f32 - 1.0);
+    let freqs: Vec<f32> = (0..half).map(|k| (k as f32 * -scale).exp()).collect();
+    let mut out: Vec<f32> = freqs.iter().map(|f| (w * f).sin()).collect();
+    out.extend(freqs.iter().map(|f| (w * f).cos()));
+    out.resize(dim, 0.0); // odd sizes are zero-padded
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lcm_img2img_rule_examples() {
+        let lcm = Lcm::new(LcmConfig::default());
+        assert_eq!(lcm.timesteps(1, 0.5).unwrap(), vec![499]);
+        assert_eq!(lcm.timesteps(1, 1.0).unwrap(), vec![999]);
+        assert_eq!(lcm.timesteps(4, 1.0).unwrap(), vec![999, 759, 499, 259]);
+        assert!(lcm.timesteps(0, 0.5).is_err());
+        assert!(lcm.timesteps(9, 1.0).is_err());
+        assert!(lcm.timesteps(4, 0.05).is_err()); // 2 grid points < 4 steps
+        assert!(lcm.timesteps(1, 1.5).is_err());
+        assert!(lcm.timesteps(1, f64::NAN).is_err());
+        assert!(lcm.timesteps(2, 0.0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn explicit_timesteps_are_checked() {
+        let lcm = Lcm::new(LcmConfig::default());
+        assert!(lcm.check_timesteps(&[999, 499]).is_ok());
+        assert!(lcm.check_timesteps(&[499, 999]).is_err());
+        assert!(lcm.check_timesteps(&[1000]).is_err());
+        assert!(lcm.check_timesteps(&[]).is_err());
+    }
+
+    #[test]
+    fn last_step_returns_denoised_and_boundary_scalings_hold() {
+        let lcm = Lcm::new(LcmConfig::default());
+        let plan = lcm.plan(&[999]);
+        let s = plan.steps[0];
+        assert!(s.renoise.is_none());
+        assert!((s.c_skip + s.c_out * s.c_out - 1.0).abs() < 1e-6, "c_skip + c_out² = 1 for sigma_data 0.5");
+        let x = Array4::from_elem((1, 1, 2, 2), 0.3f32);
+        let eps = Array4::from_elem((1, 1, 2, 2), 0.1f32);
+        let mut sample = x.clone();
+        let mut denoised = Array4::zeros((1, 1, 2, 2));
+        plan.step(0, eps.view(), &mut sample, &mut denoised, None);
+        assert_eq!(sample, denoised);
+    }
+}

@@ -1,0 +1,142 @@
+//! The denoising UNet: one ONNX session, fed in whichever timestep form its exporter chose.
+
+use ndarray::{Array0, Array1, Array4, ArrayView2, ArrayView3, ArrayView4, Ix4};
+use ort::session::SessionInputValue;
+use ort::value::{TensorElementType, TensorRef};
+
+use crate::error::{Error, Result};
+use crate::infer::contract::unet as port;
+use crate::infer::{Model, Runtime};
+
+/// The `timestep` input as the model declares it (read from the session, never assumed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestepInput {
+    /// float32 [batch] (diffusers' own ONNX scripts)
+    F32Batch,
+    /// float32 scalar
+    F32Scalar,
+    /// int64 [batch] (optimum)
+    I64Batch,
+    /// int64 scalar
+    I64Scalar,
+}
+
+impl TimestepInput {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TimestepInput::F32Batch => "float32 [batch]",
+            TimestepInput::F32Scalar => "float32 scalar",
+            TimestepInput::I64Batch => "int64 [batch]",
+            TimestepInput::I64Scalar => "int64 scalar",
+        }
+    }
+}
+
+/// The width LCM models use for `timestep_cond` when the model leaves it dynamic (`time_cond_proj_dim`).
+const DEFAULT_COND_DIM: usize = 256;
+
+pub struct Unet {
+    model: Model,
+    pub timestep: TimestepInput,
+    /// Width of `timestep_cond` for full LCM models; None when the model has no such input.
+    pub cond_dim: Option<usize>,
+    pub latent_channels: usize,
+}
+
+impl Unet {
+    pub fn load(runtime: &Runtime, path: &std::path::Path, latent_channels: usize) -> Result<Unet> {
+        let model = runtime.load("UNet", path, &port::CONTRACT)?;
+        let b = &model.binding;
+        let ts = b.input(port::TIMESTEP);
+        let timestep = match (ts.ty, ts.shape.len()) {
+            (TensorElementType::Float32, 1) => TimestepInput::F32Batch,
+            (TensorElementType::Float32, _) => TimestepInput::F32Scalar,
+            (_, 1) => TimestepInput::I64Batch,
+            _ => TimestepInput::I64Scalar,
+        };
+        for (what, bound) in [("sample", b.input(port::SAMPLE)), ("out_sample", b.output(port::OUT))] {
+            if let Some(c) = bound.dim(1)
+                && c as usize != latent_channels
+            {
+                return Err(model.contract_error(format!(
+                    "{what} has {c} channels but model.toml says latent-channels = {latent_channels}"
+                )));
+            }
+        }
+        let cond_dim =
+            b.inputs[port::TIMESTEP_COND].as_ref().map(|c| c.dim(1).map_or(DEFAULT_COND_DIM, |d| d as usize));
+        Ok(Unet { model, timestep, cond_dim, latent_channels })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Width of `encoder_hidden_states` the model expects, when fixed.
+    pub fn context_width(&self) -> Option<usize> {
+        self.model.binding.input(port::CONTEXT).dim(2).map(|d| d as usize)
+    }
+
+    /// The model's output (noise, v or x0 prediction) for `sample` at timestep `t`.
+    pub fn predict(
+        &mut self,
+        sample: ArrayView4<f32>,
+        t: u32,
+        context: ArrayView3<f32>,
+        cond: Option<ArrayView2<f32>>,
+    ) -> Result<Array4<f32>> {
+        let _span = tracing::trace_span!("unet", t).entered();
+        let err = |e: ort::Error| Error::inference("UNet", e);
+        let batch = sample.dim().0;
+        let b = &self.model.binding;
+        // Each form of the timestep needs its own backing array; only one is used.
+        let (ts_f32_batch, ts_f32_scalar, ts_i64_batch, ts_i64_scalar);
+        let timestep: SessionInputValue = match self.timestep {
+            TimestepInput::F32Batch => {
+                ts_f32_batch = Array1::from_elem(batch, t as f32);
+                TensorRef::from_array_view(&ts_f32_batch).map_err(err)?.into()
+            }
+            TimestepInput::F32Scalar => {
+                ts_f32_scalar = Array0::from_elem((), t as f32);
+                TensorRef::from_array_view(&ts_f32_scalar).map_err(err)?.into()
+            }
+            TimestepInput::I64Batch => {
+                ts_i64_batch = Array1::from_elem(batch, i64::from(t));
+                TensorRef::from_array_view(&ts_i64_batch).map_err(err)?.into()
+            }
+            TimestepInput::I64Scalar => {
+                ts_i64_scalar = Array0::from_elem((), i64::from(t));
+                TensorRef::from_array_view(&ts_i64_scalar).map_err(err)?.into()
+            }
+        };
+        let mut inputs: Vec<(std::borrow::Cow<str>, SessionInputValue)> = vec![
+            (b.input(port::SAMPLE).name.clone().into(), TensorRef::from_array_view(sample).map_err(err)?.into()),
+            (b.input(port::TIMESTEP).name.clone().into(), timestep),
+            (b.input(port::CONTEXT).name.clone().into(), TensorRef::from_array_view(context).map_err(err)?.into()),
+        ];
+        match (&b.inputs[port::TIMESTEP_COND], cond) {
+            (Some(bound), Some(cond)) => {
+                inputs.push((bound.name.clone().into(), TensorRef::from_array_view(cond).map_err(err)?.into()))
+            }
+            (Some(bound), None) => {
+                return Err(Error::inference("UNet", format!("the model needs `{}` but none was given", bound.name)));
+            }
+            (None, _) => {}
+        }
+        let out_name = b.output(port::OUT).name.clone();
+        let outputs = self.model.session.run(inputs).map_err(err)?;
+        let out = outputs
+            .get(&out_name)
+            .ok_or_else(|| Error::inference("UNet", format!("no output `{out_name}`")))?
+            .try_extract_array::<f32>()
+            .map_err(err)?;
+        let out = out.into_dimensionality::<Ix4>().map_err(|e| Error::inference("UNet", e))?;
+        if out.dim() != sample.dim() {
+            return Err(Error::inference(
+                "UNet",
+                format!("output shape {:?} differs from the sample's {:?}", out.dim(), sample.dim()),
+            ));
+        }
+        Ok(out.to_owned())
+    }
+}

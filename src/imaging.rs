@@ -1,0 +1,217 @@
+//! Still images in and out, and the conversion between pixels and the models' tensors.
+//!
+//! Size policy (the models need sides that are multiples of 8 for the VAE, and of the model's `size-multiple`,
+//! usually 64, for the UNet):
+//! - by default the image keeps its resolution and is **center-cropped** to the largest size whose sides are
+//!   such multiples (at most `multiple - 1` pixels go from each axis; no resampling, so a strength-0 round
+//!   trip measures the VAE alone);
+//! - `--size WxH` instead resizes to exactly W×H: scaled to cover it (Lanczos3), then center-cropped, so the
+//!   aspect ratio is never distorted.
+//!
+//! Grayscale inputs become RGB; an alpha channel is dropped (as diffusers' `load_image` does).
+
+use std::path::{Path, PathBuf};
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::{ImageFormat, RgbImage};
+use ndarray::{Array4, ArrayView4};
+
+use crate::error::{Error, Result};
+
+/// Read a PNG or JPEG (any bit depth, gray/RGB/RGBA) as 8-bit RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bad = |problem: String| Error::ImageRead { path: path.to_path_buf(), problem };
+    let reader = image::ImageReader::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("no such file".into()),
+        _ => bad(e.to_string()),
+    })?;
+    let reader = reader.with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
+        Some(other) => return Err(bad(format!("{other:?} images are not supported (expected PNG or JPEG)"))),
+        None => return Err(bad("not a PNG or JPEG image".into())),
+    }
+    let image = reader.decode().map_err(|e| bad(format!("cannot decode: {e}")))?;
+    Ok(image.to_rgb8())
+}
+
+/// Parse `WxH` (e.g. `512x512`).
+pub fn parse_size(text: &str) -> Result<(u32, u32)> {
+    let bad = || Error::invalid("size", format!("`{text}` (expected WIDTHxHEIGHT, e.g. 512x512)"));
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h) = (w.trim().parse::<u32>().map_err(|_| bad())?, h.trim().parse::<u32>().map_err(|_| bad())?);
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+/// How an image is brought to a size the model accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// Keep the resolution; center-crop to multiples.
+    CropToMultiple,
+    /// Cover W×H and center-crop (never distorts).
+    Resize { width: u32, height: u32 },
+}
+
+/// Apply `fit` so both sides are multiples of `multiple`.
+pub fn fit_image(image: &RgbImage, fit: Fit, multiple: u32) -> Result<RgbImage> {
+    match fit {
+        Fit::CropToMultiple => {
+            let (w, h) = (image.width() / multiple * multiple, image.height() / multiple * multiple);
+            if w == 0 || h == 0 {
+                return Err(Error::invalid(
+                    "image size",
+                    format!(
+                        "{}x{} is smaller than the model's minimum {multiple}x{multiple}; pass --size to enlarge it",
+                        image.width(),
+                        image.height()
+                    ),
+                ));
+            }
+            if (w, h) == image.dimensions() {
+                return Ok(image.clone());
+            }
+            let (x, y) = ((image.width() - w) / 2, (image.height() - h) / 2);
+            Ok(image::imageops::crop_imm(image, x, y, w, h).to_image())
+        }
+        Fit::Resize { width, height } => {
+            if width % multiple != 0 || height % multiple != 0 {
+                return Err(Error::invalid(
+                    "size",
+                    format!("{width}x{height}: this model needs sides that are multiples of {multiple}"),
+                ));
+            }
+            resize_cover(image, width, height)
+        }
+    }
+}
+
+/// Scale to cover `width`×`height` and center-crop.
+pub fn resize_cover(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
+    if image.dimensions() == (width, height) {
+        return Ok(image.clone());
+    }
+    let mut out = RgbImage::new(width, height);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .fit_into_destination(Some((0.5, 0.5)));
+    Resizer::new()
+        .resize(image, &mut out, &options)
+        .map_err(|e| Error::invalid("size", format!("cannot resize to {width}x{height}: {e}")))?;
+    Ok(out)
+}
+
+/// RGB pixels -> `[1, 3, H, W]` in 0..1.
+pub fn to_tensor(image: &RgbImage) -> Array4<f32> {
+    let (w, h) = image.dimensions();
+    let raw = image.as_raw();
+    Array4::from_shape_fn((1, 3, h as usize, w as usize), |(_, c, y, x)| {
+        f32::from(raw[(y * w as usize + x) * 3 + c]) / 255.0
+    })
+}
+
+/// `[1, 3, H, W]` in 0..1 -> RGB pixels (clamped, rounded as diffusers' `numpy_to_pil` does).
+pub fn from_tensor(tensor: ArrayView4<f32>) -> RgbImage {
+    let (_, _, h, w) = tensor.dim();
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let px = |c| (tensor[[0, c, y as usize, x as usize]].clamp(0.0, 1.0) * 255.0).round() as u8;
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// An output image file: checked before any work is done (extension, writable folder), written atomically
+/// at the end (a temporary file beside it, renamed into place), so a failure never leaves half a file.
+pub struct OutputImage {
+    path: PathBuf,
+    format: ImageFormat,
+    temp: tempfile::NamedTempFile,
+}
+
+impl OutputImage {
+    pub fn create(path: &Path) -> Result<OutputImage> {
+        let bad = |problem: String| Error::Output { path: path.to_path_buf(), problem };
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let format = match ext.as_deref() {
+            Some("png") => ImageFormat::Png,
+            Some("jpg" | "jpeg") => ImageFormat::Jpeg,
+            _ => return Err(bad("unknown image type (expected a .png, .jpg or .jpeg file name)".into())),
+        };
+        if path.is_dir() {
+            return Err(bad("is a folder".into()));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(bad(format!("folder {} does not exist", dir.display())));
+        }
+        let temp = tempfile::Builder::new()
+            .prefix(".latentcam-")
+            .suffix(".part")
+            .tempfile_in(&dir)
+            .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
+        Ok(OutputImage { path: path.to_path_buf(), format, temp })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(mut self, image: &RgbImage) -> Result<()> {
+        let bad = |problem: String| Error::Output { path: self.path.clone(), problem };
+        {
+            let mut writer = std::io::BufWriter::new(self.temp.as_file_mut());
+            image.write_to(&mut writer, self.format).map_err(|e| bad(e.to_string()))?;
+            std::io::Write::flush(&mut writer).map_err(|e| bad(e.to_string()))?;
+        }
+        let path = self.path.clone();
+        self.temp.persist(&path).map_err(|e| bad(e.error.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Peak signal-to-noise ratio in dB between two same-size 8-bit RGB images.
+pub fn psnr_db(a: &RgbImage, b: &RgbImage) -> Option<f64> {
+    if a.dimensions() != b.dimensions() {
+        return None;
+    }
+    let sum_sq: f64 = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    let mse = sum_sq / a.as_raw().len() as f64;
+    Some(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_round_trip_is_exact() {
+        let img = RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8 * 15, y as u8 * 30, (x + y) as u8]));
+        let t = to_tensor(&img);
+        assert_eq!(t.dim(), (1, 3, 8, 16));
+        assert_eq!(from_tensor(t.view()), img);
+    }
+
+    #[test]
+    fn crop_to_multiple_centers_and_resize_covers() {
+        let img = RgbImage::from_fn(451, 300, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
+        let cropped = fit_image(&img, Fit::CropToMultiple, 64).unwrap();
+        assert_eq!(cropped.dimensions(), (448, 256));
+        assert_eq!(cropped.get_pixel(0, 0)[0], 1, "1 pixel off the left for a 3-pixel crop");
+        let resized = fit_image(&img, Fit::Resize { width: 128, height: 64 }, 64).unwrap();
+        assert_eq!(resized.dimensions(), (128, 64));
+        assert!(fit_image(&img, Fit::Resize { width: 100, height: 64 }, 64).is_err());
+        assert!(fit_image(&RgbImage::new(40, 40), Fit::CropToMultiple, 64).is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512x384").unwrap(), (512, 384));
+        assert!(parse_size("512").is_err());
+        assert!(parse_size("0x5").is_err());
+        assert!(parse_size("axb").is_err());
+    }
+}

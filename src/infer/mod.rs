@@ -1,0 +1,173 @@
+//! ONNX Runtime: one environment per process, session creation with the execution-provider choice, and the
+//! I/O contract check every model goes through at load.
+
+pub mod contract;
+pub mod ep;
+pub mod library;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use ndarray::{Array4, ArrayView4, Ix4};
+use ort::environment::Environment;
+use ort::session::Session;
+
+pub use self::contract::{Binding, Bound, Contract};
+pub use self::ep::ExecutionProvider;
+use crate::error::{Error, Result};
+
+/// How sessions are created. Cold settings: fixed for the life of the runtime.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// `libonnxruntime.so` to load; `None` searches the default places (see [`library::locate`]).
+    pub library: Option<PathBuf>,
+    pub execution_provider: ExecutionProvider,
+    /// Threads ONNX Runtime uses inside one operator; `None` lets it choose (one per core).
+    pub intra_op_threads: Option<usize>,
+}
+
+/// The loaded ONNX Runtime and the session settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    env: Environment,
+    options: RuntimeOptions,
+    library: PathBuf,
+}
+
+/// ort loads the library once per process; remember which one so a second, different request is an error
+/// rather than silently using the first.
+static LOADED: OnceLock<Mutex<Option<(PathBuf, Environment)>>> = OnceLock::new();
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions) -> Result<Runtime> {
+        let library = library::locate(options.library.as_deref())?;
+        let env = load_environment(&library)?;
+        Ok(Runtime { env, options, library })
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// Create a session for `path` and check it against `contract`. `role` names the model in messages.
+    pub fn load(&self, role: &'static str, path: &Path, contract: &Contract) -> Result<Model> {
+        if !path.is_file() {
+            return Err(Error::ModelLoad { role, path: path.to_path_buf(), reason: "no such file".into() });
+        }
+        let started = Instant::now();
+        let candidates = self.options.execution_provider.candidates();
+        let mut last_err = None;
+        for ep in &candidates {
+            match self.create_session(*ep, role, path) {
+                Ok(session) => {
+                    let binding = contract
+                        .check(session.inputs(), session.outputs())
+                        .map_err(|problem| Error::Contract { role, path: path.to_path_buf(), problem })?;
+                    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+                    if self.options.execution_provider == ExecutionProvider::Auto {
+                        tracing::info!(role, path = %path.display(), ep = %ep, load_ms, "auto picked execution provider");
+                    } else {
+                        tracing::info!(role, path = %path.display(), ep = %ep, load_ms, "model loaded");
+                    }
+                    return Ok(Model { role, path: path.to_path_buf(), session, binding, ep: *ep, load_ms });
+                }
+                // With `auto`, a GPU provider that does not work is logged and the next one tried; the model
+                // itself being broken ends the search (it would fail everywhere).
+                Err(e @ Error::ExecutionProvider { .. }) if candidates.len() > 1 => {
+                    tracing::warn!(role, ep = %ep, error = %e, "execution provider unavailable, trying the next");
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::ModelLoad {
+            role,
+            path: path.to_path_buf(),
+            reason: "no execution provider to try".into(),
+        }))
+    }
+
+    fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
+        let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), reason: e.to_string() };
+        let mut builder = Session::builder(&self.env).map_err(load_err)?;
+        if let Some(n) = self.options.intra_op_threads {
+            builder = builder.with_intra_threads(n).map_err(|e| load_err(e.into()))?;
+        }
+        if let Some(dispatch) = ep.dispatch()? {
+            builder = builder
+                .with_execution_providers([dispatch])
+                .map_err(|e| Error::ExecutionProvider { ep: ep.as_str(), reason: e.to_string() })?;
+        }
+        builder.commit_from_file(path).map_err(load_err)
+    }
+}
+
+fn load_environment(library: &Path) -> Result<Environment> {
+    let cell = LOADED.get_or_init(|| Mutex::new(None));
+    let mut loaded = cell.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((path, env)) = loaded.as_ref() {
+        if path == library {
+            return Ok(env.clone());
+        }
+        return Err(Error::RuntimeLoad {
+            path: library.to_path_buf(),
+            reason: format!("this process already loaded ONNX Runtime from {}", path.display()),
+        });
+    }
+    let builder = ort::init_from(library)
+        .map_err(|e| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() })?;
+    let env = builder
+        .with_name("latentcam")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() })?;
+    tracing::debug!(library = %library.display(), "ONNX Runtime loaded");
+    *loaded = Some((library.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
+/// A loaded model: its session, where its ports are, and where it runs. `run` needs `&mut`: one owner
+/// (one thread) per session.
+pub struct Model {
+    pub role: &'static str,
+    pub path: PathBuf,
+    pub session: Session,
+    pub binding: Binding,
+    pub ep: ExecutionProvider,
+    pub load_ms: f64,
+}
+
+impl Model {
+    pub fn describe_inputs(&self) -> String {
+        contract::describe_outlets(self.session.inputs())
+    }
+    pub fn describe_outputs(&self) -> String {
+        contract::describe_outlets(self.session.outputs())
+    }
+
+    pub(crate) fn contract_error(&self, problem: impl Into<String>) -> Error {
+        Error::Contract { role: self.role, path: self.path.clone(), problem: problem.into() }
+    }
+
+    /// Run a model with one f32 rank-4 input and one f32 rank-4 output (the contract's first ports).
+    pub(crate) fn run_image(&mut self, input: ArrayView4<f32>) -> Result<Array4<f32>> {
+        let stage = self.role;
+        let err = |e: ort::Error| Error::inference(stage, e);
+        let input_name = self.binding.input(0).name.clone();
+        let output_name = self.binding.output(0).name.clone();
+        let value = ort::value::TensorRef::from_array_view(input).map_err(err)?;
+        let outputs = self.session.run(ort::inputs![input_name.as_str() => value]).map_err(err)?;
+        let out = outputs
+            .get(&output_name)
+            .ok_or_else(|| Error::inference(stage, format!("no output `{output_name}`")))?
+            .try_extract_array::<f32>()
+            .map_err(err)?;
+        let out = out.into_dimensionality::<Ix4>().map_err(|e| Error::inference(stage, e))?;
+        Ok(out.to_owned())
+    }
+}

@@ -1,0 +1,26 @@
+//! # latentcam
+//!
+//! A real-time diffusion filter for video and webcams: frames are encoded to latents by a VAE, pushed through an
+//! LCM / SD-Turbo UNet for 1-8 steps on ONNX Runtime, and decoded again.
+//!
+//! How the crate is laid out:
+//!
+//! - [`infer`] owns ONNX Runtime: the one environment, session creation and the choice of execution provider
+//!   (the only place it is made), and the I/O contract every model is checked against when it loads.
+//! - [`model`] reads model folders (`model.toml` + ONNX files) into typed settings.
+//! - [`diffusion`] holds the maths and the models it drives: the LCM scheduler (config, per-run plan, step),
+//!   seeded fixed noise, CLIP tokenization and text encoding with a prompt cache, VAE encode/decode, the UNet,
+//!   and the img2img loop. It does no file or device I/O.
+//! - [`imaging`] turns image files into tensors and back, with the documented crop/resize policy.
+//! - [`bench`] measures each stage.
+//!
+//! Errors are [`Error`]: each says what was wrong and whether the user can fix it ([`Error::is_bad_input`]).
+
+pub mod bench;
+pub mod diffusion;
+pub mod error;
+pub mod imaging;
+pub mod infer;
+pub mod model;
+
+pub use error::{Error, Result};

@@ -1,0 +1,300 @@
+//! Model folders: `model.toml` (the manifest) plus the ONNX files and tokenizer it names.
+//!
+//! ```toml
+//! name = "sd15-lcm-lora"
+//! latent-channels = 4
+//! latent-scale = 0.18215             # full SD VAE; TAESD-family latents use 1.0
+//! image-range = "minus-one-to-one"   # SD VAE; TAESD-family: "zero-to-one"
+//! size-multiple = 64                 # image sides must be multiples of this (8 x the UNet's downsampling)
+//! [files]                            # relative to the folder; may point into other folders
+//! unet = "unet.onnx"
+//! vae-encoder = "vae_encoder.onnx"
+//! vae-decoder = "vae_decoder.onnx"
+//! text-encoder = "text_encoder.onnx"
+//! tokenizer = "tokenizer.json"
+//! [tokenizer]
+//! pad-token = "<|endoftext|>"        # SD1.x; SD2.x and SD-Turbo pad with "!"
+//! [scheduler]                        # defaults = the upstream scheduler_config.json values
+//! kind = "lcm"
+//! [defaults]                         # what img2img / convert use when the user does not say
+//! steps = 2
+//! strength = 0.5
+//! guidance = 1.0
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::diffusion::scheduler::LcmConfig;
+use crate::error::{Error, Result};
+
+pub const MANIFEST_FILE: &str = "model.toml";
+
+/// How the VAE expects and returns RGB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageRange {
+    /// 0..1 (taesd and its family).
+    ZeroToOne,
+    /// -1..1 (the full SD VAE).
+    MinusOneToOne,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ManifestFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    latent_channels: usize,
+    latent_scale: f32,
+    image_range: ImageRange,
+    #[serde(default = "default_size_multiple")]
+    size_multiple: u32,
+    files: Files,
+    #[serde(default)]
+    tokenizer: TokenizerSettings,
+    scheduler: SchedulerSection,
+    #[serde(default)]
+    defaults: Defaults,
+}
+
+fn default_size_multiple() -> u32 {
+    64
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Files {
+    unet: PathBuf,
+    vae_encoder: PathBuf,
+    vae_decoder: PathBuf,
+    text_encoder: PathBuf,
+    tokenizer: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenizerSettings {
+    #[serde(default = "default_pad_token")]
+    pub pad_token: String,
+    /// Token sequence length; CLIP's 77 unless the text encoder says otherwise.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+}
+
+fn default_pad_token() -> String {
+    "<|endoftext|>".into()
+}
+fn default_max_length() -> usize {
+    77
+}
+
+impl Default for TokenizerSettings {
+    fn default() -> Self {
+        TokenizerSettings { pad_token: default_pad_token(), max_length: default_max_length() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum SchedulerSection {
+    Lcm(LcmConfig),
+}
+
+/// Per-model defaults for the knobs users turn most.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Defaults {
+    pub steps: usize,
+    pub strength: f64,
+    pub guidance: f64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults { steps: 2, strength: 0.5, guidance: 1.0 }
+    }
+}
+
+/// A validated model folder: absolute file paths and typed settings.
+#[derive(Clone, Debug)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub latent_channels: usize,
+    pub latent_scale: f32,
+    pub image_range: ImageRange,
+    pub size_multiple: u32,
+    pub unet: PathBuf,
+    pub vae_encoder: PathBuf,
+    pub vae_decoder: PathBuf,
+    pub text_encoder: PathBuf,
+    pub tokenizer_file: PathBuf,
+    pub tokenizer: TokenizerSettings,
+    pub scheduler: LcmConfig,
+    pub defaults: Defaults,
+}
+
+impl ModelFolder {
+    pub fn open(dir: &Path) -> Result<ModelFolder> {
+        let folder_err = |problem: &str| Error::ModelFolder { path: dir.to_path_buf(), problem: problem.into() };
+        if !dir.exists() {
+            return Err(folder_err("no such folder"));
+        }
+        if !dir.is_dir() {
+            return Err(folder_err("not a folder (expected a model folder holding model.toml)"));
+        }
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                folder_err("has no model.toml (make one with scripts/export_models.py; see README)")
+            } else {
+                Error::Manifest { path: manifest_path.clone(), problem: e.to_string() }
+            }
+        })?;
+        Self::parse(dir, &manifest_path, &text)
+    }
+
+    fn parse(dir: &Path, manifest_path: &Path, text: &str) -> Result<ModelFolder> {
+        let bad = |problem: String| Error::Manifest { path: manifest_path.to_path_buf(), problem };
+        let m: ManifestFile = toml::from_str(text).map_err(|e| bad(one_line(&e.to_string())))?;
+        if m.latent_channels == 0 {
+            return Err(bad("latent-channels must be at least 1".into()));
+        }
+        if !(m.latent_scale.is_finite() && m.latent_scale > 0.0) {
+            return Err(bad(format!("latent-scale must be a positive number, found {}", m.latent_scale)));
+        }
+        if m.size_multiple == 0 || !m.size_multiple.is_multiple_of(8) {
+            return Err(bad(format!("size-multiple must be a positive multiple of 8, found {}", m.size_multiple)));
+        }
+        if m.tokenizer.max_length < 2 {
+            return Err(bad(format!("tokenizer.max-length must be at least 2, found {}", m.tokenizer.max_length)));
+        }
+        let SchedulerSection::Lcm(scheduler) = m.scheduler;
+        scheduler.validate().map_err(|e| bad(format!("[scheduler] {e}")))?;
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+        Ok(ModelFolder {
+            dir: dir.to_path_buf(),
+            name: m.name,
+            description: m.description,
+            latent_channels: m.latent_channels,
+            latent_scale: m.latent_scale,
+            image_range: m.image_range,
+            size_multiple: m.size_multiple,
+            unet: resolve(&m.files.unet),
+            vae_encoder: resolve(&m.files.vae_encoder),
+            vae_decoder: resolve(&m.files.vae_decoder),
+            text_encoder: resolve(&m.files.text_encoder),
+            tokenizer_file: resolve(&m.files.tokenizer),
+            tokenizer: m.tokenizer,
+            scheduler,
+            defaults: m.defaults,
+        })
+    }
+}
+
+/// Real model folders `scripts/export_models.py` makes, preferred in this order when no model is named.
+pub const PREFERRED_FOLDERS: [&str; 3] = ["sd-turbo", "sd15-lcm-lora", "lcm-dreamshaper-v7"];
+/// The committed tiny test model used when no real one has been exported.
+pub const FALLBACK_FOLDER: &str = "tiny-sd-turbo";
+
+/// `models/` folders to search: under the current directory, then above the executable (a checkout's
+/// `target/release/latentcam` finds the checkout's models).
+fn models_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd.join("models"));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(|d| d.join("models")));
+    }
+    roots.retain(|r| r.is_dir());
+    roots
+}
+
+/// The model to use when none is named: the first exported real model, else the tiny test model (with a
+/// warning, since its weights are random).
+pub fn default_folder() -> Result<PathBuf> {
+    let roots = models_roots();
+    for root in &roots {
+        for name in PREFERRED_FOLDERS {
+            let dir = root.join(name);
+            if dir.join(MANIFEST_FILE).is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    for root in &roots {
+        let dir = root.join(FALLBACK_FOLDER);
+        if dir.join(MANIFEST_FILE).is_file() {
+            tracing::warn!(
+                model = %dir.display(),
+                "no real model exported yet: using the tiny RANDOM-weight test model (output is noise-like); \
+                 export one with scripts/export_models.py and pass --model"
+            );
+            return Ok(dir);
+        }
+    }
+    Err(Error::ModelFolder {
+        path: PathBuf::from("models"),
+        problem: "no model given and none found under ./models (pass --model DIR)".into(),
+    })
+}
+
+/// toml's errors span several lines (a source excerpt with a caret); our messages are one line.
+pub(crate) fn one_line(msg: &str) -> String {
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+latent-channels = 4
+latent-scale = 0.18215
+image-range = "minus-one-to-one"
+[files]
+unet = "unet.onnx"
+vae-encoder = "e.onnx"
+vae-decoder = "d.onnx"
+text-encoder = "../shared/te.onnx"
+tokenizer = "tok.json"
+[scheduler]
+kind = "lcm"
+"#;
+
+    #[test]
+    fn parses_and_resolves_relative_paths() {
+        let m = ModelFolder::parse(Path::new("/m/x"), Path::new("/m/x/model.toml"), GOOD).unwrap();
+        assert_eq!(m.unet, Path::new("/m/x/unet.onnx"));
+        assert_eq!(m.text_encoder, Path::new("/m/x/../shared/te.onnx"));
+        assert_eq!(m.size_multiple, 64);
+        assert_eq!(m.tokenizer.pad_token, "<|endoftext|>");
+        assert_eq!(m.defaults, Defaults::default());
+        assert_eq!(m.scheduler, LcmConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name_and_line() {
+        let text = GOOD.replace("latent-scale = 0.18215", "latent-scale = 0.18215\nlatent-scael = 1");
+        let err = ModelFolder::parse(Path::new("/m"), Path::new("/m/model.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("latent-scael"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let text = GOOD.replace("0.18215", "-1.0");
+        let err = ModelFolder::parse(Path::new("/m"), Path::new("/m/model.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("latent-scale"), "{err}");
+        let text = GOOD.replace("kind = \"lcm\"", "kind = \"ddim\"");
+        let err = ModelFolder::parse(Path::new("/m"), Path::new("/m/model.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("ddim"), "{err}");
+    }
+}

@@ -1,0 +1,82 @@
+//! Shared test helpers: paths, the ONNX Runtime, the CLI binary, and the optional ../shared data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use latentcam::infer::{ExecutionProvider, Runtime, RuntimeOptions};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn model_dir(name: &str) -> PathBuf {
+    root().join("models").join(name)
+}
+
+pub fn golden(path: &str) -> PathBuf {
+    root().join("tests").join("golden").join(path)
+}
+
+/// ../shared (real media and models), when present. Tests that need it skip, saying why, when it is not.
+pub fn shared() -> Option<PathBuf> {
+    let dir = root().join("..").join("shared");
+    dir.join("media").is_dir().then_some(dir)
+}
+
+/// Call at the top of a test that needs ../shared: returns the folder or prints why the test is skipped.
+pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
+    let dir = shared();
+    if dir.is_none() {
+        eprintln!("SKIPPED {test}: ../shared (real media and the TAEF2 model) is not beside this checkout");
+    }
+    dir
+}
+
+/// One CPU runtime for the test process (ONNX Runtime is loaded once per process). Core tests need it:
+/// scripts/setup.sh installs the library, and a missing one fails the test with that advice.
+pub fn runtime() -> Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::new(RuntimeOptions {
+            library: None,
+            execution_provider: ExecutionProvider::Cpu,
+            intra_op_threads: Some(2),
+        })
+        .unwrap_or_else(|e| panic!("ONNX Runtime is needed by this test: {e}"))
+    })
+    .clone()
+}
+
+pub fn latentcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latentcam"))
+        .args(["--ep", "cpu", "--threads", "2"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run latentcam")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The CLI failed on bad input the way the contract says: exit code 2, no panic, and exactly one `error:`
+/// line that mentions `needle`.
+pub fn assert_bad_input(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "expected exit code 2; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "panicked:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line; stderr:\n{err}");
+    assert!(lines[0].contains(needle), "error line should mention {needle:?}: {}", lines[0]);
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
