@@ -85,10 +85,10 @@ struct DiffusionArgs {
     #[arg(long)]
     steps: Option<usize>,
     /// How much of the input to replace, 0 to 1; 0 runs the VAE only (default: the model's).
-    #[arg(long, conflicts_with = "timesteps")]
+    #[arg(long, conflicts_with = "timesteps", allow_negative_numbers = true)]
     strength: Option<f64>,
     /// Guidance scale, 0 to 10; 1.0-2.5 is the useful range (default: the model's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f64>,
     /// Noise seed: the same seed gives the same output.
     #[arg(long, default_value_t = 0)]
@@ -143,7 +143,7 @@ struct ScheduleArgs {
     #[arg(long, default_value_t = 1)]
     steps: usize,
     /// Strength, 0 to 1 (LCM img2img rule).
-    #[arg(long, default_value_t = 0.5, conflicts_with = "timesteps")]
+    #[arg(long, default_value_t = 0.5, conflicts_with = "timesteps", allow_negative_numbers = true)]
     strength: f64,
     /// Explicit descending timesteps instead of steps/strength.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
@@ -193,7 +193,12 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
 }
 
 fn runtime(args: &RuntimeArgs) -> anyhow::Result<Runtime> {
@@ -338,7 +343,7 @@ fn check_one(runtime: &Runtime, dir: &Path) -> anyhow::Result<String> {
     ];
     for m in models {
         out += &format!(
-            "  {:<12} {} [{} , {:.0} ms]\n    in:  {}\n    out: {}\n",
+            "  {:<12} {} [{}, {:.0} ms]\n    in:  {}\n    out: {}\n",
             m.role,
             m.path.display(),
             m.ep,
@@ -353,7 +358,7 @@ fn check_one(runtime: &Runtime, dir: &Path) -> anyhow::Result<String> {
         unet.cond_dim.map_or("none".to_string(), |d| format!("[batch, {d}] (guidance embedding)"))
     );
     out += &format!(
-        "  latents: {} channels, scale {}, image range {:?}, sides multiple of {}; scheduler: LCM ({:?}); \
+        "  latents: {} channels, scale {}, image range {}, sides multiple of {}; scheduler: LCM ({:?}); \
          defaults: {} steps, strength {}, guidance {}\n",
         folder.latent_channels,
         folder.latent_scale,

@@ -52,13 +52,13 @@ impl ExecutionProvider {
         }
     }
 
-    /// The ort dispatch for a concrete GPU provider (None for the CPU, which needs no registration), or why it
-    /// cannot be used here.
-    pub(crate) fn dispatch(self) -> Result<Option<ExecutionProviderDispatch>> {
+    /// The ort registrations for a concrete provider, in priority order (empty for the CPU, which needs none),
+    /// or why it cannot be used here. TensorRT is paired with CUDA for the nodes TensorRT does not take.
+    pub(crate) fn dispatch(self) -> Result<Vec<ExecutionProviderDispatch>> {
         match self {
-            ExecutionProvider::Cpu => Ok(None),
-            ExecutionProvider::Cuda => cuda_dispatch().map(Some),
-            ExecutionProvider::TensorRt => tensorrt_dispatch().map(Some),
+            ExecutionProvider::Cpu => Ok(Vec::new()),
+            ExecutionProvider::Cuda => Ok(vec![cuda_dispatch()?]),
+            ExecutionProvider::TensorRt => Ok(vec![tensorrt_dispatch()?, cuda_dispatch()?]),
             ExecutionProvider::Auto => unreachable!("auto is expanded by candidates()"),
         }
     }
@@ -129,7 +129,11 @@ fn trt_cache_dir() -> String {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("latentcam").join("tensorrt").display().to_string()
+    let dir = base.join("latentcam").join("tensorrt");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the TensorRT engine cache folder");
+    }
+    dir.display().to_string()
 }
 
 #[cfg(not(feature = "tensorrt"))]

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use ndarray::{Array4, ArrayView4, Ix4};
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::session::Session;
 
 pub use self::contract::{Binding, Bound, Contract};
@@ -33,6 +33,7 @@ pub struct Runtime {
     env: Environment,
     options: RuntimeOptions,
     library: PathBuf,
+    logged_ep: std::sync::Arc<Mutex<Option<ExecutionProvider>>>,
 }
 
 /// ort loads the library once per process; remember which one so a second, different request is an error
@@ -42,8 +43,8 @@ static LOADED: OnceLock<Mutex<Option<(PathBuf, Environment)>>> = OnceLock::new()
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let library = library::locate(options.library.as_deref())?;
-        let env = load_environment(&library)?;
-        Ok(Runtime { env, options, library })
+        let env = load_environment(&library, options.intra_op_threads)?;
+        Ok(Runtime { env, options, library, logged_ep: Default::default() })
     }
 
     pub fn library(&self) -> &Path {
@@ -69,11 +70,8 @@ impl Runtime {
                         .check(session.inputs(), session.outputs())
                         .map_err(|problem| Error::Contract { role, path: path.to_path_buf(), problem })?;
                     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-                    if self.options.execution_provider == ExecutionProvider::Auto {
-                        tracing::info!(role, path = %path.display(), ep = %ep, load_ms, "auto picked execution provider");
-                    } else {
-                        tracing::info!(role, path = %path.display(), ep = %ep, load_ms, "model loaded");
-                    }
+                    self.log_pick(*ep);
+                    tracing::debug!(role, path = %path.display(), ep = %ep, load_ms = load_ms.round(), "model loaded");
                     return Ok(Model { role, path: path.to_path_buf(), session, binding, ep: *ep, load_ms });
                 }
                 // With `auto`, a GPU provider that does not work is logged and the next one tried; the model
@@ -92,28 +90,40 @@ impl Runtime {
         }))
     }
 
+    /// Say once per runtime where models run (and that `auto` chose it); changes are said again.
+    fn log_pick(&self, ep: ExecutionProvider) {
+        let mut last = self.logged_ep.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != Some(ep) {
+            let how = if self.options.execution_provider == ExecutionProvider::Auto { "auto picked" } else { "using" };
+            tracing::info!("{how} execution provider {ep} (ONNX Runtime {})", self.library.display());
+            *last = Some(ep);
+        }
+    }
+
     fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
         let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), reason: e.to_string() };
         let mut builder = Session::builder(&self.env).map_err(load_err)?;
-        if let Some(n) = self.options.intra_op_threads {
-            builder = builder.with_intra_threads(n).map_err(|e| load_err(e.into()))?;
-        }
-        if let Some(dispatch) = ep.dispatch()? {
+        let dispatch = ep.dispatch()?;
+        if !dispatch.is_empty() {
             builder = builder
-                .with_execution_providers([dispatch])
+                .with_execution_providers(dispatch)
                 .map_err(|e| Error::ExecutionProvider { ep: ep.as_str(), reason: e.to_string() })?;
         }
         builder.commit_from_file(path).map_err(load_err)
     }
 }
 
-fn load_environment(library: &Path) -> Result<Environment> {
+/// Load the library and create the environment. Sessions share one global intra-op thread pool: latentcam runs
+/// its models one after another, and per-session pools would each spin their threads after a run, stealing the
+/// cores the next model needs (measured: a 256² tiny-model frame took 2x the sum of its stages).
+fn load_environment(library: &Path, intra_op_threads: Option<usize>) -> Result<Environment> {
     let cell = LOADED.get_or_init(|| Mutex::new(None));
     let mut loaded = cell.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((path, env)) = loaded.as_ref() {
         if path == library {
             return Ok(env.clone());
         }
+        // (the thread count of the first runtime stays: the pool is created once per process)
         return Err(Error::RuntimeLoad {
             path: library.to_path_buf(),
             reason: format!("this process already loaded ONNX Runtime from {}", path.display()),
@@ -121,11 +131,11 @@ fn load_environment(library: &Path) -> Result<Environment> {
     }
     let builder = ort::init_from(library)
         .map_err(|e| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() })?;
-    let env = builder
-        .with_name("latentcam")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() })?;
+    let load_err = |e: ort::Error| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() };
+    let pool =
+        GlobalThreadPoolOptions::default().with_intra_threads(intra_op_threads.unwrap_or(0)).map_err(load_err)?;
+    let env =
+        builder.with_name("latentcam").with_telemetry(false).with_global_thread_pool(pool).build().map_err(load_err)?;
     tracing::debug!(library = %library.display(), "ONNX Runtime loaded");
     *loaded = Some((library.to_path_buf(), env.clone()));
     Ok(env)

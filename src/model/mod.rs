@@ -91,6 +91,15 @@ fn default_max_length() -> usize {
     77
 }
 
+impl std::fmt::Display for ImageRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageRange::ZeroToOne => "0..1",
+            ImageRange::MinusOneToOne => "-1..1",
+        })
+    }
+}
+
 impl Default for TokenizerSettings {
     fn default() -> Self {
         TokenizerSettings { pad_token: default_pad_token(), max_length: default_max_length() }
@@ -175,7 +184,7 @@ impl ModelFolder {
         }
         let SchedulerSection::Lcm(scheduler) = m.scheduler;
         scheduler.validate().map_err(|e| bad(format!("[scheduler] {e}")))?;
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { normalize(&dir.join(p)) };
         Ok(ModelFolder {
             dir: dir.to_path_buf(),
             name: m.name,
@@ -244,9 +253,27 @@ pub fn default_folder() -> Result<PathBuf> {
     })
 }
 
+/// `a/b/../c` -> `a/c` without touching the file system (paths in messages stay short; symlinks are not
+/// followed, which is what a relative path in a manifest means).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// toml's errors span several lines (a source excerpt with a caret); our messages are one line.
-pub(crate) fn one_line(msg: &str) -> String {
-    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+pub fn one_line(msg: &str) -> String {
+    let is_excerpt = |l: &str| l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|');
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !is_excerpt(l)).collect::<Vec<_>>().join(": ")
 }
 
 #[cfg(test)]
@@ -272,7 +299,7 @@ kind = "lcm"
     fn parses_and_resolves_relative_paths() {
         let m = ModelFolder::parse(Path::new("/m/x"), Path::new("/m/x/model.toml"), GOOD).unwrap();
         assert_eq!(m.unet, Path::new("/m/x/unet.onnx"));
-        assert_eq!(m.text_encoder, Path::new("/m/x/../shared/te.onnx"));
+        assert_eq!(m.text_encoder, Path::new("/m/shared/te.onnx"));
         assert_eq!(m.size_multiple, 64);
         assert_eq!(m.tokenizer.pad_token, "<|endoftext|>");
         assert_eq!(m.defaults, Defaults::default());
