@@ -43,6 +43,9 @@ APT_PACKAGES=(
     xvfb
     xauth
     x11-apps
+    libx11-6
+    libxcursor1
+    libxkbcommon0
     python3
     python3-pip
     ca-certificates

@@ -42,6 +42,15 @@ pub enum Error {
     #[error("output {path}: {problem}")]
     Output { path: PathBuf, problem: String },
 
+    #[error("pipeline {path}: {problem}")]
+    Pipeline { path: PathBuf, problem: String },
+
+    #[error("source {source_name}: {problem}")]
+    Source { source_name: String, problem: String },
+
+    #[error("sink {sink}: {problem}")]
+    Sink { sink: String, problem: String },
+
     #[error("invalid {what}: {problem}")]
     InvalidParameter { what: &'static str, problem: String },
 

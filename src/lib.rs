@@ -13,14 +13,26 @@
 //!   and the img2img loop. It does no file or device I/O.
 //! - [`imaging`] turns image files into tensors and back, with the documented crop/resize policy.
 //! - [`bench`] measures each stage.
+//! - [`config`] parses pipeline files; [`pipeline`] runs them: a source thread, a preprocess thread, the
+//!   diffusion thread (owner of every ORT session) and one thread per sink, joined by bounded links whose
+//!   overflow policy is the mode's (live: the latest frame wins; offline: nothing is dropped). The window, if
+//!   any, runs on the main thread and reads the newest frame from a slot.
+//! - [`source`] and [`sink`]: the frame producers and consumers behind one trait each; [`frame`] is what
+//!   travels between them.
 //!
 //! Errors are [`Error`]: each says what was wrong and whether the user can fix it ([`Error::is_bad_input`]).
 
 pub mod bench;
+pub mod config;
+pub mod devices;
 pub mod diffusion;
 pub mod error;
+pub mod frame;
 pub mod imaging;
 pub mod infer;
 pub mod model;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
 
 pub use error::{Error, Result};

@@ -7,11 +7,20 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use latentcam::config::{
+    Mode, ModelConfig, ParamsConfig, PipelineConfig, SinkConfig, SourceConfig, View, display_available,
+};
 use latentcam::diffusion::scheduler::Lcm;
 use latentcam::diffusion::{Diffusion, Params};
 use latentcam::imaging::{self, Fit, OutputImage};
 use latentcam::infer::{ExecutionProvider, Runtime, RuntimeOptions};
 use latentcam::model::{self, ModelFolder};
+use latentcam::pipeline::stats::Snapshot;
+use latentcam::pipeline::{self, BuildOptions, StopFlag};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -57,6 +66,54 @@ enum Command {
     Models(ModelsCommand),
     /// Time each stage (text encoder, VAE encode, UNet step, VAE decode, whole frame).
     Bench(BenchArgs),
+    /// Run a pipeline file (source -> diffusion -> sinks) until its source ends or Ctrl-C.
+    Run(RunArgs),
+    /// Check a pipeline file without running it.
+    Check(CheckArgs),
+    /// Video to video: every input frame becomes one output frame, same timestamps, audio kept.
+    Convert(ConvertArgs),
+    /// List cameras and v4l2loopback outputs.
+    Devices,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    pipeline: PathBuf,
+    /// Override a value of the file: params.prompt="a cat", sink.0.path=out.mp4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Write the final statistics (fps, per-stage ms, drops, latency p50/p95) here as JSON.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    pipeline: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// A video file (anything GStreamer decodes).
+    input: PathBuf,
+    /// .mp4, .mkv or .mov (H.264).
+    output: PathBuf,
+    #[command(flatten)]
+    diffusion: DiffusionArgs,
+    /// Working size WxH (default: the input's size cropped to the model's size multiple).
+    #[arg(long, value_name = "WxH")]
+    size: Option<String>,
+    /// x264 quality, 0-50 (lower is better).
+    #[arg(long, default_value_t = 21)]
+    quality: u32,
+    /// Do not carry the audio over.
+    #[arg(long)]
+    no_audio: bool,
+    /// Write the final statistics here as JSON.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +233,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
             let bad_input = e.chain().any(|c| c.downcast_ref::<latentcam::Error>().is_some_and(|e| e.is_bad_input()));
@@ -215,7 +273,197 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedule(args) => schedule(args),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&cli.runtime, &dirs),
         Command::Bench(args) => bench(&cli.runtime, args),
+        Command::Run(args) => run_pipeline(&cli.runtime, args),
+        Command::Check(args) => check_pipeline(&args),
+        Command::Convert(args) => convert(&cli.runtime, args),
+        Command::Devices => devices(),
     }
+}
+
+/// Ctrl-C (and SIGTERM) ask the pipeline to stop and finalize its outputs; a second one exits at once.
+fn stop_on_signal() -> StopFlag {
+    let stop: StopFlag = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted again: exiting without finalizing");
+            std::process::exit(130);
+        }
+        eprintln!("stopping: finishing the outputs (press Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "cannot catch Ctrl-C; outputs may not be finalized when interrupted");
+    }
+    stop
+}
+
+/// Signals an interrupted run that did finalize its outputs: exit code 130, like a shell.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+impl std::error::Error for Interrupted {}
+
+fn write_stats(path: Option<&Path>, stats: &latentcam::pipeline::stats::Snapshot) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(stats)?)
+            .map_err(|e| latentcam::Error::Output { path: path.to_path_buf(), problem: e.to_string() })?;
+    }
+    Ok(())
+}
+
+fn run_pipeline(rt: &RuntimeArgs, args: RunArgs) -> anyhow::Result<()> {
+    let config = PipelineConfig::load(&args.pipeline, &args.overrides)?;
+    let runtime = runtime(rt)?;
+    let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: display_available() })?;
+    tracing::info!(source = %built.source, model = %built.model, size = ?built.size, mode = ?config.mode, "running");
+    let interval = Duration::from_secs_f64(config.stats_interval_s);
+    let mut last_log = Instant::now();
+    let mut tick = |s: &Snapshot| {
+        if !interval.is_zero() && last_log.elapsed() >= interval {
+            tracing::info!("{}", s.line());
+            last_log = Instant::now();
+        }
+    };
+    let report = pipeline::run(built.parts, stop_on_signal(), &mut tick)?;
+    tracing::info!("done: {}", report.stats.line());
+    write_stats(args.stats_json.as_deref(), &report.stats)
+}
+
+fn check_pipeline(args: &CheckArgs) -> anyhow::Result<()> {
+    let config = PipelineConfig::load(&args.pipeline, &args.overrides)?;
+    let folder = ModelFolder::open(&pipeline::build::model_folder(config.model.dir.as_deref())?)?;
+    let params = pipeline::build::diffusion_params(&config, &folder);
+    check_schedule(&folder, &params)?;
+    if let Some([w, h]) = config.model.size {
+        let multiple = if params.strength == 0.0 && params.timesteps.is_none() { 8 } else { folder.size_multiple };
+        if w % multiple != 0 || h % multiple != 0 {
+            return Err(latentcam::Error::invalid(
+                "size",
+                format!("[model] size {w}x{h}: model {} needs multiples of {multiple}", folder.name),
+            )
+            .into());
+        }
+    }
+    let sinks: Vec<String> = config
+        .sinks
+        .iter()
+        .map(|s| match s.only_when() {
+            Some(w) => format!("{} (only when {w:?})", s.kind()),
+            None => s.kind().to_string(),
+        })
+        .collect();
+    println!(
+        "{}: ok — {:?} mode, source {}, model {}, sinks: {}",
+        args.pipeline.display(),
+        config.mode,
+        config.source.kind(),
+        folder.dir.display(),
+        sinks.join(", ")
+    );
+    Ok(())
+}
+
+fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
+    let size = args.size.as_deref().map(imaging::parse_size).transpose()?;
+    let d = &args.diffusion;
+    let config = PipelineConfig {
+        mode: Mode::Offline,
+        source: SourceConfig::Gstreamer {
+            uri: Some(args.input.display().to_string()),
+            pipeline: None,
+            audio: !args.no_audio,
+        },
+        model: ModelConfig { dir: d.model.as_ref().map(|p| p.display().to_string()), size: size.map(|(w, h)| [w, h]) },
+        params: ParamsConfig {
+            prompt: d.prompt.clone(),
+            negative_prompt: d.negative_prompt.clone(),
+            steps: d.steps,
+            strength: d.strength,
+            guidance: d.guidance,
+            seed: d.seed,
+            timesteps: d.timesteps.clone(),
+        },
+        sinks: vec![SinkConfig::File {
+            path: args.output.clone(),
+            view: View::Output,
+            audio: !args.no_audio,
+            quality: args.quality,
+            only_when: None,
+        }],
+        stats_interval_s: 0.0,
+    };
+    config.validate().map_err(|problem| latentcam::Error::invalid("convert", problem))?;
+    let runtime = runtime(rt)?;
+    let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: false })?;
+    tracing::info!(source = %built.source, model = %built.model, size = ?built.size, "converting");
+    let progress = Progress::new(built.total_frames);
+    let mut tick = |s: &Snapshot| progress.update(s);
+    let report = pipeline::run(built.parts, stop_on_signal(), &mut tick)?;
+    progress.finish(&report.stats);
+    write_stats(args.stats_json.as_deref(), &report.stats)?;
+    let frames = report.stats.frames_delivered.values().copied().max().unwrap_or(0);
+    if report.interrupted {
+        eprintln!("interrupted: {} holds the first {frames} frames and is playable", args.output.display());
+        return Err(Interrupted.into());
+    }
+    tracing::info!(output = %args.output.display(), frames, "{}", report.stats.line());
+    Ok(())
+}
+
+/// A progress bar with ETA on a terminal; a plain line every few seconds otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: Option<u64>,
+    last_line: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(total: Option<u64>) -> Progress {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = match total {
+                Some(n) => indicatif::ProgressBar::new(n),
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames ({per_sec}, ETA {eta}) {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress { bar, total, last_line: std::cell::Cell::new(Instant::now()) }
+    }
+
+    fn update(&self, s: &Snapshot) {
+        let done = s.frames_delivered.values().copied().max().unwrap_or(0);
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
+                let of = self.total.map_or(String::new(), |t| format!(" of {t}"));
+                eprintln!("converted {done}{of} frames ({:.1} fps)", s.output_fps);
+                self.last_line.set(Instant::now());
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self, s: &Snapshot) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(s.frames_delivered.values().copied().max().unwrap_or(0));
+            bar.finish();
+        }
+    }
+}
+
+fn devices() -> anyhow::Result<()> {
+    print!("{}", latentcam::devices::report());
+    Ok(())
 }
 
 /// Validate steps/strength/timesteps against the folder's scheduler before any model loads.

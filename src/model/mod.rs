@@ -107,7 +107,7 @@ impl Default for TokenizerSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
 enum SchedulerSection {
     Lcm(LcmConfig),
 }
@@ -268,6 +268,18 @@ fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// A model folder by bare name (`tiny-sd-turbo`), looked up like the default model.
+pub fn find_named(name: &str) -> Result<PathBuf> {
+    let roots = models_roots();
+    roots.iter().map(|r| r.join(name)).find(|d| d.join(MANIFEST_FILE).is_file()).ok_or_else(|| Error::ModelFolder {
+        path: PathBuf::from(name),
+        problem: format!(
+            "no such model folder (looked in: {})",
+            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    })
 }
 
 /// toml's errors span several lines (a source excerpt with a caret); our messages are one line.

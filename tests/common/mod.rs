@@ -1,6 +1,9 @@
 //! Shared test helpers: paths, the ONNX Runtime, the CLI binary, and the optional ../shared data.
 #![allow(dead_code)]
 
+#[cfg(feature = "gstreamer")]
+pub mod media;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -1,0 +1,348 @@
+//! The streaming engine: named threads joined by bounded links.
+//!
+//! ```text
+//! source ──link──> preprocess ──link──> process (diffusion) ──tee──links──> sink threads
+//!                  (resize to the         (owns every ORT               └──latest slot──> window (main thread)
+//!                   working size)          session)
+//! ```
+//!
+//! Live mode links hold one frame and drop the oldest (the latest frame wins, latency cannot pile up, drops are
+//! counted); offline links block (every frame arrives, in order). The end of a stream travels as the sender
+//! side of each link closing: every stage drains what it has, sinks finalize, threads end. A stop request
+//! (Ctrl-C, window closed) only stops the source; the rest drains the same way.
+
+pub mod build;
+pub mod link;
+pub mod stats;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+pub use self::build::{BuildOptions, build};
+use self::link::{LinkReceiver, LinkSender, Overflow, link};
+use self::stats::{Snapshot, Stats};
+use crate::config::{Mode, View};
+use crate::error::{Error, Result};
+use crate::frame::{Frame, Processed};
+use crate::imaging;
+use crate::sink::{Sink, StreamEnd};
+use crate::source::Source;
+
+/// Set to ask a running pipeline to stop (Ctrl-C, a closed window); the pipeline drains and finalizes.
+pub type StopFlag = Arc<AtomicBool>;
+
+/// The stage that turns a model-sized frame into the output frame.
+pub trait Processor: Send {
+    /// The size frames must have when they reach `process`.
+    fn size(&self) -> (u32, u32);
+    fn process(&mut self, input: &RgbImage) -> Result<RgbImage>;
+    /// Time spent in sub-stages by the last `process` call, for the statistics.
+    fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
+        Vec::new()
+    }
+}
+
+/// The newest processed frame, for a display that shows whatever is latest (never waits, never queues).
+#[derive(Default)]
+pub struct LatestSlot {
+    frame: Mutex<Option<Arc<Processed>>>,
+}
+
+impl LatestSlot {
+    pub fn put(&self, frame: Arc<Processed>) {
+        *self.frame.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame);
+    }
+    pub fn take(&self) -> Option<Arc<Processed>> {
+        self.frame.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Everything a run needs, built by [`build`] (or by hand in tests).
+pub struct Parts {
+    pub source: Box<dyn Source>,
+    pub processor: Box<dyn Processor>,
+    /// Named sinks, each run on its own thread.
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    /// A window on the calling thread, showing this view.
+    pub window: Option<View>,
+    pub mode: Mode,
+}
+
+/// How the calling thread spends its time while the pipeline runs: showing a window, or waiting.
+pub struct Report {
+    pub stats: Snapshot,
+    /// The run ended because stop was requested (not at the end of the stream).
+    pub interrupted: bool,
+}
+
+/// Called on the calling thread about every 200 ms with fresh statistics (progress bars, periodic logs).
+pub type Tick<'a> = &'a mut dyn FnMut(&Snapshot);
+
+const TICK: Duration = Duration::from_millis(200);
+
+/// Run a pipeline to the end of its stream or until `stop` is set. Returns the final statistics, or the first
+/// error any stage hit (after every stage has wound down and every sink has finalized).
+pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
+    let Parts { source, processor, sinks, window, mode } = parts;
+    let stats = Arc::new(Stats::default());
+    let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+    let (capacity, overflow) = match mode {
+        Mode::Live => (1, Overflow::DropOldest),
+        Mode::Offline => (2, Overflow::Block),
+    };
+    let fail = {
+        let failure = failure.clone();
+        let stop = stop.clone();
+        move |e: Error| {
+            stop.store(true, Ordering::SeqCst);
+            let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+    };
+
+    let (to_pre, pre_in) = link::<Frame>("source->preprocess", capacity, overflow);
+    let (to_proc, proc_in) = link::<Frame>("preprocess->process", capacity, overflow);
+    stats.add_link(to_pre.counters());
+    stats.add_link(to_proc.counters());
+
+    let source_done = Arc::new(AtomicBool::new(false));
+    let mut sink_links = Vec::new();
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    for (name, sink) in sinks {
+        let (tx, rx) = link::<Arc<Processed>>(format!("process->{name}"), capacity, overflow);
+        stats.add_link(tx.counters());
+        sink_links.push((name.clone(), tx));
+        threads.push(spawn(&format!("sink:{name}"), fail.clone(), {
+            let (stats, done) = (stats.clone(), source_done.clone());
+            move || sink_loop(&name, sink, rx, &stats, &done)
+        }));
+    }
+    let slot = window.map(|_| Arc::new(LatestSlot::default()));
+
+    threads.push(spawn("source", fail.clone(), {
+        let (stats, stop, done) = (stats.clone(), stop.clone(), source_done.clone());
+        move || source_loop(source, to_pre, &stats, &stop, &done)
+    }));
+    let size = processor.size();
+    threads.push(spawn("preprocess", fail.clone(), {
+        let stats = stats.clone();
+        move || preprocess_loop(size, pre_in, to_proc, &stats)
+    }));
+    threads.push(spawn("process", fail.clone(), {
+        let (stats, slot) = (stats.clone(), slot.clone());
+        move || process_loop(processor, proc_in, sink_links, slot, &stats)
+    }));
+
+    let all_done = || threads.iter().all(|t| t.is_finished());
+    match (window, slot) {
+        (Some(view), Some(slot)) => show_window(view, &slot, &stop, &stats, &all_done, tick, fail.clone()),
+        _ => {
+            while !all_done() {
+                std::thread::sleep(TICK);
+                tick(&stats.snapshot());
+            }
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let interrupted = stop.load(Ordering::SeqCst) && !source_done.load(Ordering::SeqCst);
+    if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    Ok(Report { stats: stats.snapshot(), interrupted })
+}
+
+#[cfg(feature = "window")]
+fn show_window(
+    view: View,
+    slot: &LatestSlot,
+    stop: &StopFlag,
+    stats: &Stats,
+    all_done: &dyn Fn() -> bool,
+    tick: Tick,
+    fail: impl Fn(Error),
+) {
+    if let Err(e) = crate::sink::window::run(view, slot, stop, stats, all_done, tick) {
+        fail(e);
+    }
+}
+
+#[cfg(not(feature = "window"))]
+fn show_window(_: View, _: &LatestSlot, _: &StopFlag, _: &Stats, _: &dyn Fn() -> bool, _: Tick, fail: impl Fn(Error)) {
+    fail(crate::source::not_built("window sink", "window"));
+}
+
+/// A named thread whose error (or panic) stops the pipeline and is reported.
+fn spawn(
+    name: &str,
+    fail: impl Fn(Error) + Send + 'static,
+    body: impl FnOnce() -> Result<()> + Send + 'static,
+) -> JoinHandle<()> {
+    let thread_name = name.to_string();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fail(e),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    fail(Error::Inference {
+                        stage: "pipeline",
+                        reason: format!("thread {thread_name} panicked: {msg}"),
+                    });
+                }
+            }
+        })
+        .expect("spawn pipeline thread")
+}
+
+fn source_loop(
+    mut source: Box<dyn Source>,
+    out: LinkSender<Frame>,
+    stats: &Stats,
+    stop: &StopFlag,
+    done: &AtomicBool,
+) -> Result<()> {
+    let _span = tracing::debug_span!("source", source = %source.describe()).entered();
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let Some(frame) = source.next_frame()? else {
+            done.store(true, Ordering::SeqCst);
+            tracing::debug!("end of stream");
+            return Ok(());
+        };
+        stats.stage("capture", started.elapsed());
+        stats.captured();
+        if out.send(frame).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn preprocess_loop(size: (u32, u32), input: LinkReceiver<Frame>, out: LinkSender<Frame>, stats: &Stats) -> Result<()> {
+    while let Some(mut frame) = input.recv() {
+        let started = Instant::now();
+        if frame.image.dimensions() != size {
+            frame.image = Arc::new(imaging::resize_cover(&frame.image, size.0, size.1)?);
+        }
+        stats.stage("preprocess", started.elapsed());
+        if out.send(frame).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn process_loop(
+    mut processor: Box<dyn Processor>,
+    input: LinkReceiver<Frame>,
+    sinks: Vec<(String, LinkSender<Arc<Processed>>)>,
+    window: Option<Arc<LatestSlot>>,
+    stats: &Stats,
+) -> Result<()> {
+    while let Some(frame) = input.recv() {
+        let started = Instant::now();
+        let output = processor.process(&frame.image)?;
+        stats.stage("process", started.elapsed());
+        for (stage, elapsed) in processor.last_stage_times() {
+            stats.stage(stage, elapsed);
+        }
+        let processed = Arc::new(Processed {
+            input: frame.image,
+            output: Arc::new(output),
+            pts: frame.pts,
+            duration: frame.duration,
+            sequence: frame.sequence,
+            captured: frame.captured,
+        });
+        if let Some(slot) = &window {
+            slot.put(processed.clone());
+        }
+        for (name, tx) in &sinks {
+            if tx.send(processed.clone()).is_err() {
+                return Err(Error::Sink { sink: name.clone(), problem: "stopped accepting frames".into() });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sink_loop(
+    name: &str,
+    mut sink: Box<dyn Sink>,
+    input: LinkReceiver<Arc<Processed>>,
+    stats: &Stats,
+    source_done: &AtomicBool,
+) -> Result<()> {
+    let mut result = Ok(());
+    while let Some(frame) = input.recv() {
+        let started = Instant::now();
+        if let Err(e) = sink.write(&frame) {
+            result = Err(e);
+            break;
+        }
+        stats.stage("sink", started.elapsed());
+        stats.delivered(name, frame.captured);
+    }
+    // Finalize even after an error or a stop, so what was written stays usable (a playable video).
+    drop(input);
+    let end =
+        if source_done.load(Ordering::SeqCst) && result.is_ok() { StreamEnd::Complete } else { StreamEnd::Stopped };
+    let finished = sink.finish(end);
+    result.and(finished)
+}
+
+/// The processor for diffusion models.
+pub struct DiffusionProcessor {
+    diffusion: crate::diffusion::Diffusion,
+    prepared: crate::diffusion::Prepared,
+    size: (u32, u32),
+}
+
+impl DiffusionProcessor {
+    pub fn new(
+        mut diffusion: crate::diffusion::Diffusion,
+        params: &crate::diffusion::Params,
+        size: (u32, u32),
+    ) -> Result<DiffusionProcessor> {
+        let prepared = diffusion.prepare(params)?;
+        let multiple = diffusion.size_multiple(&prepared);
+        if !size.0.is_multiple_of(multiple) || !size.1.is_multiple_of(multiple) || size.0 == 0 || size.1 == 0 {
+            return Err(Error::invalid(
+                "size",
+                format!("{}x{}: this model needs sides that are multiples of {multiple}", size.0, size.1),
+            ));
+        }
+        Ok(DiffusionProcessor { diffusion, prepared, size })
+    }
+}
+
+impl Processor for DiffusionProcessor {
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
+        let tensor = imaging::to_tensor(input);
+        let out = self.diffusion.run(&self.prepared, tensor.view())?;
+        Ok(imaging::from_tensor(out.view()))
+    }
+
+    fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
+        let t = self.diffusion.last_times();
+        let d = |ms: f64| Duration::from_secs_f64(ms / 1e3);
+        vec![("vae encode", d(t.vae_encode_ms)), ("unet", d(t.unet_ms)), ("vae decode", d(t.vae_decode_ms))]
+    }
+}

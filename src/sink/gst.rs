@@ -1,0 +1,413 @@
+//! GStreamer encoding sinks: H.264 into a file (MP4 / MKV / MOV, with the source's audio re-muxed) or into an
+//! MPEG-TS network stream (UDP or SRT) that OBS's Media Source opens.
+//!
+//! `video/x-raw,format=I420` goes before the encoder: x264 would otherwise pick 4:4:4 from RGB input, which
+//! many players refuse. Finishing sends end-of-stream and waits for it to reach the muxer, so the file is
+//! complete (an MP4's index is written then) even when the run was interrupted.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use super::{Sink, SinkContext, StreamEnd, compose};
+use crate::config::{StreamUrl, View};
+use crate::error::{Error, Result};
+use crate::frame::{Fps, Processed};
+use crate::source::AudioTrack;
+use crate::source::gst::{AudioTap, bus_error, init};
+
+/// How long finishing may wait for the muxer to write out the end of the file.
+const EOS_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct EncodeSink {
+    name: String,
+    pipeline: gst::Pipeline,
+    video: gst_app::AppSrc,
+    info: gst_video::VideoInfo,
+    view: View,
+    frame_duration: Duration,
+    live: bool,
+    started: Option<Instant>,
+    /// End of the last video frame (ns), where recorded audio is cut when the run stops early.
+    video_end_ns: Arc<AtomicU64>,
+    audio: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+fn make(factory: &str, sink_name: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().map_err(|_| Error::Sink {
+        sink: sink_name.to_string(),
+        problem: format!("GStreamer element `{factory}` is missing (install the plugins: scripts/setup.sh)"),
+    })
+}
+
+fn set_enum(element: &gst::Element, property: &str, value: &str) {
+    if element.find_property(property).is_some() {
+        element.set_property_from_str(property, value);
+    }
+}
+
+impl EncodeSink {
+    pub fn file(
+        path: &Path,
+        view: View,
+        context: &SinkContext,
+        audio: Option<AudioTrack>,
+        quality: u32,
+    ) -> Result<EncodeSink> {
+        init()?;
+        let name = path.display().to_string();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let mux = make(
+            match ext.as_str() {
+                "mkv" => "matroskamux",
+                "mov" => "qtmux",
+                _ => "mp4mux",
+            },
+            &name,
+        )?;
+        let filesink = make("filesink", &name)?;
+        filesink.set_property("location", path.to_string_lossy().as_ref());
+        let encoder = make("x264enc", &name)?;
+        set_enum(&encoder, "speed-preset", "veryfast");
+        set_enum(&encoder, "pass", "qual");
+        encoder.set_property("quantizer", quality);
+        let (pipeline, video, info) = video_chain(&name, context, false, encoder, &mux)?;
+        pipeline.add(&filesink).expect("add filesink");
+        mux.link(&filesink).expect("mux ! filesink");
+        let video_end_ns = Arc::new(AtomicU64::new(0));
+        let audio = match audio {
+            Some(track) => audio_branch(&name, &pipeline, &mux, track.inner, video_end_ns.clone())?,
+            None => None,
+        };
+        let mut sink = EncodeSink::new(name, pipeline, video, info, view, context, video_end_ns, audio);
+        sink.start()?;
+        Ok(sink)
+    }
+
+    pub fn stream(url: &str, view: View, context: &SinkContext, bitrate_kbps: u32) -> Result<EncodeSink> {
+        init()?;
+        let parsed = StreamUrl::parse(url).map_err(|problem| Error::Sink { sink: url.to_string(), problem })?;
+        let mux = make("mpegtsmux", url)?;
+        let encoder = make("x264enc", url)?;
+        set_enum(&encoder, "tune", "zerolatency");
+        set_enum(&encoder, "speed-preset", "ultrafast");
+        encoder.set_property("bitrate", bitrate_kbps);
+        let fps = context.fps.map_or(30.0, Fps::as_f64);
+        encoder.set_property("key-int-max", (fps * 2.0).round().max(1.0) as u32);
+        let net = match &parsed {
+            StreamUrl::Udp { host, port } => {
+                let udp = make("udpsink", url)?;
+                udp.set_property("host", host.as_str());
+                udp.set_property("port", i32::from(*port));
+                udp
+            }
+            StreamUrl::Srt { host, port } => {
+                let srt = make("srtsink", url)?;
+                let uri = if host.is_empty() {
+                    format!("srt://:{port}?mode=listener")
+                } else {
+                    format!("srt://{host}:{port}?mode=caller")
+                };
+                srt.set_property("uri", uri.as_str());
+                // Do not hold the pipeline until a viewer connects.
+                srt.set_property("wait-for-connection", false);
+                srt
+            }
+        };
+        net.set_property("sync", false);
+        net.set_property("async", false);
+        let (pipeline, video, info) = video_chain(url, context, true, encoder, &mux)?;
+        pipeline.add(&net).expect("add network sink");
+        mux.link(&net).expect("mux ! network sink");
+        let mut sink = EncodeSink::new(url.to_string(), pipeline, video, info, view, context, Arc::default(), None);
+        sink.start()?;
+        Ok(sink)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: String,
+        pipeline: gst::Pipeline,
+        video: gst_app::AppSrc,
+        info: gst_video::VideoInfo,
+        view: View,
+        context: &SinkContext,
+        video_end_ns: Arc<AtomicU64>,
+        audio: Option<JoinHandle<()>>,
+    ) -> EncodeSink {
+        let frame_duration = context.fps.and_then(Fps::frame_duration).unwrap_or(Duration::from_millis(40));
+        EncodeSink {
+            name,
+            pipeline,
+            video,
+            info,
+            view,
+            frame_duration,
+            live: context.live,
+            started: None,
+            video_end_ns,
+            audio,
+            finished: false,
+        }
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.pipeline.set_state(gst::State::Playing).map_err(|_| Error::Sink {
+            sink: self.name.clone(),
+            problem: bus_error(&self.pipeline).unwrap_or_else(|| "cannot start the encoder".into()),
+        })?;
+        Ok(())
+    }
+
+    fn failed(&self, what: &str) -> Error {
+        Error::Sink { sink: self.name.clone(), problem: bus_error(&self.pipeline).unwrap_or_else(|| what.to_string()) }
+    }
+}
+
+/// `appsrc ! videoconvert ! video/x-raw,format=I420 ! <encoder> ! h264parse ! <mux>` in a new pipeline.
+fn video_chain(
+    name: &str,
+    context: &SinkContext,
+    live: bool,
+    encoder: gst::Element,
+    mux: &gst::Element,
+) -> Result<(gst::Pipeline, gst_app::AppSrc, gst_video::VideoInfo)> {
+    let fps = context.fps.unwrap_or(Fps::new(0, 1));
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, context.width, context.height)
+        .fps(gst::Fraction::new(fps.num as i32, fps.den as i32))
+        .build()
+        .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("bad video format: {e}") })?;
+    let caps = info.to_caps().map_err(|e| Error::Sink { sink: name.to_string(), problem: e.to_string() })?;
+    let appsrc = gst_app::AppSrc::builder()
+        .name("video")
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .is_live(live)
+        // Offline: block the writer when the encoder is behind (backpressure, nothing lost). Live: keep the
+        // newest frames.
+        .block(!live)
+        .max_buffers(3)
+        .leaky_type(if live { gst_app::AppLeakyType::Downstream } else { gst_app::AppLeakyType::None })
+        .build();
+    let convert = make("videoconvert", name)?;
+    let i420 = make("capsfilter", name)?;
+    i420.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
+    let parse = make("h264parse", name)?;
+    if live {
+        // Repeat SPS/PPS so a viewer can join mid-stream.
+        parse.set_property("config-interval", -1i32);
+    }
+    let queue = make("queue", name)?;
+    let pipeline = gst::Pipeline::with_name("latentcam-encode");
+    pipeline.add_many([appsrc.upcast_ref(), &convert, &i420, &encoder, &parse, &queue, mux]).expect("add elements");
+    gst::Element::link_many([appsrc.upcast_ref(), &convert, &i420, &encoder, &parse, &queue, mux])
+        .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("cannot link the encoder: {e}") })?;
+    Ok((pipeline, appsrc, info))
+}
+
+/// The source's audio into the muxer: as it is when the container takes it, else re-encoded to AAC. Returns
+/// the thread that feeds it.
+fn audio_branch(
+    name: &str,
+    pipeline: &gst::Pipeline,
+    mux: &gst::Element,
+    tap: AudioTap,
+    video_end_ns: Arc<AtomicU64>,
+) -> Result<Option<JoinHandle<()>>> {
+    let Some(mux_pad) = mux.request_pad_simple("audio_%u") else {
+        tracing::warn!(sink = name, "the container takes no audio; dropping it");
+        return Ok(None);
+    };
+    let appsrc = gst_app::AppSrc::builder()
+        .name("audio")
+        .caps(&tap.caps)
+        .format(gst::Format::Time)
+        .max_bytes(0)
+        .block(false)
+        .build();
+    pipeline.add(&appsrc).expect("add audio appsrc");
+    let queue = make("queue", name)?;
+    pipeline.add(&queue).expect("add audio queue");
+    if mux_pad.query_accept_caps(&tap.caps) {
+        tracing::info!(sink = name, caps = %tap.caps, "audio re-muxed as it is");
+        appsrc.link(&queue).expect("audio appsrc ! queue");
+    } else {
+        tracing::info!(sink = name, caps = %tap.caps, "container does not take this audio: re-encoding to AAC");
+        let decode = make("decodebin", name)?;
+        let convert = make("audioconvert", name)?;
+        let resample = make("audioresample", name)?;
+        let encode = make("avenc_aac", name)?;
+        let parse = make("aacparse", name)?;
+        pipeline.add_many([&decode, &convert, &resample, &encode, &parse]).expect("add audio encoder");
+        appsrc.link(&decode).expect("audio appsrc ! decodebin");
+        gst::Element::link_many([&convert, &resample, &encode, &parse, &queue]).map_err(|e| Error::Sink {
+            sink: name.to_string(),
+            problem: format!("cannot build the audio encoder: {e}"),
+        })?;
+        let convert_weak = convert.downgrade();
+        decode.connect_pad_added(move |_, pad| {
+            if let Some(convert) = convert_weak.upgrade()
+                && let Some(sink) = convert.static_pad("sink")
+                && !sink.is_linked()
+            {
+                let _ = pad.link(&sink);
+            }
+        });
+    }
+    queue
+        .static_pad("src")
+        .expect("queue src")
+        .link(&mux_pad)
+        .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("cannot mux the audio: {e:?}") })?;
+
+    let thread = std::thread::Builder::new()
+        .name("sink:audio".into())
+        .spawn(move || pump_audio(tap, appsrc, &video_end_ns))
+        .expect("spawn audio thread");
+    Ok(Some(thread))
+}
+
+/// Flags `finish` sets in `video_end_ns`'s top bits.
+/// The run stopped early: end the audio where the video ends.
+const CUT: u64 = 1 << 63;
+/// The stream ended: pass on all the audio there is.
+const DRAIN: u64 = 1 << 62;
+const FLAGS: u64 = CUT | DRAIN;
+/// Audio may run this far ahead of the video written so far (so a cut lands near the video's end).
+const AUDIO_LEAD_NS: u64 = 100_000_000;
+/// After the stream ended, give up on audio that does not come within this long.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// Feed the source's audio to the muxer, paced by the video: never more than `AUDIO_LEAD_NS` ahead of it.
+fn pump_audio(tap: AudioTap, appsrc: gst_app::AppSrc, video_end_ns: &AtomicU64) {
+    let mut pending = tap.first.as_ref().and_then(|s| s.buffer_owned());
+    let mut idle_since = Instant::now();
+    loop {
+        let buffer = match pending.take() {
+            Some(b) => b,
+            None => match tap.sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+                Some(sample) => match sample.buffer_owned() {
+                    Some(b) => {
+                        idle_since = Instant::now();
+                        b
+                    }
+                    None => continue,
+                },
+                None => {
+                    let state = video_end_ns.load(Ordering::SeqCst);
+                    if tap.sink.is_eos()
+                        || state & CUT != 0
+                        || (state & DRAIN != 0 && idle_since.elapsed() > DRAIN_IDLE)
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        let pts = buffer.pts().map_or(0, |p| p.nseconds());
+        let state = video_end_ns.load(Ordering::SeqCst);
+        let video_end = state & !FLAGS;
+        if state & CUT != 0 && pts >= video_end {
+            break;
+        }
+        if state & FLAGS == 0 && pts > video_end + AUDIO_LEAD_NS {
+            // Ahead of the video: wait for it.
+            pending = Some(buffer);
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        if appsrc.push_buffer(buffer).is_err() {
+            break;
+        }
+    }
+    let _ = appsrc.end_of_stream();
+}
+
+impl Sink for EncodeSink {
+    fn write(&mut self, frame: &Processed) -> Result<()> {
+        let image = compose(frame, self.view);
+        let (w, h) = image.dimensions();
+        if (w, h) != (self.info.width(), self.info.height()) {
+            return Err(Error::Sink {
+                sink: self.name.clone(),
+                problem: format!(
+                    "frame is {w}x{h}, the encoder was set up for {}x{}",
+                    self.info.width(),
+                    self.info.height()
+                ),
+            });
+        }
+        let stride = self.info.stride()[0] as usize;
+        let row = w as usize * 3;
+        let mut buffer = gst::Buffer::with_size(self.info.size()).map_err(|e| self.failed(&e.to_string()))?;
+        {
+            let buffer = buffer.get_mut().expect("new buffer is writable");
+            // Timestamps: the source's (files keep their timing), or the capture clock for live streams.
+            let pts = if self.live {
+                let start = *self.started.get_or_insert(frame.captured);
+                frame.captured.saturating_duration_since(start)
+            } else {
+                frame.pts.unwrap_or(self.frame_duration * frame.sequence as u32)
+            };
+            let duration = frame.duration.unwrap_or(self.frame_duration);
+            buffer.set_pts(gst::ClockTime::from_nseconds(pts.as_nanos() as u64));
+            buffer.set_duration(gst::ClockTime::from_nseconds(duration.as_nanos() as u64));
+            self.video_end_ns.fetch_max((pts + duration).as_nanos() as u64, Ordering::SeqCst);
+            let mut map = buffer.map_writable().map_err(|e| self.failed(&e.to_string()))?;
+            for (y, src) in image.as_raw().chunks_exact(row).enumerate() {
+                map[y * stride..y * stride + row].copy_from_slice(src);
+            }
+        }
+        self.video.push_buffer(buffer).map_err(|e| self.failed(&format!("encoder refused the frame: {e:?}")))?;
+        Ok(())
+    }
+
+    fn finish(&mut self, end: StreamEnd) -> Result<()> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(());
+        }
+        self.video_end_ns.fetch_or(if end == StreamEnd::Complete { DRAIN } else { CUT }, Ordering::SeqCst);
+        if let Some(audio) = self.audio.take() {
+            let _ = audio.join();
+        }
+        let _ = self.video.end_of_stream();
+        let result = wait_for_eos(&self.pipeline, &self.name);
+        let _ = self.pipeline.set_state(gst::State::Null);
+        result
+    }
+}
+
+impl Drop for EncodeSink {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish(StreamEnd::Stopped) {
+            tracing::warn!(sink = %self.name, error = %e, "finishing on drop failed");
+        }
+    }
+}
+
+fn wait_for_eos(pipeline: &gst::Pipeline, name: &str) -> Result<()> {
+    let bus = pipeline.bus().expect("pipeline has a bus");
+    let timeout = gst::ClockTime::from_nseconds(EOS_TIMEOUT.as_nanos() as u64);
+    match bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Eos(_) => Ok(()),
+            gst::MessageView::Error(err) => {
+                Err(Error::Sink { sink: name.to_string(), problem: format!("while finishing: {}", err.error()) })
+            }
+            _ => unreachable!("filtered"),
+        },
+        None => Err(Error::Sink {
+            sink: name.to_string(),
+            problem: format!("did not finish within {} s", EOS_TIMEOUT.as_secs()),
+        }),
+    }
+}

@@ -1,0 +1,134 @@
+//! A synthetic source: moving, deterministic frames (frame n is always the same picture), so pipelines run and
+//! can be tested anywhere. Live, it delivers frames on a fixed clock like a camera; offline, as fast as they
+//! are taken.
+
+use std::f32::consts::TAU;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::{Rgb, RgbImage};
+
+use super::Source;
+use crate::error::Result;
+use crate::frame::{Fps, Frame, FrameFormat};
+
+pub struct TestPattern {
+    width: u32,
+    height: u32,
+    fps: f64,
+    frames: Option<u64>,
+    live: bool,
+    sequence: u64,
+    clock_start: Option<Instant>,
+}
+
+impl TestPattern {
+    pub fn new(width: u32, height: u32, fps: f64, frames: Option<u64>, live: bool) -> TestPattern {
+        TestPattern { width, height, fps, frames, live, sequence: 0, clock_start: None }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.fps)
+    }
+
+    /// Picture number `n`: a slowly turning colour field, a bouncing ball and a sweeping bar.
+    pub fn render(width: u32, height: u32, n: u64) -> RgbImage {
+        let t = n as f32 / 30.0;
+        let (w, h) = (width as f32, height as f32);
+        let radius = 0.18 * w.min(h);
+        // Ball centre bounces inside the frame.
+        let span_x = (w - 2.0 * radius).max(1.0);
+        let span_y = (h - 2.0 * radius).max(1.0);
+        let bounce = |p: f32, span: f32| {
+            let q = p.rem_euclid(2.0 * span);
+            radius + if q > span { 2.0 * span - q } else { q }
+        };
+        let (cx, cy) = (bounce(t * 0.35 * w, span_x), bounce(t * 0.25 * h, span_y));
+        let bar_x = ((t * 0.2).fract()) * w;
+        RgbImage::from_fn(width, height, |x, y| {
+            let (u, v) = (x as f32 / w, y as f32 / h);
+            let phase = t * 0.5;
+            let mut r = 0.5 + 0.5 * (TAU * u + phase).sin();
+            let mut g = 0.5 + 0.5 * (TAU * v + phase * 1.3).sin();
+            let mut b = 0.5 + 0.5 * (TAU * (u + v) - phase).sin();
+            let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+            if dx * dx + dy * dy < radius * radius {
+                let shade = 1.0 - (dx * dx + dy * dy).sqrt() / radius * 0.5;
+                (r, g, b) = (shade, 0.85 * shade, 0.2 * shade);
+            }
+            if (x as f32 - bar_x).abs() < w * 0.02 {
+                (r, g, b) = (0.95, 0.95, 0.95);
+            }
+            Rgb([(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8])
+        })
+    }
+}
+
+impl Source for TestPattern {
+    fn format(&self) -> FrameFormat {
+        FrameFormat { width: self.width, height: self.height, fps: Some(fps_fraction(self.fps)) }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if self.frames.is_some_and(|limit| self.sequence >= limit) {
+            return Ok(None);
+        }
+        if self.live {
+            // Deliver on a fixed clock, like a camera; after a stall, restart the clock rather than burst.
+            let start = *self.clock_start.get_or_insert_with(Instant::now);
+            let due = start + self.interval().mul_f64(self.sequence as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else if now - due > self.interval() * 2 {
+                self.clock_start = Some(now - self.interval().mul_f64(self.sequence as f64));
+            }
+        }
+        let n = self.sequence;
+        self.sequence += 1;
+        Ok(Some(Frame {
+            image: Arc::new(Self::render(self.width, self.height, n)),
+            pts: Some(self.interval().mul_f64(n as f64)),
+            duration: Some(self.interval()),
+            sequence: n,
+            captured: Instant::now(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("test pattern {}x{} at {} fps", self.width, self.height, self.fps)
+    }
+
+    fn total_frames(&self) -> Option<u64> {
+        self.frames
+    }
+}
+
+/// An fps as a fraction: whole numbers stay exact, others become n/1000.
+pub fn fps_fraction(fps: f64) -> Fps {
+    if (fps - fps.round()).abs() < 1e-9 {
+        Fps::new(fps.round() as u32, 1)
+    } else {
+        Fps::new((fps * 1000.0).round() as u32, 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_moving() {
+        assert_eq!(TestPattern::render(64, 48, 5), TestPattern::render(64, 48, 5));
+        assert_ne!(TestPattern::render(64, 48, 5), TestPattern::render(64, 48, 6));
+    }
+
+    #[test]
+    fn offline_counts_frames_and_timestamps() {
+        let mut src = TestPattern::new(32, 16, 25.0, Some(3), false);
+        let frames: Vec<Frame> = std::iter::from_fn(|| src.next_frame().unwrap()).collect();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[2].pts, Some(Duration::from_millis(80)));
+        assert_eq!(frames[1].image.dimensions(), (32, 16));
+    }
+}

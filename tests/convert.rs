@@ -1,0 +1,158 @@
+//! `latentcam convert`: every input frame becomes one output frame with the same timing, audio is carried
+//! over, an interrupted run leaves a playable file, and bad input fails cleanly.
+#![cfg(feature = "gstreamer")]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::media::{MediaInfo, probe};
+use common::{assert_bad_input, latentcam, path_str, stderr};
+
+fn convert(input: &Path, output: &Path, size: &str) -> std::process::Output {
+    let model = common::model_dir("tiny-sd-turbo");
+    latentcam(&[
+        "convert",
+        path_str(input),
+        path_str(output),
+        "--model",
+        path_str(&model),
+        "--size",
+        size,
+        "--steps",
+        "1",
+        "--prompt",
+        "a pencil drawing",
+    ])
+}
+
+fn assert_same_timing(input: &MediaInfo, output: &MediaInfo, what: &str) {
+    assert_eq!(output.video_frames, input.video_frames, "{what}: frame count");
+    assert_eq!(output.fps, input.fps, "{what}: frame rate");
+    let frame_ns = input.fps.map_or(40_000_000, |(n, d)| (1e9 * f64::from(d) / f64::from(n)) as u64);
+    let (a, b) = (input.video_end_ns, output.video_end_ns);
+    assert!(a.abs_diff(b) <= frame_ns, "{what}: duration {b} ns vs input {a} ns (more than one frame apart)");
+    assert_eq!(output.first_pts_ns, input.first_pts_ns, "{what}: first timestamp");
+}
+
+#[test]
+fn chaplin_keeps_every_frame_and_the_timing() {
+    let Some(shared) = common::shared_or_skip("chaplin_keeps_every_frame_and_the_timing") else { return };
+    let input = shared.join("media/chaplin_street_9s.mp4");
+    let tmp = common::temp_dir();
+    let output = tmp.path().join("chaplin.mp4");
+    let out = convert(&input, &output, "128x64");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (probe(&input).unwrap(), probe(&output).unwrap());
+    assert_eq!(a.video_frames, 241, "the test clip has 241 frames");
+    assert_eq!(a.fps, Some((25, 1)));
+    assert_same_timing(&a, &b, "chaplin");
+    assert_eq!((b.width, b.height), (128, 64));
+    assert!(b.video_codec.as_deref().is_some_and(|c| c.contains("video/x-h264")), "{:?}", b.video_codec);
+    assert!(b.audio_codec.is_none(), "the input has no audio");
+}
+
+#[test]
+fn cockatoo_444_with_audio_keeps_frames_timing_and_audio() {
+    let Some(shared) = common::shared_or_skip("cockatoo_444_with_audio_keeps_frames_timing_and_audio") else {
+        return;
+    };
+    let input = shared.join("media/cockatoo.mp4");
+    let tmp = common::temp_dir();
+    for ext in ["mp4", "mkv"] {
+        let output = tmp.path().join(format!("cockatoo.{ext}"));
+        let out = convert(&input, &output, "128x64");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (a, b) = (probe(&input).unwrap(), probe(&output).unwrap());
+        assert_same_timing(&a, &b, ext);
+        let audio = b.audio_codec.as_deref().unwrap_or_else(|| panic!("{ext}: no audio in the output"));
+        assert!(audio.contains("audio/mpeg"), "{ext}: audio re-muxed as MP3, got {audio}");
+        assert!(
+            a.audio_end_ns.abs_diff(b.audio_end_ns) < 100_000_000,
+            "{ext}: audio length {} vs {}",
+            b.audio_end_ns,
+            a.audio_end_ns
+        );
+        // The encoder got 4:2:0 (what players accept), not the input's 4:4:4.
+        let video = b.video_codec.unwrap();
+        assert!(!video.contains("high-4:4:4"), "{ext}: {video}");
+    }
+}
+
+#[test]
+fn interrupting_convert_leaves_a_playable_file() {
+    let Some(shared) = common::shared_or_skip("interrupting_convert_leaves_a_playable_file") else { return };
+    let input = shared.join("media/cockatoo.mp4");
+    let tmp = common::temp_dir();
+    let output = tmp.path().join("partial.mp4");
+    let model = common::model_dir("tiny-sd-turbo");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latentcam"))
+        .args(["--ep", "cpu", "--threads", "1", "convert", path_str(&input), path_str(&output)])
+        .args(["--model", path_str(&model), "--size", "256x144", "--steps", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it convert a while (its first progress line), then interrupt as Ctrl-C would.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(1024);
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut err = String::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let progress = line.starts_with("converted ");
+                err += &line;
+                err.push('\n');
+                if progress {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    err.extend(rx.try_iter().map(|l| l + "\n"));
+    assert_eq!(status.code(), Some(130), "interrupted convert exits 130:\n{err}");
+    assert!(err.contains("playable"), "{err}");
+    let info = probe(&output).unwrap_or_else(|e| panic!("the partial file does not play: {e}"));
+    assert!(info.video_frames > 0 && info.video_frames < 280, "partial file has {} frames", info.video_frames);
+    assert!(info.audio_codec.is_some(), "audio kept in the partial file");
+    assert!(
+        info.audio_end_ns <= info.video_end_ns + 200_000_000,
+        "audio ({} ns) should be cut near the video's end ({} ns)",
+        info.audio_end_ns,
+        info.video_end_ns
+    );
+}
+
+#[test]
+fn bad_videos_and_outputs_give_exit_code_2() {
+    let tmp = common::temp_dir();
+    let out = tmp.path().join("out.mp4");
+    let empty = tmp.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let corrupt = tmp.path().join("corrupt.mp4");
+    std::fs::write(&corrupt, (0..20000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let text = tmp.path().join("notes.mp4");
+    std::fs::write(&text, "just some text, not a video at all\n".repeat(100)).unwrap();
+    assert_bad_input(&convert(&tmp.path().join("missing.mp4"), &out, "64x64"), "missing.mp4");
+    assert_bad_input(&convert(&empty, &out, "64x64"), "empty");
+    assert_bad_input(&convert(&corrupt, &out, "64x64"), "corrupt.mp4");
+    assert_bad_input(&convert(&text, &out, "64x64"), "notes.mp4");
+    assert!(!out.exists(), "no output for a bad input");
+    let Some(shared) = common::shared() else { return };
+    let video = shared.join("media/chaplin_street_9s.mp4");
+    assert_bad_input(&convert(&video, &tmp.path().join("no/dir/out.mp4"), "64x64"), "does not exist");
+    assert_bad_input(&convert(&video, &tmp.path().join("out.avi"), "64x64"), ".mp4");
+    assert_bad_input(&convert(&video, &out, "60x64"), "multiples");
+}

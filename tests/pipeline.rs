@@ -1,0 +1,419 @@
+//! The streaming engine through its public API: live mode keeps latency bounded and counts drops, offline mode
+//! delivers every frame in order, stopping drains and finalizes; and pipeline files through the CLI.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{assert_bad_input, latentcam, path_str, stderr};
+use image::RgbImage;
+use latentcam::config::Mode;
+use latentcam::error::Result;
+use latentcam::frame::Processed;
+use latentcam::pipeline::{self, Parts, Processor, StopFlag};
+use latentcam::sink::{Sink, StreamEnd};
+use latentcam::source::test_pattern::TestPattern;
+
+/// A stage that takes a fixed time: stands in for a model too slow for the frame rate.
+struct SlowProcessor {
+    delay: Duration,
+}
+
+impl Processor for SlowProcessor {
+    fn size(&self) -> (u32, u32) {
+        (64, 48)
+    }
+    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
+        std::thread::sleep(self.delay);
+        let mut out = input.clone();
+        image::imageops::invert(&mut out);
+        Ok(out)
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    sequences: Vec<u64>,
+    end: Option<StreamEnd>,
+}
+
+struct RecordingSink(Arc<Mutex<Recorded>>);
+
+impl Sink for RecordingSink {
+    fn write(&mut self, frame: &Processed) -> Result<()> {
+        assert_eq!(frame.output.dimensions(), (64, 48));
+        self.0.lock().unwrap().sequences.push(frame.sequence);
+        Ok(())
+    }
+    fn finish(&mut self, end: StreamEnd) -> Result<()> {
+        self.0.lock().unwrap().end = Some(end);
+        Ok(())
+    }
+}
+
+fn parts(mode: Mode, fps: f64, frames: Option<u64>, delay_ms: u64, record: Arc<Mutex<Recorded>>) -> Parts {
+    Parts {
+        source: Box::new(TestPattern::new(320, 240, fps, frames, mode == Mode::Live)),
+        processor: Box::new(SlowProcessor { delay: Duration::from_millis(delay_ms) }),
+        sinks: vec![("record".into(), Box::new(RecordingSink(record)))],
+        window: None,
+        mode,
+    }
+}
+
+fn stop_after(after: Duration) -> StopFlag {
+    let stop: StopFlag = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+#[test]
+fn live_mode_with_a_slow_stage_keeps_latency_bounded_and_counts_drops() {
+    // 50 fps in, a 100 ms stage: only about 1 frame in 5 can be processed.
+    let record = Arc::new(Mutex::new(Recorded::default()));
+    let started = Instant::now();
+    let report = pipeline::run(
+        parts(Mode::Live, 50.0, None, 100, record.clone()),
+        stop_after(Duration::from_secs(3)),
+        &mut |_| {},
+    )
+    .unwrap();
+    let stats = report.stats;
+    let recorded = record.lock().unwrap();
+    eprintln!("{}", stats.line());
+    assert!(report.interrupted);
+    assert_eq!(recorded.end, Some(StreamEnd::Stopped));
+    let delivered = recorded.sequences.len() as f64;
+    let expected = started.elapsed().as_secs_f64() / 0.1;
+    assert!(delivered >= expected * 0.6 && delivered <= expected * 1.1, "delivered {delivered}, about {expected} fit");
+    assert!(stats.dropped_total as f64 >= stats.frames_captured as f64 * 0.5, "drops counted: {}", stats.line());
+    // Latency: one frame interval of waiting at most, plus the stage itself; no backlog can build up.
+    let p95 = stats.latency_p95_ms.unwrap();
+    assert!(p95 < 100.0 + 100.0 + 60.0, "p95 latency {p95} ms is not bounded");
+    // Newest frame wins: gaps between processed sequence numbers, never a step back.
+    assert!(recorded.sequences.windows(2).all(|w| w[1] > w[0]));
+    assert!(recorded.sequences.windows(2).any(|w| w[1] > w[0] + 1));
+}
+
+#[test]
+fn offline_mode_delivers_every_frame_in_order_and_drops_none() {
+    let record = Arc::new(Mutex::new(Recorded::default()));
+    let stop: StopFlag = Arc::default();
+    let report = pipeline::run(parts(Mode::Offline, 25.0, Some(40), 5, record.clone()), stop, &mut |_| {}).unwrap();
+    let recorded = record.lock().unwrap();
+    assert_eq!(recorded.sequences, (0..40).collect::<Vec<u64>>());
+    assert_eq!(report.stats.dropped_total, 0);
+    assert!(!report.interrupted);
+    assert_eq!(recorded.end, Some(StreamEnd::Complete));
+    let stages: Vec<&str> = report.stats.stages.iter().map(|s| s.stage).collect();
+    for s in ["capture", "preprocess", "process", "sink"] {
+        assert!(stages.contains(&s), "stage {s} timed: {stages:?}");
+    }
+}
+
+#[test]
+fn a_failing_sink_stops_the_pipeline_with_its_error() {
+    struct Failing;
+    impl Sink for Failing {
+        fn write(&mut self, frame: &Processed) -> Result<()> {
+            if frame.sequence == 3 {
+                return Err(latentcam::Error::Sink { sink: "failing".into(), problem: "disk full".into() });
+            }
+            Ok(())
+        }
+        fn finish(&mut self, _: StreamEnd) -> Result<()> {
+            Ok(())
+        }
+    }
+    let p = Parts {
+        source: Box::new(TestPattern::new(64, 48, 25.0, None, false)),
+        processor: Box::new(SlowProcessor { delay: Duration::ZERO }),
+        sinks: vec![("failing".into(), Box::new(Failing))],
+        window: None,
+        mode: Mode::Offline,
+    };
+    let err = pipeline::run(p, Arc::default(), &mut |_| {}).err().expect("error");
+    assert!(err.to_string().contains("disk full"), "{err}");
+}
+
+#[test]
+fn every_pipeline_file_passes_check() {
+    let dir = common::root().join("pipelines");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = latentcam(&["check", path_str(&path)]);
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "demo, webcam-stylize and video2video at least");
+}
+
+fn write_pipeline(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const SMALL: &str = r#"
+mode = "offline"
+[source]
+kind = "test-pattern"
+frames = 6
+[model]
+dir = "tiny-sd15-lcm-lora"
+size = [64, 48]
+[params]
+steps = 1
+[[sink]]
+kind = "png"
+dir = "DIR"
+"#;
+
+#[test]
+fn run_writes_pngs_and_statistics() {
+    let tmp = common::temp_dir();
+    let frames = tmp.path().join("frames");
+    let file = write_pipeline(tmp.path(), "p.toml", &SMALL.replace("DIR", path_str(&frames)));
+    let stats = tmp.path().join("stats.json");
+    let out =
+        latentcam(&["run", path_str(&file), "--stats-json", path_str(&stats), "--set", "params.prompt=\"a cat\""]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pngs = std::fs::read_dir(&frames).unwrap().count();
+    assert_eq!(pngs, 6);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap();
+    assert_eq!(json["frames_captured"], 6);
+    assert_eq!(json["dropped_total"], 0);
+}
+
+#[test]
+fn images_source_plays_a_folder() {
+    let tmp = common::temp_dir();
+    let shots = tmp.path().join("shots");
+    std::fs::create_dir(&shots).unwrap();
+    for i in 0..4u8 {
+        image::RgbImage::from_pixel(80, 60, image::Rgb([i * 60, 100, 200]))
+            .save(shots.join(format!("s{i}.png")))
+            .unwrap();
+    }
+    let frames = tmp.path().join("frames");
+    let text = SMALL
+        .replace("kind = \"test-pattern\"\nframes = 6", &format!("kind = \"images\"\npath = {:?}", path_str(&shots)))
+        .replace("DIR", path_str(&frames));
+    let file = write_pipeline(tmp.path(), "p.toml", &text);
+    let out = latentcam(&["run", path_str(&file)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 4);
+}
+
+#[test]
+fn broken_pipeline_files_give_exit_code_2_with_the_line() {
+    let tmp = common::temp_dir();
+    let typo = write_pipeline(tmp.path(), "typo.toml", &SMALL.replace("frames = 6", "frames = 6\nframerate = 3"));
+    let out = latentcam(&["check", path_str(&typo)]);
+    assert_bad_input(&out, "framerate");
+    assert!(stderr(&out).contains("line 6"), "{}", stderr(&out));
+    let broken = write_pipeline(tmp.path(), "broken.toml", "[source\nkind = ");
+    assert_bad_input(&latentcam(&["check", path_str(&broken)]), "line 1");
+    let unknown = write_pipeline(tmp.path(), "unknown.toml", &SMALL.replace("kind = \"png\"", "kind = \"hologram\""));
+    assert_bad_input(&latentcam(&["run", path_str(&unknown)]), "hologram");
+    assert_bad_input(&latentcam(&["run", path_str(&tmp.path().join("missing.toml"))]), "missing.toml");
+    let good = write_pipeline(tmp.path(), "good.toml", SMALL);
+    assert_bad_input(&latentcam(&["run", path_str(&good), "--set", "params.stepz=2"]), "stepz");
+    assert_bad_input(&latentcam(&["run", path_str(&good), "--set", "params.steps=9"]), "steps");
+    let no_model = write_pipeline(tmp.path(), "nomodel.toml", &SMALL.replace("tiny-sd15-lcm-lora", "no-such-model"));
+    assert_bad_input(&latentcam(&["check", path_str(&no_model)]), "no-such-model");
+}
+
+#[test]
+fn unknown_camera_and_missing_virtual_camera_give_exit_code_2() {
+    let tmp = common::temp_dir();
+    let frames = tmp.path().join("f");
+    let cam = write_pipeline(
+        tmp.path(),
+        "cam.toml",
+        &SMALL
+            .replace("kind = \"test-pattern\"\nframes = 6", "kind = \"webcam\"\ndevice = 7")
+            .replace("DIR", path_str(&frames)),
+    );
+    let out = latentcam(&["run", path_str(&cam)]);
+    if cfg!(feature = "webcam") {
+        assert_bad_input(&out, "webcam 7");
+        assert!(stderr(&out).contains("found"), "lists the cameras there are: {}", stderr(&out));
+    } else {
+        assert_bad_input(&out, "--features webcam");
+    }
+    let v4l2 = write_pipeline(
+        tmp.path(),
+        "v4l2.toml",
+        &SMALL.replace("kind = \"png\"\ndir = \"DIR\"", "kind = \"v4l2\"\ndevice = \"/dev/video63\""),
+    );
+    let out = latentcam(&["run", path_str(&v4l2)]);
+    if cfg!(feature = "v4l2") {
+        assert_bad_input(&out, "/dev/video63");
+        assert!(stderr(&out).contains("modprobe v4l2loopback"), "{}", stderr(&out));
+    } else {
+        assert_bad_input(&out, "--features v4l2");
+    }
+    let devices = latentcam(&["devices"]);
+    assert!(devices.status.success(), "{}", stderr(&devices));
+    let text = String::from_utf8_lossy(&devices.stdout);
+    assert!(text.contains("cameras:") && text.contains("v4l2loopback outputs:"), "{text}");
+}
+
+#[cfg(feature = "gstreamer")]
+#[test]
+fn bad_gstreamer_pipeline_strings_give_exit_code_2() {
+    let tmp = common::temp_dir();
+    let frames = tmp.path().join("f");
+    for (pipeline, needle) in [
+        ("videotestsrc ! nosuchelement ! appsink", "nosuchelement"),
+        ("videotestsrc num-buffers=5 ! fakesink", "appsink"),
+        ("videotestsrc ! ! appsink", "bad GStreamer pipeline"),
+    ] {
+        let text = SMALL
+            .replace("kind = \"test-pattern\"\nframes = 6", &format!("kind = \"gstreamer\"\npipeline = {pipeline:?}"))
+            .replace("DIR", path_str(&frames));
+        let file = write_pipeline(tmp.path(), "gst.toml", &text);
+        assert_bad_input(&latentcam(&["run", path_str(&file)]), needle);
+    }
+    // A good one runs.
+    let text = SMALL
+        .replace(
+            "kind = \"test-pattern\"\nframes = 6",
+            "kind = \"gstreamer\"\npipeline = \"videotestsrc num-buffers=5 ! videoconvert ! appsink\"",
+        )
+        .replace("DIR", path_str(&frames));
+    let file = write_pipeline(tmp.path(), "gst.toml", &text);
+    let out = latentcam(&["run", path_str(&file)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 5);
+}
+
+/// A free UDP port on loopback.
+#[cfg(feature = "gstreamer")]
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[cfg(feature = "gstreamer")]
+#[test]
+fn network_stream_is_received_on_loopback() {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
+    gst::init().unwrap();
+    let port = free_udp_port();
+    // The receiver first, as OBS's Media Source would be.
+    let receiver = gst::parse::launch(&format!(
+        "udpsrc port={port} caps=\"video/mpegts,systemstream=(boolean)true,packetsize=(int)188\" ! tsdemux ! h264parse \
+         ! avdec_h264 ! videoconvert ! appsink name=out sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let out = receiver.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    receiver.set_state(gst::State::Playing).unwrap();
+
+    let tmp = common::temp_dir();
+    let text = r#"
+mode = "live"
+[source]
+kind = "test-pattern"
+fps = 25
+frames = 75
+[model]
+dir = "tiny-sd15-lcm-lora"
+size = [64, 48]
+[params]
+steps = 1
+[[sink]]
+kind = "stream"
+url = "udp://127.0.0.1:PORT"
+view = "side-by-side"
+"#
+    .replace("PORT", &port.to_string());
+    let file = write_pipeline(tmp.path(), "stream.toml", &text);
+    let sender = std::thread::spawn(move || latentcam(&["run", path_str(&file)]));
+    let mut frames = 0;
+    let mut size = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && frames < 20 {
+        if let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+            frames += 1;
+            let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+            size = Some((s.get::<i32>("width").unwrap(), s.get::<i32>("height").unwrap()));
+        }
+    }
+    let sent = sender.join().unwrap();
+    receiver.set_state(gst::State::Null).unwrap();
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(frames >= 20, "received {frames} decodable frames");
+    assert_eq!(size, Some((128, 48)), "side by side of 64x48");
+}
+
+/// Screenshot of an X display as RGB (xwd's ZPixmap, 32 bits per pixel).
+#[cfg(feature = "window")]
+fn screenshot(display: &str) -> Option<image::RgbImage> {
+    let out = std::process::Command::new("xwd").args(["-root", "-silent", "-display", display]).output().ok()?;
+    let d = out.stdout;
+    let word = |i: usize| u32::from_be_bytes(d[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
+    let (header, w, h, bytes_per_line, colors) = (word(0), word(4), word(5), word(12), word(19));
+    let lsb_first = word(7) == 0;
+    let start = header + colors * 12;
+    Some(image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let p = &d[start + y as usize * bytes_per_line + x as usize * 4..][..4];
+        if lsb_first { image::Rgb([p[2], p[1], p[0]]) } else { image::Rgb([p[1], p[2], p[3]]) }
+    }))
+}
+
+#[cfg(feature = "window")]
+#[test]
+fn window_under_xvfb_shows_a_non_blank_frame() {
+    if std::process::Command::new("Xvfb").arg("-help").output().is_err() {
+        eprintln!(
+            "SKIPPED window_under_xvfb_shows_a_non_blank_frame: Xvfb is not installed (scripts/setup.sh installs it)"
+        );
+        return;
+    }
+    let display = format!(":{}", 90 + std::process::id() % 100);
+    let mut xvfb = std::process::Command::new("Xvfb")
+        .args([display.as_str(), "-screen", "0", "800x600x24", "-nolisten", "tcp"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let demo = common::root().join("pipelines/demo.toml");
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_latentcam"))
+        .args(["--ep", "cpu", "run", path_str(&demo), "--set", "source.frames=600"])
+        .env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the window to show pictures.
+    let mut best = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline && best < 20_000 {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(shot) = screenshot(&display) {
+            best = best.max(shot.pixels().filter(|p| p.0.iter().any(|c| *c > 40)).count());
+        }
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &run.id().to_string()]).status();
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = xvfb.kill();
+    let _ = xvfb.wait();
+    assert!(best >= 20_000, "the window showed {best} lit pixels; stderr:\n{err}");
+    assert!(status.success(), "closing by Ctrl-C is a clean exit: {status:?}\n{err}");
+}
