@@ -18,7 +18,7 @@ use latentcam::diffusion::scheduler::Lcm;
 use latentcam::diffusion::{Diffusion, Params};
 use latentcam::imaging::{self, Fit, OutputImage};
 use latentcam::infer::{ExecutionProvider, Runtime, RuntimeOptions};
-use latentcam::model::{self, ModelFolder};
+use latentcam::model::ModelFolder;
 use latentcam::pipeline::stats::Snapshot;
 use latentcam::pipeline::{self, BuildOptions, StopFlag};
 use serde::Serialize;
@@ -128,8 +128,9 @@ enum ModelsCommand {
 /// Options shared by every command that runs diffusion.
 #[derive(Args, Clone)]
 struct DiffusionArgs {
-    /// Model folder (model.toml + ONNX files). Default: the first of models/sd-turbo, models/sd15-lcm-lora,
-    /// models/lcm-dreamshaper-v7 that exists, else the tiny test model models/tiny-sd-turbo.
+    /// Model folder (model.toml + ONNX files), or a name looked up in ./models and the checkout's models/.
+    /// Default: the first of sd-turbo, sd15-lcm-lora, lcm-dreamshaper-v7 there, else the tiny test model
+    /// tiny-sd-turbo.
     #[arg(long, env = "LATENTCAM_MODEL", value_name = "DIR")]
     model: Option<PathBuf>,
     /// What to turn the image into.
@@ -157,29 +158,24 @@ struct DiffusionArgs {
 
 impl DiffusionArgs {
     fn folder(&self) -> anyhow::Result<ModelFolder> {
-        let dir = match &self.model {
-            Some(d) => d.clone(),
-            None => model::default_folder()?,
-        };
+        let dir = pipeline::build::model_folder(self.model.as_deref())?;
         Ok(ModelFolder::open(&dir)?)
     }
 
+    fn params_config(&self) -> ParamsConfig {
+        ParamsConfig {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            strength: self.strength,
+            guidance: self.guidance,
+            seed: self.seed,
+            timesteps: self.timesteps.clone(),
+        }
+    }
+
     fn params(&self, folder: &ModelFolder) -> Params {
-        let mut p = Params::defaults_for(folder);
-        p.prompt = self.prompt.clone();
-        p.negative_prompt = self.negative_prompt.clone();
-        p.seed = self.seed;
-        p.timesteps = self.timesteps.clone();
-        if let Some(s) = self.steps {
-            p.steps = s;
-        }
-        if let Some(s) = self.strength {
-            p.strength = s;
-        }
-        if let Some(g) = self.guidance {
-            p.guidance = g;
-        }
-        p
+        self.params_config().resolve(folder)
     }
 }
 
@@ -337,7 +333,7 @@ fn run_pipeline(rt: &RuntimeArgs, args: RunArgs) -> anyhow::Result<()> {
 fn check_pipeline(args: &CheckArgs) -> anyhow::Result<()> {
     let config = PipelineConfig::load(&args.pipeline, &args.overrides)?;
     let folder = ModelFolder::open(&pipeline::build::model_folder(config.model.dir.as_deref())?)?;
-    let params = pipeline::build::diffusion_params(&config, &folder);
+    let params = config.params.resolve(&folder);
     check_schedule(&folder, &params)?;
     if let Some([w, h]) = config.model.size {
         let multiple = if params.strength == 0.0 && params.timesteps.is_none() { 8 } else { folder.size_multiple };
@@ -378,16 +374,8 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
             pipeline: None,
             audio: !args.no_audio,
         },
-        model: ModelConfig { dir: d.model.as_ref().map(|p| p.display().to_string()), size: size.map(|(w, h)| [w, h]) },
-        params: ParamsConfig {
-            prompt: d.prompt.clone(),
-            negative_prompt: d.negative_prompt.clone(),
-            steps: d.steps,
-            strength: d.strength,
-            guidance: d.guidance,
-            seed: d.seed,
-            timesteps: d.timesteps.clone(),
-        },
+        model: ModelConfig { dir: d.model.clone(), size: size.map(|(w, h)| [w, h]) },
+        params: d.params_config(),
         sinks: vec![SinkConfig::File {
             path: args.output.clone(),
             view: View::Output,

@@ -112,7 +112,7 @@ fn offline_mode_delivers_every_frame_in_order_and_drops_none() {
     assert!(!report.interrupted);
     assert_eq!(recorded.end, Some(StreamEnd::Complete));
     let stages: Vec<&str> = report.stats.stages.iter().map(|s| s.stage).collect();
-    for s in ["capture", "preprocess", "process", "sink"] {
+    for s in ["decode", "preprocess", "process", "sink"] {
         assert!(stages.contains(&s), "stage {s} timed: {stages:?}");
     }
 }
@@ -298,38 +298,21 @@ fn bad_gstreamer_pipeline_strings_give_exit_code_2() {
     assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 5);
 }
 
-/// A free UDP port on loopback.
+/// Run an 8-second live pipeline streaming to `url` while `receiver` (a gst-launch line ending in
+/// `appsink name=out`) decodes it; returns the decoded frame count and size.
 #[cfg(feature = "gstreamer")]
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-#[cfg(feature = "gstreamer")]
-#[test]
-fn network_stream_is_received_on_loopback() {
+fn stream_and_receive(url: &str, receiver: &str, receiver_first: bool) -> (usize, Option<(i32, i32)>) {
     use gstreamer as gst;
     use gstreamer::prelude::*;
     use gstreamer_app as gst_app;
     gst::init().unwrap();
-    let port = free_udp_port();
-    // The receiver first, as OBS's Media Source would be.
-    let receiver = gst::parse::launch(&format!(
-        "udpsrc port={port} caps=\"video/mpegts,systemstream=(boolean)true,packetsize=(int)188\" ! tsdemux ! h264parse \
-         ! avdec_h264 ! videoconvert ! appsink name=out sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let out = receiver.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    receiver.set_state(gst::State::Playing).unwrap();
-
     let tmp = common::temp_dir();
     let text = r#"
 mode = "live"
 [source]
 kind = "test-pattern"
 fps = 25
-frames = 75
+frames = 200
 [model]
 dir = "tiny-sd15-lcm-lora"
 size = [64, 48]
@@ -337,16 +320,26 @@ size = [64, 48]
 steps = 1
 [[sink]]
 kind = "stream"
-url = "udp://127.0.0.1:PORT"
+url = "URL"
 view = "side-by-side"
 "#
-    .replace("PORT", &port.to_string());
+    .replace("URL", url);
     let file = write_pipeline(tmp.path(), "stream.toml", &text);
+    let pipeline = gst::parse::launch(receiver).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let out = pipeline.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    // UDP: the receiver listens first, as OBS's Media Source would. SRT: latentcam listens, the receiver calls.
+    if receiver_first {
+        pipeline.set_state(gst::State::Playing).unwrap();
+    }
     let sender = std::thread::spawn(move || latentcam(&["run", path_str(&file)]));
+    if !receiver_first {
+        std::thread::sleep(Duration::from_millis(1500));
+        pipeline.set_state(gst::State::Playing).unwrap();
+    }
     let mut frames = 0;
     let mut size = None;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && frames < 20 {
+    while Instant::now() < deadline && frames < 20 && !sender.is_finished() {
         if let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
             frames += 1;
             let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
@@ -354,10 +347,40 @@ view = "side-by-side"
         }
     }
     let sent = sender.join().unwrap();
-    receiver.set_state(gst::State::Null).unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
     assert!(sent.status.success(), "{}", stderr(&sent));
+    (frames, size)
+}
+
+#[cfg(feature = "gstreamer")]
+#[test]
+fn udp_stream_is_received_on_loopback() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let receiver = format!(
+        "udpsrc port={port} caps=\"video/mpegts,systemstream=(boolean)true,packetsize=(int)188\" ! tsdemux ! h264parse \
+         ! avdec_h264 ! videoconvert ! appsink name=out sync=false"
+    );
+    let (frames, size) = stream_and_receive(&format!("udp://127.0.0.1:{port}"), &receiver, true);
     assert!(frames >= 20, "received {frames} decodable frames");
     assert_eq!(size, Some((128, 48)), "side by side of 64x48");
+}
+
+#[cfg(feature = "gstreamer")]
+#[test]
+fn srt_stream_is_received_on_loopback() {
+    gstreamer::init().unwrap();
+    if gstreamer::ElementFactory::find("srtsrc").is_none() {
+        eprintln!("SKIPPED srt_stream_is_received_on_loopback: GStreamer's SRT plugin is not installed");
+        return;
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let receiver = format!(
+        "srtsrc uri=\"srt://127.0.0.1:{port}?mode=caller\" ! tsdemux ! h264parse ! avdec_h264 ! videoconvert \
+         ! appsink name=out sync=false"
+    );
+    let (frames, size) = stream_and_receive(&format!("srt://:{port}"), &receiver, false);
+    assert!(frames >= 20, "received {frames} decodable frames");
+    assert_eq!(size, Some((128, 48)));
 }
 
 /// Screenshot of an X display as RGB (xwd's ZPixmap, 32 bits per pixel).

@@ -135,7 +135,7 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ModelConfig {
     /// Model folder, or a bare name looked up in the models folders; default as `latentcam img2img`.
-    pub dir: Option<String>,
+    pub dir: Option<PathBuf>,
     /// Working size `[width, height]`; default: the source's size cropped to the model's size multiple.
     pub size: Option<[u32; 2]>,
 }
@@ -154,6 +154,27 @@ pub struct ParamsConfig {
     #[serde(default)]
     pub seed: u64,
     pub timesteps: Option<Vec<u32>>,
+}
+
+impl ParamsConfig {
+    /// The diffusion parameters: these values over the model's defaults.
+    pub fn resolve(&self, folder: &crate::model::ModelFolder) -> crate::diffusion::Params {
+        let mut params = crate::diffusion::Params::defaults_for(folder);
+        params.prompt = self.prompt.clone();
+        params.negative_prompt = self.negative_prompt.clone();
+        params.seed = self.seed;
+        params.timesteps = self.timesteps.clone();
+        if let Some(s) = self.steps {
+            params.steps = s;
+        }
+        if let Some(s) = self.strength {
+            params.strength = s;
+        }
+        if let Some(g) = self.guidance {
+            params.guidance = g;
+        }
+        params
+    }
 }
 
 /// What a sink shows.

@@ -1,11 +1,11 @@
 //! From a pipeline file to running parts: open the source, load the model, open the sinks. Cheap checks come
 //! first (outputs writable, source readable) so a typo fails before seconds of model loading.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{DiffusionProcessor, Parts};
 use crate::config::{PipelineConfig, SinkConfig, View};
-use crate::diffusion::{Diffusion, Params};
+use crate::diffusion::Diffusion;
 use crate::error::{Error, Result};
 use crate::infer::Runtime;
 use crate::model::{self, ModelFolder};
@@ -27,32 +27,14 @@ pub struct Built {
     pub size: (u32, u32),
 }
 
-/// The model folder a pipeline names: a path, or a bare name looked up in the models folders.
-pub fn model_folder(dir: Option<&str>) -> Result<PathBuf> {
+/// The model folder named: a path (anything with a `/`, or that exists), or a bare name looked up in the models
+/// folders; none named: the default model.
+pub fn model_folder(dir: Option<&Path>) -> Result<PathBuf> {
     match dir {
         None => model::default_folder(),
-        Some(d) if d.contains(std::path::MAIN_SEPARATOR) || std::path::Path::new(d).exists() => Ok(PathBuf::from(d)),
-        Some(name) => model::find_named(name),
+        Some(d) if d.components().count() > 1 || d.exists() => Ok(d.to_path_buf()),
+        Some(name) => model::find_named(&name.to_string_lossy()),
     }
-}
-
-pub fn diffusion_params(config: &PipelineConfig, folder: &ModelFolder) -> Params {
-    let p = &config.params;
-    let mut params = Params::defaults_for(folder);
-    params.prompt = p.prompt.clone();
-    params.negative_prompt = p.negative_prompt.clone();
-    params.seed = p.seed;
-    params.timesteps = p.timesteps.clone();
-    if let Some(s) = p.steps {
-        params.steps = s;
-    }
-    if let Some(s) = p.strength {
-        params.strength = s;
-    }
-    if let Some(g) = p.guidance {
-        params.guidance = g;
-    }
-    params
 }
 
 pub fn build(config: &PipelineConfig, options: &BuildOptions) -> Result<Built> {
@@ -89,7 +71,7 @@ pub fn build(config: &PipelineConfig, options: &BuildOptions) -> Result<Built> {
     let format = source.format();
 
     let folder = ModelFolder::open(&model_folder(config.model.dir.as_deref())?)?;
-    let params = diffusion_params(config, &folder);
+    let params = config.params.resolve(&folder);
     let size = match config.model.size {
         Some([w, h]) => (w, h),
         None => {

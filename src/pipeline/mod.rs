@@ -125,7 +125,7 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
 
     threads.push(spawn("source", fail.clone(), {
         let (stats, stop, done) = (stats.clone(), stop.clone(), source_done.clone());
-        move || source_loop(source, to_pre, &stats, &stop, &done)
+        move || source_loop(source, to_pre, &stats, &stop, &done, mode == Mode::Live)
     }));
     let size = processor.size();
     threads.push(spawn("preprocess", fail.clone(), {
@@ -213,6 +213,7 @@ fn source_loop(
     stats: &Stats,
     stop: &StopFlag,
     done: &AtomicBool,
+    live: bool,
 ) -> Result<()> {
     let _span = tracing::debug_span!("source", source = %source.describe()).entered();
     while !stop.load(Ordering::SeqCst) {
@@ -222,7 +223,10 @@ fn source_loop(
             tracing::debug!("end of stream");
             return Ok(());
         };
-        stats.stage("capture", started.elapsed());
+        if !live {
+            // Offline this is decoding work; live it is mostly waiting for the camera's next frame.
+            stats.stage("decode", started.elapsed());
+        }
         stats.captured();
         if out.send(frame).is_err() {
             break;

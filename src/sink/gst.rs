@@ -96,12 +96,16 @@ impl EncodeSink {
         init()?;
         let parsed = StreamUrl::parse(url).map_err(|problem| Error::Sink { sink: url.to_string(), problem })?;
         let mux = make("mpegtsmux", url)?;
+        // 7 TS packets (1316 bytes) per network packet: SRT's live payload size, and no IP fragmentation on UDP.
+        mux.set_property("alignment", 7i32);
         let encoder = make("x264enc", url)?;
         set_enum(&encoder, "tune", "zerolatency");
         set_enum(&encoder, "speed-preset", "ultrafast");
         encoder.set_property("bitrate", bitrate_kbps);
         let fps = context.fps.map_or(30.0, Fps::as_f64);
-        encoder.set_property("key-int-max", (fps * 2.0).round().max(1.0) as u32);
+        // A keyframe (with SPS/PPS, see h264parse below) every second: a viewer joining mid-stream waits at
+        // most that long for a picture.
+        encoder.set_property("key-int-max", fps.round().max(1.0) as u32);
         let net = match &parsed {
             StreamUrl::Udp { host, port } => {
                 let udp = make("udpsink", url)?;
@@ -112,7 +116,7 @@ impl EncodeSink {
             StreamUrl::Srt { host, port } => {
                 let srt = make("srtsink", url)?;
                 let uri = if host.is_empty() {
-                    format!("srt://:{port}?mode=listener")
+                    format!("srt://0.0.0.0:{port}?mode=listener")
                 } else {
                     format!("srt://{host}:{port}?mode=caller")
                 };

@@ -45,12 +45,24 @@ impl TestPattern {
         };
         let (cx, cy) = (bounce(t * 0.35 * w, span_x), bounce(t * 0.25 * h, span_y));
         let bar_x = ((t * 0.2).fract()) * w;
+        // The colour field is separable (sin(a + b) = sin a cos b + cos a sin b): per-column and per-row tables
+        // instead of three sin() per pixel keep a 640x480 frame at a few milliseconds.
+        let phase = t * 0.5;
+        let cols: Vec<[f32; 3]> = (0..width)
+            .map(|x| {
+                let a = TAU * x as f32 / w;
+                [0.5 + 0.5 * (a + phase).sin(), (a - phase).sin(), (a - phase).cos()]
+            })
+            .collect();
+        let rows: Vec<[f32; 3]> = (0..height)
+            .map(|y| {
+                let a = TAU * y as f32 / h;
+                [0.5 + 0.5 * (a + phase * 1.3).sin(), a.cos(), a.sin()]
+            })
+            .collect();
         RgbImage::from_fn(width, height, |x, y| {
-            let (u, v) = (x as f32 / w, y as f32 / h);
-            let phase = t * 0.5;
-            let mut r = 0.5 + 0.5 * (TAU * u + phase).sin();
-            let mut g = 0.5 + 0.5 * (TAU * v + phase * 1.3).sin();
-            let mut b = 0.5 + 0.5 * (TAU * (u + v) - phase).sin();
+            let ([r, su, cu], [g, cv, sv]) = (cols[x as usize], rows[y as usize]);
+            let (mut r, mut g, mut b) = (r, g, 0.5 + 0.5 * (su * cv + cu * sv));
             let (dx, dy) = (x as f32 - cx, y as f32 - cy);
             if dx * dx + dy * dy < radius * radius {
                 let shade = 1.0 - (dx * dx + dy * dy).sqrt() / radius * 0.5;
