@@ -366,6 +366,15 @@ fn check_pipeline(args: &CheckArgs) -> anyhow::Result<()> {
 
 fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
     let size = args.size.as_deref().map(imaging::parse_size).transpose()?;
+    if let (Ok(a), Ok(b)) = (args.input.canonicalize(), args.output.canonicalize())
+        && a == b
+    {
+        return Err(latentcam::Error::Output {
+            path: args.output.clone(),
+            problem: "is the input file: writing it would destroy what is being read".into(),
+        }
+        .into());
+    }
     let d = &args.diffusion;
     let config = PipelineConfig {
         mode: Mode::Offline,
@@ -419,7 +428,7 @@ impl Progress {
             };
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames ({per_sec}, ETA {eta}) {msg}",
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames ({msg}, ETA {eta})",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
@@ -431,7 +440,10 @@ impl Progress {
     fn update(&self, s: &Snapshot) {
         let done = s.frames_delivered.values().copied().max().unwrap_or(0);
         match &self.bar {
-            Some(bar) => bar.set_position(done),
+            Some(bar) => {
+                bar.set_position(done);
+                bar.set_message(format!("{:.1} fps", s.output_fps));
+            }
             None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
                 let of = self.total.map_or(String::new(), |t| format!(" of {t}"));
                 eprintln!("converted {done}{of} frames ({:.1} fps)", s.output_fps);

@@ -155,4 +155,7 @@ fn bad_videos_and_outputs_give_exit_code_2() {
     assert_bad_input(&convert(&video, &tmp.path().join("no/dir/out.mp4"), "64x64"), "does not exist");
     assert_bad_input(&convert(&video, &tmp.path().join("out.avi"), "64x64"), ".mp4");
     assert_bad_input(&convert(&video, &out, "60x64"), "multiples");
+    let copy = tmp.path().join("copy.mp4");
+    std::fs::copy(&video, &copy).unwrap();
+    assert_bad_input(&convert(&copy, &copy, "64x64"), "is the input file");
 }

@@ -401,19 +401,22 @@ fn screenshot(display: &str) -> Option<image::RgbImage> {
 #[cfg(feature = "window")]
 #[test]
 fn window_under_xvfb_shows_a_non_blank_frame() {
-    if std::process::Command::new("Xvfb").arg("-help").output().is_err() {
-        eprintln!(
-            "SKIPPED window_under_xvfb_shows_a_non_blank_frame: Xvfb is not installed (scripts/setup.sh installs it)"
-        );
-        return;
+    for tool in ["Xvfb", "xwd"] {
+        if std::process::Command::new(tool).arg("-help").output().is_err() {
+            eprintln!("SKIPPED window_under_xvfb_shows_a_non_blank_frame: no {tool} (scripts/setup.sh installs it)");
+            return;
+        }
     }
-    let display = format!(":{}", 90 + std::process::id() % 100);
+    // Xvfb picks a free display itself and says which.
     let mut xvfb = std::process::Command::new("Xvfb")
-        .args([display.as_str(), "-screen", "0", "800x600x24", "-nolisten", "tcp"])
+        .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp"])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    let mut number = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(xvfb.stdout.take().unwrap()), &mut number).unwrap();
+    let display = format!(":{}", number.trim());
     let demo = common::root().join("pipelines/demo.toml");
     let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_latentcam"))
         .args(["--ep", "cpu", "run", path_str(&demo), "--set", "source.frames=600"])
