@@ -1,19 +1,8 @@
-//! `latentcam devices`: the cameras latentcam can open and the v4l2loopback outputs it can write to.
+//! `latentcam devices`: the cameras latentcam can open and the v4l2loopback outputs it can write to. It asks
+//! the source and sink modules; they do not depend on it.
 
-/// A camera as the webcam source can name it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CameraEntry {
-    pub index: u32,
-    pub name: String,
-    pub description: String,
-}
-
-/// A video output device (v4l2loopback).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoopbackEntry {
-    pub path: std::path::PathBuf,
-    pub card: String,
-}
+pub use crate::sink::LoopbackEntry;
+pub use crate::source::CameraEntry;
 
 /// Cameras, or why they cannot be listed.
 pub fn cameras() -> Result<Vec<CameraEntry>, String> {

@@ -1,11 +1,56 @@
-//! The library's error type. Every variant says what was wrong and, where it helps, what to do about it.
+//! The library's error type. Every variant says what was wrong and, where it helps, what to do about it; the
+//! underlying cause (an ONNX Runtime, I/O or GStreamer error) is kept as its `source`, so the CLI prints
+//! `error: what: cause: cause`.
 //!
-//! Errors split into two kinds that the CLI maps to exit codes: *bad input* (a file, flag or model the user
-//! gave us is wrong: exit 2) and *internal* failures (exit 1).
+//! [`Error::kind`] decides the exit code, by one rule:
+//! - [`ErrorKind::BadInput`] (2): something the user gave is wrong, or cannot be used, and it was found at
+//!   start-up: a value in a file or flag, a model folder, a corrupt or mismatched ONNX file, a missing ONNX
+//!   Runtime library, an execution provider that cannot be used, a missing camera or input file.
+//! - [`ErrorKind::Environment`] (1): the environment or I/O failed *while running*: a disk that filled up, a
+//!   camera unplugged, a network that went away. Every error a running pipeline stage raises is wrapped in
+//!   [`Error::Running`], which is this kind unless the cause is a bug.
+//! - [`ErrorKind::Internal`] (1): a bug: a model that misbehaves at run time, a thread that panicked.
+//! - [`ErrorKind::Interrupted`] (130): the user stopped the run; outputs were finalized.
 
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The cause of an error, kept for the `source` chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A cause that only exists as text (a GStreamer bus message, a library's string error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Because(pub String);
+
+/// Text as a [`Cause`].
+pub fn because(text: impl Into<String>) -> Cause {
+    Box::new(Because(text.into()))
+}
+
+/// What kind of failure an error is; decides the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input or configuration, found at start-up: exit code 2.
+    BadInput,
+    /// The environment or I/O failed while running (disk full, device gone, network gone): exit code 1.
+    Environment,
+    /// A bug: exit code 1.
+    Internal,
+    /// Stopped by the user, outputs finalized: exit code 130.
+    Interrupted,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::BadInput => 2,
+            ErrorKind::Environment | ErrorKind::Internal => 1,
+            ErrorKind::Interrupted => 130,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,11 +60,19 @@ pub enum Error {
     )]
     RuntimeMissing { searched: String },
 
-    #[error("could not load the ONNX Runtime library {path}: {reason}")]
-    RuntimeLoad { path: PathBuf, reason: String },
+    #[error("could not load the ONNX Runtime library {path}")]
+    RuntimeLoad {
+        path: PathBuf,
+        #[source]
+        cause: Cause,
+    },
 
-    #[error("execution provider `{ep}` is not available: {reason}")]
-    ExecutionProvider { ep: &'static str, reason: String },
+    #[error("execution provider `{ep}` is not available")]
+    ExecutionProvider {
+        ep: &'static str,
+        #[source]
+        cause: Cause,
+    },
 
     #[error("model folder {path}: {problem}")]
     ModelFolder { path: PathBuf, problem: String },
@@ -27,8 +80,13 @@ pub enum Error {
     #[error("model manifest {path}: {problem}")]
     Manifest { path: PathBuf, problem: String },
 
-    #[error("{role} model {path} could not be loaded: {reason}")]
-    ModelLoad { role: &'static str, path: PathBuf, reason: String },
+    #[error("{role} model {path} could not be loaded")]
+    ModelLoad {
+        role: &'static str,
+        path: PathBuf,
+        #[source]
+        cause: Cause,
+    },
 
     #[error("{role} model {path} has the wrong signature: {problem}")]
     Contract { role: &'static str, path: PathBuf, problem: String },
@@ -39,8 +97,17 @@ pub enum Error {
     #[error("input image {path}: {problem}")]
     ImageRead { path: PathBuf, problem: String },
 
+    /// An output that cannot be used, found before any work is done.
     #[error("output {path}: {problem}")]
     Output { path: PathBuf, problem: String },
+
+    /// Writing an output failed (disk full, file-size limit, I/O error).
+    #[error("writing {path} failed")]
+    Write {
+        path: PathBuf,
+        #[source]
+        cause: Cause,
+    },
 
     #[error("pipeline {path}: {problem}")]
     Pipeline { path: PathBuf, problem: String },
@@ -54,22 +121,120 @@ pub enum Error {
     #[error("invalid {what}: {problem}")]
     InvalidParameter { what: &'static str, problem: String },
 
-    #[error("{stage} failed: {reason}")]
-    Inference { stage: &'static str, reason: String },
+    /// A pipeline stage failed after the run started.
+    #[error("{stage} stopped the run")]
+    Running {
+        stage: String,
+        #[source]
+        cause: Box<Error>,
+    },
+
+    /// A model failed while running (it loaded and matched its contract, so this is not the user's input).
+    #[error("{stage} failed")]
+    Inference {
+        stage: &'static str,
+        #[source]
+        cause: Cause,
+    },
+
+    /// Something that cannot happen did (a panic, a broken invariant).
+    #[error("internal error in {what}")]
+    Internal {
+        what: String,
+        #[source]
+        cause: Cause,
+    },
+
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {
-    /// True when the user can fix this by changing what they passed in (exit code 2), false for internal
-    /// failures (exit code 1).
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Inference { .. })
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Write { .. } => ErrorKind::Environment,
+            Error::Running { cause, .. } => match cause.kind() {
+                ErrorKind::Internal => ErrorKind::Internal,
+                ErrorKind::Interrupted => ErrorKind::Interrupted,
+                ErrorKind::BadInput | ErrorKind::Environment => ErrorKind::Environment,
+            },
+            Error::Inference { .. } | Error::Internal { .. } => ErrorKind::Internal,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::RuntimeMissing { .. }
+            | Error::RuntimeLoad { .. }
+            | Error::ExecutionProvider { .. }
+            | Error::ModelFolder { .. }
+            | Error::Manifest { .. }
+            | Error::ModelLoad { .. }
+            | Error::Contract { .. }
+            | Error::Tokenizer { .. }
+            | Error::ImageRead { .. }
+            | Error::Output { .. }
+            | Error::Pipeline { .. }
+            | Error::Source { .. }
+            | Error::Sink { .. }
+            | Error::InvalidParameter { .. } => ErrorKind::BadInput,
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.kind().exit_code()
     }
 
     pub fn invalid(what: &'static str, problem: impl Into<String>) -> Self {
         Error::InvalidParameter { what, problem: problem.into() }
     }
 
-    pub(crate) fn inference(stage: &'static str, err: impl std::fmt::Display) -> Self {
-        Error::Inference { stage, reason: err.to_string() }
+    pub(crate) fn inference(stage: &'static str, cause: impl std::fmt::Display) -> Self {
+        Error::Inference { stage, cause: because(cause.to_string()) }
+    }
+
+    pub(crate) fn write(path: impl Into<PathBuf>, cause: impl Into<Cause>) -> Self {
+        Error::Write { path: path.into(), cause: cause.into() }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        Error::Internal { what: what.into(), cause: because(cause.to_string()) }
+    }
+
+    /// This error, raised by `stage` of a running pipeline.
+    pub(crate) fn while_running(self, stage: &str) -> Self {
+        match self {
+            e @ (Error::Running { .. } | Error::Interrupted) => e,
+            e => Error::Running { stage: stage.to_string(), cause: Box::new(e) },
+        }
+    }
+
+    /// The whole message with its causes, as the CLI prints it: `what: cause: cause`.
+    pub fn chain_text(&self) -> String {
+        let mut text = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_decide_exit_codes() {
+        let bad = Error::invalid("steps", "9 (expected 1 to 8)");
+        assert_eq!(bad.exit_code(), 2);
+        let disk = Error::write("/x/out.mp4", std::io::Error::from_raw_os_error(28));
+        assert_eq!(disk.exit_code(), 1);
+        assert!(disk.chain_text().starts_with("writing /x/out.mp4 failed: "), "{}", disk.chain_text());
+        // A sink that fails while running is the environment's failure even though opening it was input.
+        let running = Error::Sink { sink: "file0".into(), problem: "could not write".into() }.while_running("sink");
+        assert_eq!(running.kind(), ErrorKind::Environment);
+        assert_eq!(running.chain_text(), "sink stopped the run: sink file0: could not write");
+        let bug = Error::internal("thread process", "panicked").while_running("process");
+        assert_eq!(bug.kind(), ErrorKind::Internal);
+        assert_eq!(Error::Interrupted.while_running("source").exit_code(), 130);
     }
 }

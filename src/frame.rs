@@ -9,31 +9,100 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-/// Frames per second as a fraction (video containers use 30000/1001).
+/// Frames per second as a fraction (video containers use 30000/1001). Never zero: a stream without a fixed
+/// rate has no `Fps` (`Option<Fps>` where that can happen).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fps {
-    pub num: u32,
-    pub den: u32,
+    num: u32,
+    den: u32,
 }
 
 impl Fps {
-    pub fn new(num: u32, den: u32) -> Fps {
-        Fps { num, den: den.max(1) }
+    /// `num / den` frames per second, reduced; None when either is zero.
+    pub fn new(num: u32, den: u32) -> Option<Fps> {
+        if num == 0 || den == 0 {
+            return None;
+        }
+        let g = gcd(num, den);
+        Some(Fps { num: num / g, den: den / g })
+    }
+
+    /// A whole number of frames per second.
+    pub const fn whole(num: std::num::NonZeroU32) -> Fps {
+        Fps { num: num.get(), den: 1 }
+    }
+
+    /// A rate from a number: whole rates exactly, the NTSC family (23.976, 29.97, 59.94, 119.88) as n/1001,
+    /// anything else to a thousandth. None for zero, negative, NaN or rates above `u32::MAX`.
+    pub fn from_f64(rate: f64) -> Option<Fps> {
+        if !(rate.is_finite() && rate > 0.0 && rate <= f64::from(u32::MAX)) {
+            return None;
+        }
+        if rate.fract() == 0.0 {
+            return Fps::new(rate as u32, 1);
+        }
+        let ntsc = (rate * 1.001).round();
+        if ntsc >= 1.0 && (rate - ntsc / 1.001).abs() < 0.005 && ntsc * 1000.0 <= f64::from(u32::MAX) {
+            return Fps::new(ntsc as u32 * 1000, 1001);
+        }
+        let thousandths = (rate * 1000.0).round();
+        if thousandths < 1.0 || thousandths > f64::from(u32::MAX) {
+            return None;
+        }
+        Fps::new(thousandths as u32, 1000)
+    }
+
+    pub fn num(self) -> u32 {
+        self.num
+    }
+
+    pub fn den(self) -> u32 {
+        self.den
     }
 
     pub fn as_f64(self) -> f64 {
         f64::from(self.num) / f64::from(self.den)
     }
 
-    /// Duration of one frame; None for a zero rate (variable-rate streams).
-    pub fn frame_duration(self) -> Option<Duration> {
-        (self.num > 0).then(|| Duration::from_secs_f64(f64::from(self.den) / f64::from(self.num)))
+    /// Duration of one frame (integer maths: no float can overflow a `Duration` here).
+    pub fn frame_duration(self) -> Duration {
+        Duration::from_nanos((u64::from(self.den) * 1_000_000_000) / u64::from(self.num))
     }
+
+    /// Start of frame `n` on this rate's clock.
+    pub fn frame_start(self, n: u64) -> Duration {
+        let nanos = u128::from(n) * u128::from(self.den) * 1_000_000_000 / u128::from(self.num);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl std::fmt::Display for Fps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.den == 1 { write!(f, "{}", self.num) } else { write!(f, "{}/{}", self.num, self.den) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_to_fractions_and_never_overflow() {
+        assert_eq!(Fps::from_f64(30.0), Fps::new(30, 1));
+        assert_eq!(Fps::from_f64(29.97), Fps::new(30000, 1001));
+        assert_eq!(Fps::from_f64(23.976), Fps::new(24000, 1001));
+        assert_eq!(Fps::from_f64(12.5), Fps::new(25, 2));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300, 1e-9] {
+            assert_eq!(Fps::from_f64(bad), None, "{bad}");
+        }
+        assert_eq!(Fps::new(0, 1), None);
+        let slowest = Fps::new(1, u32::MAX).unwrap();
+        assert_eq!(slowest.frame_duration().as_secs(), u64::from(u32::MAX));
+        assert_eq!(Fps::new(25, 1).unwrap().frame_start(u64::MAX), Duration::from_nanos(u64::MAX));
     }
 }
 

@@ -16,6 +16,7 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageFormat, RgbImage};
 use ndarray::{Array4, ArrayView4};
 
+use crate::config::WorkingSize;
 use crate::error::{Error, Result};
 
 /// Read a PNG or JPEG (any bit depth, gray/RGB/RGBA) as 8-bit RGB.
@@ -35,17 +36,6 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(image.to_rgb8())
 }
 
-/// Parse `WxH` (e.g. `512x512`).
-pub fn parse_size(text: &str) -> Result<(u32, u32)> {
-    let bad = || Error::invalid("size", format!("`{text}` (expected WIDTHxHEIGHT, e.g. 512x512)"));
-    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
-    let (w, h) = (w.trim().parse::<u32>().map_err(|_| bad())?, h.trim().parse::<u32>().map_err(|_| bad())?);
-    if w == 0 || h == 0 {
-        return Err(bad());
-    }
-    Ok((w, h))
-}
-
 /// How an image is brought to a size the model accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fit {
@@ -55,21 +45,13 @@ pub enum Fit {
     Resize { width: u32, height: u32 },
 }
 
-/// Apply `fit` so both sides are multiples of `multiple`.
+/// Apply `fit` so both sides are multiples of `multiple` (the rule of [`WorkingSize`]).
 pub fn fit_image(image: &RgbImage, fit: Fit, multiple: u32) -> Result<RgbImage> {
     match fit {
         Fit::CropToMultiple => {
-            let (w, h) = (image.width() / multiple * multiple, image.height() / multiple * multiple);
-            if w == 0 || h == 0 {
-                return Err(Error::invalid(
-                    "image size",
-                    format!(
-                        "{}x{} is smaller than the model's minimum {multiple}x{multiple}; pass --size to enlarge it",
-                        image.width(),
-                        image.height()
-                    ),
-                ));
-            }
+            let size = WorkingSize::crop_of(image.width(), image.height(), multiple)
+                .map_err(|e| Error::invalid("image size", format!("{e} (pass --size to enlarge it)")))?;
+            let (w, h) = size.dims();
             if (w, h) == image.dimensions() {
                 return Ok(image.clone());
             }
@@ -77,13 +59,8 @@ pub fn fit_image(image: &RgbImage, fit: Fit, multiple: u32) -> Result<RgbImage> 
             Ok(image::imageops::crop_imm(image, x, y, w, h).to_image())
         }
         Fit::Resize { width, height } => {
-            if width % multiple != 0 || height % multiple != 0 {
-                return Err(Error::invalid(
-                    "size",
-                    format!("{width}x{height}: this model needs sides that are multiples of {multiple}"),
-                ));
-            }
-            resize_cover(image, width, height)
+            let size = WorkingSize::new(width, height, multiple).map_err(|e| Error::invalid("size", e))?;
+            resize_cover(image, size.width(), size.height())
         }
     }
 }
@@ -141,13 +118,8 @@ impl OutputImage {
         if path.is_dir() {
             return Err(bad("is a folder".into()));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() {
-            return Err(bad(format!("folder {} does not exist", dir.display())));
-        }
+        let dir = crate::sink::parent_folder(path);
+        crate::sink::probe_writable_folder(path, &dir)?;
         let temp = tempfile::Builder::new()
             .prefix(".latentcam-")
             .suffix(".part")
@@ -160,15 +132,15 @@ impl OutputImage {
         &self.path
     }
 
+    /// Write the image (a failure here is I/O while running: disk full, file-size limit).
     pub fn write(mut self, image: &RgbImage) -> Result<()> {
-        let bad = |problem: String| Error::Output { path: self.path.clone(), problem };
+        let path = self.path.clone();
         {
             let mut writer = std::io::BufWriter::new(self.temp.as_file_mut());
-            image.write_to(&mut writer, self.format).map_err(|e| bad(e.to_string()))?;
-            std::io::Write::flush(&mut writer).map_err(|e| bad(e.to_string()))?;
+            image.write_to(&mut writer, self.format).map_err(|e| Error::write(&path, e))?;
+            std::io::Write::flush(&mut writer).map_err(|e| Error::write(&path, e))?;
         }
-        let path = self.path.clone();
-        self.temp.persist(&path).map_err(|e| bad(e.error.to_string()))?;
+        self.temp.persist(&path).map_err(|e| Error::write(&path, e.error))?;
         Ok(())
     }
 }
@@ -209,9 +181,10 @@ mod tests {
 
     #[test]
     fn sizes_parse() {
-        assert_eq!(parse_size("512x384").unwrap(), (512, 384));
-        assert!(parse_size("512").is_err());
-        assert!(parse_size("0x5").is_err());
-        assert!(parse_size("axb").is_err());
+        use crate::config::values::parse_wxh;
+        assert_eq!(parse_wxh("512x384", 4096).unwrap(), (512, 384));
+        for bad in ["512", "0x5", "axb", "5000x64", "-64x64", "x", ""] {
+            assert!(parse_wxh(bad, 4096).is_err(), "{bad}");
+        }
     }
 }

@@ -20,7 +20,13 @@
 //! - [`source`] and [`sink`]: the frame producers and consumers behind one trait each; [`frame`] is what
 //!   travels between them.
 //!
-//! Errors are [`Error`]: each says what was wrong and whether the user can fix it ([`Error::is_bad_input`]).
+//! - [`jobs`] is the library side of each command: flags parsed into checked jobs, and the jobs run; `main.rs`
+//!   only maps clap's flags onto them.
+//! - [`link`] are the bounded, named channels between threads; [`media`] the GStreamer helpers sources and sinks
+//!   share.
+//!
+//! Errors are [`Error`]: each says what was wrong, keeps its cause, and has a [`error::ErrorKind`] that decides
+//! the exit code (bad input 2, environment or internal failure 1, interrupted 130).
 
 pub mod bench;
 pub mod config;
@@ -30,6 +36,10 @@ pub mod error;
 pub mod frame;
 pub mod imaging;
 pub mod infer;
+pub mod jobs;
+pub mod link;
+#[cfg(feature = "gstreamer")]
+pub mod media;
 pub mod model;
 pub mod pipeline;
 pub mod sink;

@@ -1,27 +1,24 @@
-//! The `latentcam` command line. Parsing and exit codes only: the work is in the library.
-//!
-//! Exit codes: 0 ok, 2 bad input or configuration (the message names the bad thing), 1 internal failure.
+//! The `latentcam` command line: clap's flags mapped onto the library's requests ([`latentcam::jobs`]), progress
+//! on the terminal, and errors mapped to exit codes by their kind ([`latentcam::error::ErrorKind`]): 0 ok, 2 bad
+//! input or configuration found at start-up, 1 a failure of the environment or I/O while running (or a bug),
+//! 130 interrupted (outputs finalized).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
-
-use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use latentcam::config::{
-    Mode, ModelConfig, ParamsConfig, PipelineConfig, SinkConfig, SourceConfig, View, display_available,
-};
-use latentcam::diffusion::scheduler::Lcm;
-use latentcam::diffusion::{Diffusion, Params};
-use latentcam::imaging::{self, Fit, OutputImage};
+use clap::{Args, Parser, Subcommand};
+
+use latentcam::config::{Pipeline, display_available};
+use latentcam::error::{Error, ErrorKind};
 use latentcam::infer::{ExecutionProvider, Runtime, RuntimeOptions};
-use latentcam::model::ModelFolder;
+use latentcam::jobs::{
+    BenchRequest, ConvertRequest, DiffusionRequest, Img2ImgRequest, ScheduleRequest, check_model, write_text,
+};
 use latentcam::pipeline::stats::Snapshot;
 use latentcam::pipeline::{self, BuildOptions, StopFlag};
-use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "latentcam", version, about = "Real-time diffusion filter for video and webcams")]
@@ -46,13 +43,13 @@ struct RuntimeArgs {
     /// Where models run: cpu, cuda, tensorrt, or auto (the best this binary and library support, logged).
     #[arg(long, env = "LATENTCAM_EP", global = true, default_value = "auto", value_parser = parse_ep)]
     ep: ExecutionProvider,
-    /// Threads inside each model operator (default: one per core).
-    #[arg(long, global = true, value_name = "N")]
-    threads: Option<usize>,
+    /// Threads inside each model operator, 1 to 256 (default: one per core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 fn parse_ep(s: &str) -> Result<ExecutionProvider, String> {
-    s.parse().map_err(|e: latentcam::Error| e.to_string())
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -106,8 +103,8 @@ struct ConvertArgs {
     #[arg(long, value_name = "WxH")]
     size: Option<String>,
     /// x264 quality, 0-50 (lower is better).
-    #[arg(long, default_value_t = 21)]
-    quality: u32,
+    #[arg(long, default_value_t = 21, allow_negative_numbers = true)]
+    quality: i64,
     /// Do not carry the audio over.
     #[arg(long)]
     no_audio: bool,
@@ -140,8 +137,8 @@ struct DiffusionArgs {
     #[arg(long, default_value = "")]
     negative_prompt: String,
     /// Denoising steps, 1 to 8 (default: the model's).
-    #[arg(long)]
-    steps: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    steps: Option<i64>,
     /// How much of the input to replace, 0 to 1; 0 runs the VAE only (default: the model's).
     #[arg(long, conflicts_with = "timesteps", allow_negative_numbers = true)]
     strength: Option<f64>,
@@ -149,21 +146,17 @@ struct DiffusionArgs {
     #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f64>,
     /// Noise seed: the same seed gives the same output.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    seed: i64,
     /// Explicit descending timesteps, e.g. 999,499 (replaces --steps/--strength).
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
-    timesteps: Option<Vec<u32>>,
+    #[arg(long, value_delimiter = ',', num_args = 1.., allow_negative_numbers = true)]
+    timesteps: Option<Vec<i64>>,
 }
 
 impl DiffusionArgs {
-    fn folder(&self) -> anyhow::Result<ModelFolder> {
-        let dir = pipeline::build::model_folder(self.model.as_deref())?;
-        Ok(ModelFolder::open(&dir)?)
-    }
-
-    fn params_config(&self) -> ParamsConfig {
-        ParamsConfig {
+    fn request(&self) -> DiffusionRequest {
+        DiffusionRequest {
+            model: self.model.clone(),
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
             steps: self.steps,
@@ -172,10 +165,6 @@ impl DiffusionArgs {
             seed: self.seed,
             timesteps: self.timesteps.clone(),
         }
-    }
-
-    fn params(&self, folder: &ModelFolder) -> Params {
-        self.params_config().resolve(folder)
     }
 }
 
@@ -193,14 +182,14 @@ struct Img2ImgArgs {
 #[derive(Args)]
 struct ScheduleArgs {
     /// Denoising steps, 1 to 8.
-    #[arg(long, default_value_t = 1)]
-    steps: usize,
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    steps: i64,
     /// Strength, 0 to 1 (LCM img2img rule).
     #[arg(long, default_value_t = 0.5, conflicts_with = "timesteps", allow_negative_numbers = true)]
     strength: f64,
     /// Explicit descending timesteps instead of steps/strength.
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
-    timesteps: Option<Vec<u32>>,
+    #[arg(long, value_delimiter = ',', num_args = 1.., allow_negative_numbers = true)]
+    timesteps: Option<Vec<i64>>,
     /// Take the scheduler config from this model folder (default: diffusers' LCMScheduler defaults).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
@@ -213,12 +202,12 @@ struct BenchArgs {
     /// Image sizes to time, WxH (repeat or comma-separate).
     #[arg(long = "size", value_delimiter = ',', default_values_t = ["256x256".to_string(), "512x512".to_string()])]
     sizes: Vec<String>,
-    /// Timed iterations per stage.
-    #[arg(long, default_value_t = 10)]
-    iterations: usize,
-    /// Untimed iterations first.
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
+    /// Timed iterations per stage, 1 to 100000.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    iterations: i64,
+    /// Untimed iterations first, 0 to 10000.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
+    warmup: i64,
     /// Also write the reports as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -227,14 +216,25 @@ struct BenchArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    ignore_file_size_signal();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Interrupted>() => ExitCode::from(130),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            let bad_input = e.chain().any(|c| c.downcast_ref::<latentcam::Error>().is_some_and(|e| e.is_bad_input()));
-            ExitCode::from(if bad_input { 2 } else { 1 })
+            let kind = e.chain().find_map(|c| c.downcast_ref::<Error>()).map_or(ErrorKind::Internal, Error::kind);
+            if kind != ErrorKind::Interrupted {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(kind.exit_code())
         }
+    }
+}
+
+/// A file-size limit (`ulimit -f`) kills a process with SIGXFSZ by default; ignored, the write fails with
+/// EFBIG instead and the run stops with an error naming the file, its outputs finalized.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
@@ -259,7 +259,7 @@ fn runtime(args: &RuntimeArgs) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(RuntimeOptions {
         library: args.ort_lib.clone(),
         execution_provider: args.ep,
-        intra_op_threads: args.threads,
+        intra_op_threads: args.threads.map(usize::from),
     })?)
 }
 
@@ -272,7 +272,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_pipeline(&cli.runtime, args),
         Command::Check(args) => check_pipeline(&args),
         Command::Convert(args) => convert(&cli.runtime, args),
-        Command::Devices => devices(),
+        Command::Devices => {
+            print!("{}", latentcam::devices::report());
+            Ok(())
+        }
     }
 }
 
@@ -293,111 +296,52 @@ fn stop_on_signal() -> StopFlag {
     stop
 }
 
-/// Signals an interrupted run that did finalize its outputs: exit code 130, like a shell.
-#[derive(Debug)]
-struct Interrupted;
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-impl std::error::Error for Interrupted {}
-
-fn write_stats(path: Option<&Path>, stats: &latentcam::pipeline::stats::Snapshot) -> anyhow::Result<()> {
+fn write_stats(path: Option<&Path>, stats: &Snapshot) -> anyhow::Result<()> {
     if let Some(path) = path {
-        std::fs::write(path, serde_json::to_string_pretty(stats)?)
-            .map_err(|e| latentcam::Error::Output { path: path.to_path_buf(), problem: e.to_string() })?;
+        write_text(path, &serde_json::to_string_pretty(stats)?)?;
     }
     Ok(())
 }
 
 fn run_pipeline(rt: &RuntimeArgs, args: RunArgs) -> anyhow::Result<()> {
-    let config = PipelineConfig::load(&args.pipeline, &args.overrides)?;
+    let config = Pipeline::load(&args.pipeline, &args.overrides)?;
     let runtime = runtime(rt)?;
     let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: display_available() })?;
-    tracing::info!(source = %built.source, model = %built.model, size = ?built.size, mode = ?config.mode, "running");
-    let interval = Duration::from_secs_f64(config.stats_interval_s);
+    tracing::info!(source = %built.source, model = %built.model, size = %built.size, mode = ?config.mode, "running");
     let mut last_log = Instant::now();
     let mut tick = |s: &Snapshot| {
-        if !interval.is_zero() && last_log.elapsed() >= interval {
+        if let Some(interval) = config.stats_interval
+            && last_log.elapsed() >= interval
+        {
             tracing::info!("{}", s.line());
             last_log = Instant::now();
         }
     };
     let report = pipeline::run(built.parts, stop_on_signal(), &mut tick)?;
     tracing::info!("done: {}", report.stats.line());
+    // A live run normally ends with Ctrl-C or a closed window: that is success, not an interruption.
     write_stats(args.stats_json.as_deref(), &report.stats)
 }
 
 fn check_pipeline(args: &CheckArgs) -> anyhow::Result<()> {
-    let config = PipelineConfig::load(&args.pipeline, &args.overrides)?;
-    let folder = ModelFolder::open(&pipeline::build::model_folder(config.model.dir.as_deref())?)?;
-    let params = config.params.resolve(&folder);
-    check_schedule(&folder, &params)?;
-    if let Some([w, h]) = config.model.size {
-        let multiple = if params.strength == 0.0 && params.timesteps.is_none() { 8 } else { folder.size_multiple };
-        if w % multiple != 0 || h % multiple != 0 {
-            return Err(latentcam::Error::invalid(
-                "size",
-                format!("[model] size {w}x{h}: model {} needs multiples of {multiple}", folder.name),
-            )
-            .into());
-        }
-    }
-    let sinks: Vec<String> = config
-        .sinks
-        .iter()
-        .map(|s| match s.only_when() {
-            Some(w) => format!("{} (only when {w:?})", s.kind()),
-            None => s.kind().to_string(),
-        })
-        .collect();
-    println!(
-        "{}: ok — {:?} mode, source {}, model {}, sinks: {}",
-        args.pipeline.display(),
-        config.mode,
-        config.source.kind(),
-        folder.dir.display(),
-        sinks.join(", ")
-    );
+    let config = Pipeline::load(&args.pipeline, &args.overrides)?;
+    println!("{}: {}", args.pipeline.display(), config.check_here(display_available())?);
     Ok(())
 }
 
 fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
-    let size = args.size.as_deref().map(imaging::parse_size).transpose()?;
-    if let (Ok(a), Ok(b)) = (args.input.canonicalize(), args.output.canonicalize())
-        && a == b
-    {
-        return Err(latentcam::Error::Output {
-            path: args.output.clone(),
-            problem: "is the input file: writing it would destroy what is being read".into(),
-        }
-        .into());
-    }
-    let d = &args.diffusion;
-    let config = PipelineConfig {
-        mode: Mode::Offline,
-        source: SourceConfig::Gstreamer {
-            uri: Some(args.input.display().to_string()),
-            pipeline: None,
-            audio: !args.no_audio,
-        },
-        model: ModelConfig { dir: d.model.clone(), size: size.map(|(w, h)| [w, h]) },
-        params: d.params_config(),
-        sinks: vec![SinkConfig::File {
-            path: args.output.clone(),
-            view: View::Output,
-            audio: !args.no_audio,
-            quality: args.quality,
-            only_when: None,
-        }],
-        stats_interval_s: 0.0,
+    let request = ConvertRequest {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        diffusion: args.diffusion.request(),
+        size: args.size.clone(),
+        quality: args.quality,
+        audio: !args.no_audio,
     };
-    config.validate().map_err(|problem| latentcam::Error::invalid("convert", problem))?;
+    let config = request.pipeline()?;
     let runtime = runtime(rt)?;
     let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: false })?;
-    tracing::info!(source = %built.source, model = %built.model, size = ?built.size, "converting");
+    tracing::info!(source = %built.source, model = %built.model, size = %built.size, "converting");
     let progress = Progress::new(built.total_frames);
     let mut tick = |s: &Snapshot| progress.update(s);
     let report = pipeline::run(built.parts, stop_on_signal(), &mut tick)?;
@@ -406,7 +350,7 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
     let frames = report.stats.frames_delivered.values().copied().max().unwrap_or(0);
     if report.interrupted {
         eprintln!("interrupted: {} holds the first {frames} frames and is playable", args.output.display());
-        return Err(Interrupted.into());
+        return Err(Error::Interrupted.into());
     }
     tracing::info!(output = %args.output.display(), frames, "{}", report.stats.line());
     Ok(())
@@ -461,97 +405,30 @@ impl Progress {
     }
 }
 
-fn devices() -> anyhow::Result<()> {
-    print!("{}", latentcam::devices::report());
-    Ok(())
-}
-
-/// Validate steps/strength/timesteps against the folder's scheduler before any model loads.
-fn check_schedule(folder: &ModelFolder, params: &Params) -> anyhow::Result<Vec<u32>> {
-    let lcm = Lcm::new(folder.scheduler.clone());
-    Ok(match &params.timesteps {
-        Some(t) => {
-            lcm.check_timesteps(t)?;
-            t.clone()
-        }
-        None => lcm.timesteps(params.steps, params.strength)?,
-    })
-}
-
 fn img2img(rt: &RuntimeArgs, args: Img2ImgArgs) -> anyhow::Result<()> {
-    // Cheap checks first, so a typo fails before seconds of model loading.
-    let output = OutputImage::create(&args.output)?;
-    let folder = args.diffusion.folder()?;
-    let params = args.diffusion.params(&folder);
-    let timesteps = check_schedule(&folder, &params)?;
-    let fit = match &args.size {
-        Some(s) => {
-            let (width, height) = imaging::parse_size(s)?;
-            Fit::Resize { width, height }
-        }
-        None => Fit::CropToMultiple,
-    };
-    let input = imaging::load_rgb(&args.input)?;
-    let multiple = if timesteps.is_empty() { 8 } else { folder.size_multiple };
-    let fitted = imaging::fit_image(&input, fit, multiple)?;
-    if fitted.dimensions() != input.dimensions() {
-        tracing::info!(from = ?input.dimensions(), to = ?fitted.dimensions(), "input fitted to the model's size multiple");
-    }
-
+    let request =
+        Img2ImgRequest { input: args.input, output: args.output, diffusion: args.diffusion.request(), size: args.size };
+    let job = request.check()?;
     let runtime = runtime(rt)?;
-    let started = Instant::now();
-    let mut diffusion = Diffusion::load(&runtime, &folder)?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let prepared = diffusion.prepare(&params)?;
-    let tensor = imaging::to_tensor(&fitted);
-    let result = diffusion.run(&prepared, tensor.view())?;
-    let out_image = imaging::from_tensor(result.view());
-    let out_path = output.path().to_path_buf();
-    output.write(&out_image)?;
-    let t = diffusion.last_times();
+    let r = job.run(&runtime)?;
     tracing::info!(
-        output = %out_path.display(),
-        width = out_image.width(),
-        height = out_image.height(),
-        timesteps = ?prepared.plan.timesteps(),
-        load_ms = format!("{load_ms:.0}"),
-        vae_encode_ms = format!("{:.1}", t.vae_encode_ms),
-        unet_ms = format!("{:.1}", t.unet_ms),
-        vae_decode_ms = format!("{:.1}", t.vae_decode_ms),
+        output = %r.output.display(),
+        width = r.width,
+        height = r.height,
+        timesteps = ?r.timesteps,
+        load_ms = format!("{:.0}", r.load_ms),
+        vae_encode_ms = format!("{:.1}", r.times.vae_encode_ms),
+        unet_ms = format!("{:.1}", r.times.unet_ms),
+        vae_decode_ms = format!("{:.1}", r.times.vae_decode_ms),
         "wrote"
     );
     Ok(())
 }
 
-#[derive(Serialize)]
-struct ScheduleJson {
-    timesteps: Vec<u32>,
-    alphas_cumprod: Vec<f32>,
-    c_skip: Vec<f32>,
-    c_out: Vec<f32>,
-}
-
 fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
-    let config = match &args.model {
-        Some(dir) => ModelFolder::open(dir)?.scheduler,
-        None => Default::default(),
-    };
-    let lcm = Lcm::new(config);
-    let timesteps = match &args.timesteps {
-        Some(t) => {
-            lcm.check_timesteps(t)?;
-            t.clone()
-        }
-        None => lcm.timesteps(args.steps, args.strength)?,
-    };
-    let plan = lcm.plan(&timesteps);
-    let json = ScheduleJson {
-        timesteps: plan.timesteps(),
-        alphas_cumprod: plan.steps.iter().map(|s| s.alpha_cumprod).collect(),
-        c_skip: plan.steps.iter().map(|s| s.c_skip).collect(),
-        c_out: plan.steps.iter().map(|s| s.c_out).collect(),
-    };
-    println!("{}", serde_json::to_string(&json)?);
+    let request =
+        ScheduleRequest { steps: args.steps, strength: args.strength, timesteps: args.timesteps, model: args.model };
+    println!("{}", serde_json::to_string(&request.run()?)?);
     Ok(())
 }
 
@@ -559,86 +436,37 @@ fn models_check(rt: &RuntimeArgs, dirs: &[PathBuf]) -> anyhow::Result<()> {
     let runtime = runtime(rt)?;
     let mut failed = Vec::new();
     for dir in dirs {
-        match check_one(&runtime, dir) {
+        match check_model(&runtime, dir) {
             Ok(summary) => print!("{summary}"),
             Err(e) => {
-                println!("{}: FAILED: {e:#}", dir.display());
+                println!("{}: FAILED: {}", dir.display(), e.chain_text());
                 failed.push(e);
             }
         }
     }
     match failed.len() {
         0 => Ok(()),
-        1 => Err(failed.remove(0)),
-        n => Err(failed.remove(0).context(format!("{n} model folders failed the check; the first"))),
+        1 => Err(failed.remove(0).into()),
+        n => {
+            Err(anyhow::Error::from(failed.remove(0)).context(format!("{n} model folders failed the check; the first")))
+        }
     }
-}
-
-fn check_one(runtime: &Runtime, dir: &Path) -> anyhow::Result<String> {
-    let folder = ModelFolder::open(dir)?;
-    let diffusion = Diffusion::load(runtime, &folder)?;
-    let mut out = format!("{}: ok — {}", dir.display(), folder.name);
-    if !folder.description.is_empty() {
-        out += &format!(" ({})", folder.description);
-    }
-    out += "\n";
-    let unet = diffusion.unet();
-    let models = [
-        diffusion.text_encoder().model(),
-        diffusion.vae_encoder().model(),
-        unet.model(),
-        diffusion.vae_decoder().model(),
-    ];
-    for m in models {
-        out += &format!(
-            "  {:<12} {} [{}, {:.0} ms]\n    in:  {}\n    out: {}\n",
-            m.role,
-            m.path.display(),
-            m.ep,
-            m.load_ms,
-            m.describe_inputs(),
-            m.describe_outputs()
-        );
-    }
-    out += &format!(
-        "  UNet timestep: {}; timestep_cond: {}\n",
-        unet.timestep.describe(),
-        unet.cond_dim.map_or("none".to_string(), |d| format!("[batch, {d}] (guidance embedding)"))
-    );
-    out += &format!(
-        "  latents: {} channels, scale {}, image range {}, sides multiple of {}; scheduler: LCM ({:?}); \
-         defaults: {} steps, strength {}, guidance {}\n",
-        folder.latent_channels,
-        folder.latent_scale,
-        folder.image_range,
-        folder.size_multiple,
-        folder.scheduler.prediction_type,
-        folder.defaults.steps,
-        folder.defaults.strength,
-        folder.defaults.guidance
-    );
-    Ok(out)
 }
 
 fn bench(rt: &RuntimeArgs, args: BenchArgs) -> anyhow::Result<()> {
-    let folder = args.diffusion.folder()?;
-    let mut params = args.diffusion.params(&folder);
-    if params.prompt.is_empty() {
-        params.prompt = "a portrait in the style of van gogh".into();
-    }
-    check_schedule(&folder, &params)?;
-    let sizes = args.sizes.iter().map(|s| imaging::parse_size(s)).collect::<Result<Vec<_>, _>>()?;
+    let request = BenchRequest {
+        diffusion: args.diffusion.request(),
+        sizes: args.sizes,
+        iterations: args.iterations,
+        warmup: args.warmup,
+    };
     let runtime = runtime(rt)?;
-    let mut diffusion = Diffusion::load(&runtime, &folder)?;
-    let mut reports = Vec::new();
-    for (w, h) in sizes {
-        let report = latentcam::bench::run(&mut diffusion, &params, w, h, args.warmup, args.iterations)?;
+    let reports = request.run(&runtime)?;
+    for report in &reports {
         println!("{}", report.table());
-        reports.push(report);
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
-            .map_err(|e| latentcam::Error::Output { path: path.clone(), problem: e.to_string() })?;
+        write_text(path, &serde_json::to_string_pretty(&reports)?)?;
     }
     Ok(())
 }

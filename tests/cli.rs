@@ -39,8 +39,9 @@ fn img2img_is_deterministic_per_seed_and_keeps_the_size() {
 }
 
 #[test]
+#[ignore = "needs ../shared (real media and models)"]
 fn img2img_on_astronaut_with_each_tiny_model() {
-    let Some(shared) = common::shared_or_skip("img2img_on_astronaut_with_each_tiny_model") else { return };
+    let shared = common::shared();
     let astronaut = shared.join("media/astronaut.png");
     let tmp = common::temp_dir();
     for (model, extra) in [
@@ -64,10 +65,9 @@ fn img2img_on_astronaut_with_each_tiny_model() {
 }
 
 #[test]
+#[ignore = "needs ../shared (real media and models)"]
 fn vae_round_trip_with_real_taef2_keeps_astronaut_above_30_db() {
-    let Some(shared) = common::shared_or_skip("vae_round_trip_with_real_taef2_keeps_astronaut_above_30_db") else {
-        return;
-    };
+    let shared = common::shared();
     let astronaut = shared.join("media/astronaut.png");
     let tmp = common::temp_dir();
     let out = tmp.path().join("round-trip.png");
@@ -119,13 +119,17 @@ fn schedule_prints_the_golden_values() {
 }
 
 #[test]
+#[ignore = "needs ../shared (real media and models)"]
+fn models_check_passes_taef2_tiny_from_shared() {
+    common::shared();
+    let out = latentcam(&["models", "check", path_str(&common::model_dir("taef2-tiny"))]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("taef2-tiny: ok"));
+}
+
+#[test]
 fn models_check_passes_every_committed_model() {
-    let mut dirs = vec!["tiny-sd15-lcm-lora", "tiny-lcm-dreamshaper", "tiny-sd-turbo"];
-    if common::shared().is_some() {
-        dirs.push("taef2-tiny");
-    } else {
-        eprintln!("not checking taef2-tiny: ../shared is absent");
-    }
+    let dirs = vec!["tiny-sd15-lcm-lora", "tiny-lcm-dreamshaper", "tiny-sd-turbo"];
     let paths: Vec<String> = dirs.iter().map(|d| common::model_dir(d).display().to_string()).collect();
     let mut args = vec!["models", "check"];
     args.extend(paths.iter().map(String::as_str));

@@ -4,6 +4,7 @@
 mod common;
 
 use latentcam::diffusion::scheduler::{Lcm, LcmConfig, PredictionType, guidance_embedding};
+use latentcam::error::ErrorKind;
 use ndarray::{Array4, ArrayView4};
 use serde_json::Value;
 
@@ -30,24 +31,23 @@ fn timesteps_and_scalars_match_diffusers_for_steps_1_to_4_and_many_strengths() {
     let lcm = Lcm::new(LcmConfig::default());
     let mut checked = 0;
     for case in golden["schedules"].as_array().unwrap() {
-        let timesteps: Vec<u32> = if let Some(custom) = case.get("custom") {
+        let schedule = if let Some(custom) = case.get("custom") {
             let list: Vec<u32> = custom.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-            lcm.check_timesteps(&list).expect("custom list accepted");
-            list
+            lcm.schedule(Some(&list), 1, 1.0).expect("custom list accepted")
         } else {
             let steps = case["steps"].as_u64().unwrap() as usize;
             let strength = case["strength"].as_f64().unwrap();
-            let result = lcm.timesteps(steps, strength);
+            let result = lcm.schedule(None, steps, strength);
             if case.get("error").is_some() {
                 let err = result.expect_err(&format!("diffusers refuses steps {steps} strength {strength}"));
-                assert!(err.is_bad_input() && err.to_string().contains("strength"), "{err}");
+                assert!(err.kind() == ErrorKind::BadInput && err.to_string().contains("strength"), "{err}");
                 continue;
             }
             result.unwrap_or_else(|e| panic!("steps {steps} strength {strength}: {e}"))
         };
         let want: Vec<u32> = case["timesteps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-        assert_eq!(timesteps, want, "case {case}");
-        let plan = lcm.plan(&timesteps);
+        assert_eq!(schedule.timesteps(), want, "case {case}");
+        let plan = lcm.plan(&schedule);
         let ctx = format!("{:?}", case.get("strength").or(case.get("custom")));
         close(
             &format!("alphas_cumprod {ctx}"),
@@ -89,11 +89,11 @@ fn full_trajectories_with_renoising_match_diffusers_for_every_prediction_type() 
         };
         let lcm = Lcm::new(LcmConfig { prediction_type: prediction, ..LcmConfig::default() });
         let steps = case["steps"].as_u64().unwrap() as usize;
-        let timesteps = lcm.timesteps(steps, case["strength"].as_f64().unwrap()).unwrap();
+        let schedule = lcm.schedule(None, steps, case["strength"].as_f64().unwrap()).unwrap();
         let want_t: Vec<u32> =
             case["timesteps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-        assert_eq!(timesteps, want_t);
-        let plan = lcm.plan(&timesteps);
+        assert_eq!(schedule.timesteps(), want_t);
+        let plan = lcm.plan(&schedule);
         let s: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let shape = (s[0], s[1], s[2], s[3]);
         let noise: Vec<Array4<f32>> = case["noise"].as_array().unwrap().iter().map(|n| tensor(shape, n)).collect();

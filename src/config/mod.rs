@@ -1,5 +1,8 @@
-//! Pipeline files (`pipelines/*.toml`): parsed once into types, unknown keys rejected, every error with its
-//! line and column, values checked against what they may be.
+//! Pipeline files (`pipelines/*.toml`) and the flags of `convert`: parsed once into a [`Pipeline`] whose types
+//! cannot hold a bad value. Unknown keys are rejected, every error names its key (and line, in a file), and
+//! every number is checked for the range it is used in: the model folder's manifest is read and the schedule
+//! and working size resolved here, before any source, sink or session opens. `check` and `run` both go
+//! through [`Pipeline::load`], so they always agree.
 //!
 //! ```toml
 //! mode = "live"                      # live: latest frame wins, drops counted; offline: every frame, no drops
@@ -16,12 +19,23 @@
 //!
 //! Relative paths are relative to the current directory.
 
+pub mod file;
+mod overrides;
+pub mod values;
+
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::file::{Any, ParamsFile, PipelineFile, SinkFile, SourceFile};
+pub use self::values::{Host, StreamUrl, WorkingSize};
+use self::values::{MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds};
+use crate::diffusion::scheduler::{Lcm, MAX_STEPS, Schedule};
+use crate::diffusion::{MAX_GUIDANCE, Params};
 use crate::error::{Error, Result};
-use crate::model::one_line;
+use crate::frame::Fps;
+use crate::model::{self, ModelFolder, one_line};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -31,150 +45,6 @@ pub enum Mode {
     Live,
     /// Blocking links: every frame is processed, none dropped.
     Offline,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PipelineConfig {
-    #[serde(default)]
-    pub mode: Mode,
-    pub source: SourceConfig,
-    #[serde(default)]
-    pub model: ModelConfig,
-    #[serde(default)]
-    pub params: ParamsConfig,
-    #[serde(rename = "sink", default)]
-    pub sinks: Vec<SinkConfig>,
-    /// Seconds between statistics log lines (0 = only at the end).
-    #[serde(default = "default_stats_interval")]
-    pub stats_interval_s: f64,
-}
-
-fn default_stats_interval() -> f64 {
-    5.0
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// Moving, deterministic synthetic frames: runs anywhere.
-    TestPattern {
-        #[serde(default = "default_width")]
-        width: u32,
-        #[serde(default = "default_height")]
-        height: u32,
-        #[serde(default = "default_fps")]
-        fps: f64,
-        /// Stop after this many frames (default: run until stopped).
-        frames: Option<u64>,
-    },
-    /// A folder of PNG/JPEG files (sorted by name) or a glob such as `shots/*.png`.
-    Images {
-        path: String,
-        #[serde(default = "default_fps")]
-        fps: f64,
-        #[serde(default, rename = "loop")]
-        repeat: bool,
-    },
-    /// A file or URI (decoded with GStreamer), or a GStreamer pipeline ending in an appsink.
-    Gstreamer {
-        uri: Option<String>,
-        pipeline: Option<String>,
-        /// Carry the audio stream over to file sinks (re-muxed, not re-encoded when the container allows).
-        #[serde(default = "yes")]
-        audio: bool,
-    },
-    /// A camera through nokhwa.
-    Webcam {
-        /// Index (0, 1, ...) or part of the camera's name; default the first camera.
-        #[serde(default)]
-        device: Option<DeviceSelector>,
-        #[serde(default = "default_width")]
-        width: u32,
-        #[serde(default = "default_height")]
-        height: u32,
-        #[serde(default = "default_fps")]
-        fps: f64,
-        /// Preferred pixel format from the camera.
-        #[serde(default)]
-        format: CameraFormat,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum DeviceSelector {
-    Index(u32),
-    Name(String),
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CameraFormat {
-    /// Whatever gets the asked resolution and rate (MJPEG preferred at high resolutions).
-    #[default]
-    Auto,
-    Mjpeg,
-    Yuyv,
-}
-
-fn default_width() -> u32 {
-    640
-}
-fn default_height() -> u32 {
-    480
-}
-fn default_fps() -> f64 {
-    30.0
-}
-fn yes() -> bool {
-    true
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ModelConfig {
-    /// Model folder, or a bare name looked up in the models folders; default as `latentcam img2img`.
-    pub dir: Option<PathBuf>,
-    /// Working size `[width, height]`; default: the source's size cropped to the model's size multiple.
-    pub size: Option<[u32; 2]>,
-}
-
-/// Diffusion knobs; unset ones take the model's defaults.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ParamsConfig {
-    #[serde(default)]
-    pub prompt: String,
-    #[serde(default)]
-    pub negative_prompt: String,
-    pub steps: Option<usize>,
-    pub strength: Option<f64>,
-    pub guidance: Option<f64>,
-    #[serde(default)]
-    pub seed: u64,
-    pub timesteps: Option<Vec<u32>>,
-}
-
-impl ParamsConfig {
-    /// The diffusion parameters: these values over the model's defaults.
-    pub fn resolve(&self, folder: &crate::model::ModelFolder) -> crate::diffusion::Params {
-        let mut params = crate::diffusion::Params::defaults_for(folder);
-        params.prompt = self.prompt.clone();
-        params.negative_prompt = self.negative_prompt.clone();
-        params.seed = self.seed;
-        params.timesteps = self.timesteps.clone();
-        if let Some(s) = self.steps {
-            params.steps = s;
-        }
-        if let Some(s) = self.strength {
-            params.strength = s;
-        }
-        if let Some(g) = self.guidance {
-            params.guidance = g;
-        }
-        params
-    }
 }
 
 /// What a sink shows.
@@ -196,127 +66,554 @@ pub enum When {
     NoDisplay,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
-pub enum SinkConfig {
+/// A camera: its index or part of its name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DeviceSelector {
+    Index(u32),
+    Name(String),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraFormat {
+    /// Whatever gets the asked resolution and rate (MJPEG preferred at high resolutions).
+    #[default]
+    Auto,
+    Mjpeg,
+    Yuyv,
+}
+
+/// Where a GStreamer source reads from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GstInput {
+    /// A file path or a URI (file://, http://, rtsp://, ...).
+    Uri(String),
+    /// A gst-launch description ending in an appsink.
+    Launch(String),
+}
+
+/// Defaults of the `[source]` keys.
+pub const DEFAULT_SOURCE_SIZE: (u32, u32) = (640, 480);
+pub const DEFAULT_FPS: std::num::NonZeroU32 = std::num::NonZeroU32::new(30).unwrap();
+/// A camera that delivers no frame for this long ends the run (exit 1).
+pub const DEFAULT_NO_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A checked source.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSpec {
+    /// Moving, deterministic synthetic frames: runs anywhere.
+    TestPattern { width: u32, height: u32, fps: Fps, frames: Option<u64> },
+    /// A folder of PNG/JPEG files (sorted by name) or a glob such as `shots/*.png`.
+    Images { path: String, fps: Fps, repeat: bool },
+    /// A file or URI, or a GStreamer pipeline ending in an appsink. `audio`: carry the audio over to file sinks.
+    Gstreamer { input: GstInput, audio: bool },
+    /// A camera through nokhwa.
+    Webcam {
+        device: Option<DeviceSelector>,
+        width: u32,
+        height: u32,
+        fps: Fps,
+        format: CameraFormat,
+        /// The run stops (exit 1) when the camera delivers nothing for this long; shorter gaps are bridged.
+        no_frame_timeout: Duration,
+    },
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::TestPattern { .. } => "test-pattern",
+            SourceSpec::Images { .. } => "images",
+            SourceSpec::Gstreamer { .. } => "gstreamer",
+            SourceSpec::Webcam { .. } => "webcam",
+        }
+    }
+}
+
+/// x264's quality scale accepted (lower is better).
+pub const MAX_QUALITY: u32 = 50;
+pub const DEFAULT_QUALITY: u32 = 21;
+/// Stream bitrates accepted (x264's own limits).
+pub const MAX_BITRATE_KBPS: u32 = 2_048_000;
+pub const DEFAULT_BITRATE_KBPS: u32 = 2500;
+
+/// A checked sink: what it is, where it applies, which entry of the file it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkSpec {
+    /// Its position among the file's `[[sink]]`s (names it in messages: `sink 0 (file)`).
+    pub index: usize,
+    pub only_when: Option<When>,
+    pub kind: SinkKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkKind {
     /// A preview window (keys: I input, O output, S side by side, Esc/Q quit).
-    Window {
-        #[serde(default = "side_by_side")]
-        view: View,
-        #[serde(default)]
-        only_when: Option<When>,
-    },
+    Window { view: View },
     /// H.264 in MP4 / MKV / MOV by the file's extension.
-    File {
-        path: PathBuf,
-        #[serde(default)]
-        view: View,
-        /// Carry the source's audio over (when it has some).
-        #[serde(default = "yes")]
-        audio: bool,
-        /// x264 quality (0-50, lower is better; 21 is visually transparent for most content).
-        #[serde(default = "default_quality")]
-        quality: u32,
-        #[serde(default)]
-        only_when: Option<When>,
-    },
-    /// MPEG-TS over UDP (`udp://host:port`) or SRT (`srt://host:port`, `srt://:port` to listen).
-    Stream {
-        url: String,
-        #[serde(default)]
-        view: View,
-        #[serde(default = "default_bitrate")]
-        bitrate_kbps: u32,
-        #[serde(default)]
-        only_when: Option<When>,
-    },
+    File { path: PathBuf, view: View, audio: bool, quality: u32 },
+    /// MPEG-TS over UDP or SRT.
+    Stream { url: StreamUrl, view: View, bitrate_kbps: u32 },
     /// A v4l2loopback virtual camera.
-    V4l2 {
-        #[serde(default = "default_v4l2_device")]
-        device: PathBuf,
-        #[serde(default)]
-        view: View,
-        #[serde(default)]
-        only_when: Option<When>,
-    },
-    /// PNG files `frame_000000.png`, ... in a folder.
-    Png {
-        dir: PathBuf,
-        #[serde(default)]
-        view: View,
-        /// Write every n-th frame.
-        #[serde(default = "one")]
-        every: u64,
-        #[serde(default)]
-        only_when: Option<When>,
-    },
+    V4l2 { device: PathBuf, view: View },
+    /// PNG files `frame_000000.png`, ... in a folder; every n-th frame.
+    Png { dir: PathBuf, view: View, every: u64 },
     /// Discards frames (benchmarks, tests).
-    Null {
-        #[serde(default)]
-        only_when: Option<When>,
-    },
+    Null,
 }
 
-fn side_by_side() -> View {
-    View::SideBySide
-}
-fn default_quality() -> u32 {
-    21
-}
-fn default_bitrate() -> u32 {
-    2500
-}
-fn default_v4l2_device() -> PathBuf {
-    PathBuf::from("/dev/video10")
-}
-fn one() -> u64 {
-    1
-}
-
-impl SourceConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::TestPattern { .. } => "test-pattern",
-            SourceConfig::Images { .. } => "images",
-            SourceConfig::Gstreamer { .. } => "gstreamer",
-            SourceConfig::Webcam { .. } => "webcam",
-        }
-    }
-}
-
-impl SinkConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkConfig::Window { .. } => "window",
-            SinkConfig::File { .. } => "file",
-            SinkConfig::Stream { .. } => "stream",
-            SinkConfig::V4l2 { .. } => "v4l2",
-            SinkConfig::Png { .. } => "png",
-            SinkConfig::Null { .. } => "null",
+impl SinkSpec {
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SinkKind::Window { .. } => "window",
+            SinkKind::File { .. } => "file",
+            SinkKind::Stream { .. } => "stream",
+            SinkKind::V4l2 { .. } => "v4l2",
+            SinkKind::Png { .. } => "png",
+            SinkKind::Null => "null",
         }
     }
 
-    pub fn only_when(&self) -> Option<When> {
-        match self {
-            SinkConfig::Window { only_when, .. }
-            | SinkConfig::File { only_when, .. }
-            | SinkConfig::Stream { only_when, .. }
-            | SinkConfig::V4l2 { only_when, .. }
-            | SinkConfig::Png { only_when, .. }
-            | SinkConfig::Null { only_when } => *only_when,
-        }
+    /// `file0`, `png1`: the sink's name in statistics and thread names.
+    pub fn name(&self) -> String {
+        format!("{}{}", self.kind_name(), self.index)
     }
 
     pub fn view(&self) -> View {
-        match self {
-            SinkConfig::Window { view, .. }
-            | SinkConfig::File { view, .. }
-            | SinkConfig::Stream { view, .. }
-            | SinkConfig::V4l2 { view, .. }
-            | SinkConfig::Png { view, .. } => *view,
-            SinkConfig::Null { .. } => View::Output,
+        match &self.kind {
+            SinkKind::Window { view }
+            | SinkKind::File { view, .. }
+            | SinkKind::Stream { view, .. }
+            | SinkKind::V4l2 { view, .. }
+            | SinkKind::Png { view, .. } => *view,
+            SinkKind::Null => View::Output,
         }
     }
+
+    /// Whether this sink records the source's audio.
+    pub fn wants_audio(&self) -> bool {
+        matches!(self.kind, SinkKind::File { audio: true, .. })
+    }
+
+    fn applies(&self, display: bool) -> bool {
+        match self.only_when {
+            None => true,
+            Some(When::Display) => display,
+            Some(When::NoDisplay) => !display,
+        }
+    }
+}
+
+/// Where values came from, for messages: a pipeline file names its keys, the command line its flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Flags,
+}
+
+impl Origin {
+    /// The error for `key` (as `--set` spells it: `params.steps`, `sink.0.quality`).
+    pub fn error(&self, key: &str, problem: impl std::fmt::Display) -> Error {
+        match self {
+            Origin::File(path) => Error::Pipeline { path: path.clone(), problem: format!("{key}: {problem}") },
+            Origin::Flags => Error::InvalidParameter { what: flag_for(key), problem: problem.to_string() },
+        }
+    }
+}
+
+/// The `convert` flag that sets a key.
+fn flag_for(key: &str) -> &'static str {
+    match key.rsplit('.').next().unwrap_or(key) {
+        "size" => "--size",
+        "dir" => "--model",
+        "steps" => "--steps",
+        "strength" => "--strength",
+        "guidance" => "--guidance",
+        "seed" => "--seed",
+        "timesteps" => "--timesteps",
+        "quality" => "--quality",
+        "prompt" => "--prompt",
+        "negative-prompt" => "--negative-prompt",
+        "path" => "output",
+        "uri" => "input",
+        _ => "option",
+    }
+}
+
+/// A checked pipeline: everything a run needs to know, before anything opens.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub origin: Origin,
+    pub mode: Mode,
+    /// Statistics log lines this often (None: only at the end).
+    pub stats_interval: Option<Duration>,
+    pub source: SourceSpec,
+    /// The model folder, its manifest read and checked (no session loaded).
+    pub model: ModelFolder,
+    /// The working size when the file sets one; else the source's size cropped to `multiple`.
+    pub size: Option<WorkingSize>,
+    /// What working-size sides must be multiples of for this model and schedule.
+    pub multiple: u32,
+    pub params: Params,
+    pub schedule: Schedule,
+    pub sinks: Vec<SinkSpec>,
+}
+
+/// Seconds between statistics lines: 0 (only at the end) to a day.
+const MAX_STATS_INTERVAL_S: f64 = 86_400.0;
+/// A camera gap that ends the run: from a tenth of a second to an hour.
+const NO_FRAME_TIMEOUT_RANGE_S: (f64, f64) = (0.1, 3600.0);
+
+impl Pipeline {
+    /// Read a pipeline file, apply `--set key=value` overrides (values are TOML, or plain strings when they do
+    /// not parse as TOML), and check everything.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Pipeline {
+            path: path.to_path_buf(),
+            problem: if e.kind() == std::io::ErrorKind::NotFound { "no such file".into() } else { e.to_string() },
+        })?;
+        Pipeline::parse_str(&text, path, overrides)
+    }
+
+    /// [`Pipeline::load`] on text already read (`path` names it in messages).
+    pub fn parse_str(text: &str, path: &Path, overrides: &[String]) -> Result<Pipeline> {
+        let bad = |problem: String| Error::Pipeline { path: path.to_path_buf(), problem };
+        let file = overrides::read(text, overrides).map_err(bad)?;
+        Pipeline::from_file(file, Origin::File(path.to_path_buf()))
+    }
+
+    /// Check a pipeline as written (in a file, or made from flags).
+    pub fn from_file(file: PipelineFile, origin: Origin) -> Result<Pipeline> {
+        let err = |key: &str, problem: String| origin.error(key, problem);
+        let stats_interval = match file.stats_interval_s {
+            None => Some(Duration::from_secs(5)),
+            Some(s) => Some(parse_seconds(s, 0.0, MAX_STATS_INTERVAL_S).map_err(|e| err("stats-interval-s", e))?)
+                .filter(|d| !d.is_zero()),
+        };
+        let source = source_spec(file.source, &origin)?;
+        let sinks =
+            file.sinks.into_iter().enumerate().map(|(i, s)| sink_spec(i, s, &origin)).collect::<Result<Vec<_>>>()?;
+        if sinks.is_empty() {
+            return Err(err("sink", "no [[sink]]: add at least one (window, file, stream, v4l2, png or null)".into()));
+        }
+        if sinks.iter().filter(|s| matches!(s.kind, SinkKind::Window { .. })).count() > 1 {
+            return Err(err("sink", "at most one window sink".into()));
+        }
+        let dir = model_folder(file.model.dir.as_deref()).map_err(|e| match (&origin, e) {
+            (Origin::File(_), Error::ModelFolder { path, problem }) => {
+                err("model.dir", format!("{}: {problem}", path.display()))
+            }
+            (_, e) => e,
+        })?;
+        let model = ModelFolder::open(&dir)?;
+        let params = resolve_params(&file.params, &model, &origin)?;
+        let schedule = check_schedule(&params, &model, &origin)?;
+        let multiple = model.size_multiple_for(&schedule);
+        let size = match file.model.size.as_deref() {
+            None => None,
+            Some(&[w, h]) => {
+                let side = |v: i64| parse_int::<u32>(v, 1, i64::from(MAX_WORKING_SIDE));
+                let (w, h) = match (side(w), side(h)) {
+                    (Ok(w), Ok(h)) => (w, h),
+                    (Err(e), _) | (_, Err(e)) => return Err(err("model.size", e)),
+                };
+                Some(WorkingSize::new(w, h, multiple).map_err(|e| err("model.size", format!("{e} ({})", model.name)))?)
+            }
+            Some(other) => return Err(err("model.size", format!("{other:?}: expected [width, height]"))),
+        };
+        Ok(Pipeline { origin, mode: file.mode, stats_interval, source, model, size, multiple, params, schedule, sinks })
+    }
+
+    /// The sinks that apply on this machine (their `only-when`), checked against it: at least one, and a window
+    /// only where there is a display.
+    pub fn active_sinks(&self, display: bool) -> Result<Vec<&SinkSpec>> {
+        let active: Vec<&SinkSpec> = self.sinks.iter().filter(|s| s.applies(display)).collect();
+        let err = |problem: &str| self.origin.error("sink", problem);
+        if active.is_empty() {
+            return Err(err(if display {
+                "no sink applies here (a display is present): check the sinks' only-when"
+            } else {
+                "no sink applies here (no display): check the sinks' only-when"
+            }));
+        }
+        if !display && active.iter().any(|s| matches!(s.kind, SinkKind::Window { .. })) {
+            return Err(err(
+                "a window sink needs a display (DISPLAY or WAYLAND_DISPLAY); give it only-when = \"display\" to skip it",
+            ));
+        }
+        Ok(active)
+    }
+
+    /// Everything `latentcam check` verifies without opening a source, a sink or a model session: the values
+    /// (done by [`Pipeline::load`]), the sinks that apply here, and whether their outputs can be written.
+    pub fn check_here(&self, display: bool) -> Result<String> {
+        let active = self.active_sinks(display)?;
+        for sink in &active {
+            crate::sink::precheck(sink)?;
+        }
+        let sinks: Vec<String> = self
+            .sinks
+            .iter()
+            .map(|s| match s.only_when {
+                Some(w) if !s.applies(display) => format!("{} (skipped here: only when {w:?})", s.kind_name()),
+                _ => s.kind_name().to_string(),
+            })
+            .collect();
+        let size =
+            self.size.map_or(format!("the source's, cropped to multiples of {}", self.multiple), |s| s.to_string());
+        Ok(format!(
+            "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}), sinks: {}",
+            self.mode,
+            self.source.kind(),
+            self.model.dir.display(),
+            self.schedule.timesteps(),
+            sinks.join(", ")
+        ))
+    }
+}
+
+/// The model folder named: a path (anything with a `/`, or that exists), or a bare name looked up in the models
+/// folders; none named: the default model.
+pub fn model_folder(dir: Option<&Path>) -> Result<PathBuf> {
+    match dir {
+        None => model::default_folder(),
+        Some(d) if d.as_os_str().is_empty() => {
+            Err(Error::ModelFolder { path: d.to_path_buf(), problem: "is empty (name a model folder)".into() })
+        }
+        Some(d) if d.components().count() > 1 || d.exists() => Ok(d.to_path_buf()),
+        Some(name) => model::find_named(&name.to_string_lossy()),
+    }
+}
+
+/// Reads the untyped values of one `kind`-tagged table, naming `table.key` when one is wrong.
+struct Reader<'a> {
+    origin: &'a Origin,
+    table: String,
+}
+
+impl Reader<'_> {
+    fn err(&self, key: &str, problem: impl std::fmt::Display) -> Error {
+        self.origin.error(&format!("{}.{key}", self.table), problem)
+    }
+
+    fn wrong_type(&self, key: &str, value: &toml::Value, expected: &str) -> Error {
+        self.err(key, format!("{value} is {}, expected {expected}", value.type_str()))
+    }
+
+    fn int<T: TryFrom<i64>>(&self, key: &str, value: Any, min: i64, max: i64) -> Result<Option<T>> {
+        match value {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) => parse_int(n, min, max).map(Some).map_err(|e| self.err(key, e)),
+            Some(v) => Err(self.wrong_type(key, &v, &format!("an integer from {min} to {max}"))),
+        }
+    }
+
+    fn seconds(&self, key: &str, value: Any, min: f64, max: f64) -> Result<Option<Duration>> {
+        let s = match value {
+            None => return Ok(None),
+            Some(toml::Value::Integer(n)) => n as f64,
+            Some(toml::Value::Float(x)) => x,
+            Some(v) => return Err(self.wrong_type(key, &v, "a number of seconds")),
+        };
+        parse_seconds(s, min, max).map(Some).map_err(|e| self.err(key, e))
+    }
+
+    fn string(&self, key: &str, value: Any) -> Result<Option<String>> {
+        match value {
+            None => Ok(None),
+            Some(toml::Value::String(s)) if s.trim().is_empty() => Err(self.err(key, "is empty")),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.wrong_type(key, &v, "a string")),
+        }
+    }
+
+    fn required_string(&self, key: &str, value: Any) -> Result<String> {
+        self.string(key, value)?.ok_or_else(|| self.err(key, "is missing"))
+    }
+
+    fn boolean(&self, key: &str, value: Any) -> Result<Option<bool>> {
+        match value {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b)),
+            Some(v) => Err(self.wrong_type(key, &v, "true or false")),
+        }
+    }
+
+    /// One of the names of a kebab-case enum (`view`, `only-when`, `format`).
+    fn choice<T: serde::de::DeserializeOwned>(&self, key: &str, value: Any, names: &str) -> Result<Option<T>> {
+        match value {
+            None => Ok(None),
+            Some(v) => T::deserialize(v.clone()).map(Some).map_err(|_| self.err(key, format!("{v}: expected {names}"))),
+        }
+    }
+
+    fn view(&self, value: Any) -> Result<Option<View>> {
+        self.choice("view", value, "\"output\", \"input\" or \"side-by-side\"")
+    }
+
+    fn only_when(&self, value: Any) -> Result<Option<When>> {
+        self.choice("only-when", value, "\"display\" or \"no-display\"")
+    }
+
+    fn fps(&self, value: Any) -> Result<Fps> {
+        match value {
+            None => Ok(Fps::whole(DEFAULT_FPS)),
+            Some(v) => parse_fps(&v).map_err(|e| self.err("fps", e)),
+        }
+    }
+
+    fn side(&self, key: &str, value: Any, default: u32) -> Result<u32> {
+        Ok(self.int(key, value, i64::from(MIN_SOURCE_SIDE), i64::from(MAX_SOURCE_SIDE))?.unwrap_or(default))
+    }
+}
+
+fn source_spec(source: SourceFile, origin: &Origin) -> Result<SourceSpec> {
+    let r = Reader { origin, table: "source".into() };
+    let (default_w, default_h) = DEFAULT_SOURCE_SIZE;
+    Ok(match source {
+        SourceFile::TestPattern { width, height, fps, frames } => SourceSpec::TestPattern {
+            width: r.side("width", width, default_w)?,
+            height: r.side("height", height, default_h)?,
+            fps: r.fps(fps)?,
+            frames: r.int("frames", frames, 1, i64::MAX)?,
+        },
+        SourceFile::Images { path, fps, repeat } => SourceSpec::Images {
+            path: r.required_string("path", path)?,
+            fps: r.fps(fps)?,
+            repeat: r.boolean("loop", repeat)?.unwrap_or(false),
+        },
+        SourceFile::Gstreamer { uri, pipeline, audio } => {
+            let input = match (r.string("uri", uri)?, r.string("pipeline", pipeline)?) {
+                (Some(u), None) => GstInput::Uri(u),
+                (None, Some(p)) => GstInput::Launch(p),
+                (Some(_), Some(_)) => return Err(r.err("uri", "give `uri` or `pipeline`, not both")),
+                (None, None) => {
+                    return Err(r.err("uri", "needs `uri` (a file or URI) or `pipeline` (ending in an appsink)"));
+                }
+            };
+            SourceSpec::Gstreamer { input, audio: r.boolean("audio", audio)?.unwrap_or(true) }
+        }
+        SourceFile::Webcam { device, width, height, fps, format, no_frame_timeout_s } => SourceSpec::Webcam {
+            device: match device {
+                None => None,
+                Some(toml::Value::Integer(i)) => {
+                    Some(DeviceSelector::Index(parse_int(i, 0, i64::from(u32::MAX)).map_err(|e| r.err("device", e))?))
+                }
+                Some(other) => r.string("device", Some(other))?.map(DeviceSelector::Name),
+            },
+            width: r.side("width", width, default_w)?,
+            height: r.side("height", height, default_h)?,
+            fps: r.fps(fps)?,
+            format: r.choice("format", format, "\"auto\", \"mjpeg\" or \"yuyv\"")?.unwrap_or_default(),
+            no_frame_timeout: r
+                .seconds(
+                    "no-frame-timeout-s",
+                    no_frame_timeout_s,
+                    NO_FRAME_TIMEOUT_RANGE_S.0,
+                    NO_FRAME_TIMEOUT_RANGE_S.1,
+                )?
+                .unwrap_or(DEFAULT_NO_FRAME_TIMEOUT),
+        },
+    })
+}
+
+fn sink_spec(index: usize, sink: SinkFile, origin: &Origin) -> Result<SinkSpec> {
+    let r = Reader { origin, table: format!("sink.{index}") };
+    let (kind, only_when) = match sink {
+        SinkFile::Window { view, only_when } => {
+            (SinkKind::Window { view: r.view(view)?.unwrap_or(View::SideBySide) }, r.only_when(only_when)?)
+        }
+        SinkFile::File { path, view, audio, quality, only_when } => {
+            let path = PathBuf::from(r.required_string("path", path)?);
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            if !["mp4", "mkv", "mov"].contains(&ext.as_str()) {
+                return Err(r.err(
+                    "path",
+                    format!("{} must end in .mp4, .mkv or .mov (H.264 in that container)", path.display()),
+                ));
+            }
+            let kind = SinkKind::File {
+                path,
+                view: r.view(view)?.unwrap_or_default(),
+                audio: r.boolean("audio", audio)?.unwrap_or(true),
+                quality: r.int("quality", quality, 0, i64::from(MAX_QUALITY))?.unwrap_or(DEFAULT_QUALITY),
+            };
+            (kind, r.only_when(only_when)?)
+        }
+        SinkFile::Stream { url, view, bitrate_kbps, only_when } => {
+            let url = StreamUrl::parse(&r.required_string("url", url)?).map_err(|e| r.err("url", e))?;
+            let kind = SinkKind::Stream {
+                url,
+                view: r.view(view)?.unwrap_or_default(),
+                bitrate_kbps: r
+                    .int("bitrate-kbps", bitrate_kbps, 1, i64::from(MAX_BITRATE_KBPS))?
+                    .unwrap_or(DEFAULT_BITRATE_KBPS),
+            };
+            (kind, r.only_when(only_when)?)
+        }
+        SinkFile::V4l2 { device, view, only_when } => {
+            let device = r.string("device", device)?.map_or_else(|| PathBuf::from("/dev/video10"), PathBuf::from);
+            (SinkKind::V4l2 { device, view: r.view(view)?.unwrap_or_default() }, r.only_when(only_when)?)
+        }
+        SinkFile::Png { dir, view, every, only_when } => {
+            let kind = SinkKind::Png {
+                dir: PathBuf::from(r.required_string("dir", dir)?),
+                view: r.view(view)?.unwrap_or_default(),
+                every: r.int("every", every, 1, i64::MAX)?.unwrap_or(1),
+            };
+            (kind, r.only_when(only_when)?)
+        }
+        SinkFile::Null { only_when } => (SinkKind::Null, r.only_when(only_when)?),
+    };
+    Ok(SinkSpec { index, only_when, kind })
+}
+
+/// The schedule `params` run on this model (errors name the key or flag that set the bad value).
+pub fn check_schedule(params: &Params, folder: &ModelFolder, origin: &Origin) -> Result<Schedule> {
+    params.check(&Lcm::new(folder.scheduler.clone())).map_err(|e| match e {
+        Error::InvalidParameter { what, problem } => origin.error(&format!("params.{what}"), problem),
+        other => other,
+    })
+}
+
+/// The diffusion parameters: the given values over the model's defaults, each in the range it is used in.
+pub fn resolve_params(given: &ParamsFile, folder: &ModelFolder, origin: &Origin) -> Result<Params> {
+    let err = |key: &str, problem: String| origin.error(&format!("params.{key}"), problem);
+    let mut params = Params::defaults_for(folder);
+    if let Some(p) = &given.prompt {
+        params.prompt = p.clone();
+    }
+    if let Some(p) = &given.negative_prompt {
+        params.negative_prompt = p.clone();
+    }
+    if let Some(s) = given.steps {
+        params.steps = parse_int::<usize>(s, 1, MAX_STEPS as i64).map_err(|e| err("steps", e))?;
+    }
+    if let Some(s) = given.strength {
+        if !(s.is_finite() && (0.0..=1.0).contains(&s)) {
+            return Err(err("strength", format!("{s}: expected a number from 0 to 1")));
+        }
+        params.strength = s;
+    }
+    if let Some(g) = given.guidance {
+        if !(g.is_finite() && (0.0..=MAX_GUIDANCE).contains(&g)) {
+            return Err(err("guidance", format!("{g}: expected a number from 0 to {MAX_GUIDANCE}")));
+        }
+        params.guidance = g;
+    }
+    if let Some(seed) = given.seed {
+        params.seed = parse_int::<u64>(seed, 0, i64::MAX).map_err(|e| err("seed", e))?;
+    }
+    if let Some(list) = &given.timesteps {
+        let limit = i64::from(folder.scheduler.num_train_timesteps) - 1;
+        params.timesteps = Some(
+            list.iter()
+                .map(|&t| parse_int::<u32>(t, 0, limit).map_err(|e| err("timesteps", e)))
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    Ok(params)
 }
 
 /// Whether a display is available for windows.
@@ -324,209 +621,19 @@ pub fn display_available() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
-impl PipelineConfig {
-    /// Read and check a pipeline file, then apply `--set key=value` overrides (`params.prompt=...`,
-    /// `sink.0.path=out.mp4`; values are TOML, or plain strings when they do not parse as TOML).
-    pub fn load(path: &Path, overrides: &[String]) -> Result<PipelineConfig> {
-        let bad = |problem: String| Error::Pipeline { path: path.to_path_buf(), problem };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            bad(if e.kind() == std::io::ErrorKind::NotFound { "no such file".into() } else { e.to_string() })
-        })?;
-        // Parse the file as written first, so its errors carry the file's line and column.
-        let config: PipelineConfig =
-            toml::from_str(&text).map_err(|e| bad(point_at_key(&text, &one_line(&e.to_string()))))?;
-        let config = if overrides.is_empty() {
-            config
-        } else {
-            let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
-            for o in overrides {
-                apply_override(&mut table, o).map_err(|e| bad(format!("--set {o}: {e}")))?;
-            }
-            PipelineConfig::deserialize(toml::Value::Table(table))
-                .map_err(|e| bad(format!("after --set: {}", one_line(&e.to_string()))))?
-        };
-        config.validate().map_err(bad)?;
-        Ok(config)
-    }
-
-    /// Checks serde cannot express.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        match &self.source {
-            SourceConfig::TestPattern { width, height, fps, .. } | SourceConfig::Webcam { width, height, fps, .. } => {
-                if *width < 8 || *height < 8 || *width > 8192 || *height > 8192 {
-                    return Err(format!("source size {width}x{height} is out of range (8 to 8192)"));
-                }
-                check_fps(*fps)?;
-            }
-            SourceConfig::Images { fps, .. } => check_fps(*fps)?,
-            SourceConfig::Gstreamer { uri, pipeline, .. } => match (uri, pipeline) {
-                (Some(_), Some(_)) => return Err("[source] gstreamer: give `uri` or `pipeline`, not both".into()),
-                (None, None) => return Err("[source] gstreamer: needs `uri` (a file or URI) or `pipeline`".into()),
-                _ => {}
-            },
-        }
-        if let Some([w, h]) = self.model.size
-            && (w == 0 || h == 0 || w % 8 != 0 || h % 8 != 0)
-        {
-            return Err(format!("[model] size {w}x{h}: sides must be positive multiples of 8"));
-        }
-        if self.sinks.is_empty() {
-            return Err("no [[sink]]: add at least one (window, file, stream, v4l2, png or null)".into());
-        }
-        for (i, sink) in self.sinks.iter().enumerate() {
-            match sink {
-                SinkConfig::File { path, quality, .. } => {
-                    if *quality > 50 {
-                        return Err(format!("sink {i} (file): quality {quality} is out of range (0 to 50)"));
-                    }
-                    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-                    if !["mp4", "mkv", "mov"].contains(&ext.as_str()) {
-                        return Err(format!(
-                            "sink {i} (file): {} must end in .mp4, .mkv or .mov (H.264 in that container)",
-                            path.display()
-                        ));
-                    }
-                }
-                SinkConfig::Stream { url, .. } => {
-                    StreamUrl::parse(url).map_err(|e| format!("sink {i} (stream): {e}"))?;
-                }
-                SinkConfig::Png { every, .. } if *every == 0 => {
-                    return Err(format!("sink {i} (png): every must be at least 1"));
-                }
-                _ => {}
-            }
-        }
-        if !(self.stats_interval_s.is_finite() && self.stats_interval_s >= 0.0) {
-            return Err(format!("stats-interval-s must be 0 or more, found {}", self.stats_interval_s));
-        }
-        Ok(())
-    }
-
-    /// The sinks to build here (those whose `only-when` matches this machine).
-    pub fn active_sinks(&self, display: bool) -> Vec<(usize, &SinkConfig)> {
-        self.sinks
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| match s.only_when() {
-                None => true,
-                Some(When::Display) => display,
-                Some(When::NoDisplay) => !display,
-            })
-            .collect()
-    }
-}
-
-/// Inside `kind`-tagged tables toml can only point at the table; for an unknown key, point at the key's line.
-fn point_at_key(text: &str, message: &str) -> String {
-    let Some(key) = message.split("unknown field `").nth(1).and_then(|rest| rest.split('`').next()) else {
-        return message.to_string();
-    };
-    let found = text.lines().enumerate().find_map(|(i, line)| {
-        let trimmed = line.trim_start();
-        let rest = trimmed.strip_prefix(key)?;
-        rest.trim_start().starts_with('=').then(|| (i + 1, line.len() - trimmed.len() + 1))
-    });
-    match (found, message.find("at line ")) {
-        (Some((line, column)), Some(at)) => {
-            let end = message[at..].find(':').map_or(message.len(), |e| at + e);
-            format!("{}at line {line}, column {column}{}", &message[..at], &message[end..])
-        }
-        _ => message.to_string(),
-    }
-}
-
-fn check_fps(fps: f64) -> std::result::Result<(), String> {
-    if fps.is_finite() && fps > 0.0 && fps <= 240.0 {
-        Ok(())
-    } else {
-        Err(format!("fps {fps} is out of range (above 0, at most 240)"))
-    }
-}
-
-/// Network stream destinations.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamUrl {
-    Udp {
-        host: String,
-        port: u16,
-    },
-    /// `host` empty = listen (OBS connects as caller).
-    Srt {
-        host: String,
-        port: u16,
-    },
-}
-
-impl StreamUrl {
-    pub fn parse(url: &str) -> std::result::Result<StreamUrl, String> {
-        let expected = "expected udp://HOST:PORT or srt://HOST:PORT (srt://:PORT to listen)";
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("`{url}`: {expected}"))?;
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| format!("`{url}` has no port: {expected}"))?;
-        let port: u16 =
-            port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("`{url}`: bad port `{port}`: {expected}"))?;
-        match scheme {
-            "udp" if !host.is_empty() => Ok(StreamUrl::Udp { host: host.into(), port }),
-            "udp" => Err(format!("`{url}` needs a host: {expected}")),
-            "srt" => Ok(StreamUrl::Srt { host: host.into(), port }),
-            _ => Err(format!("`{url}`: unknown scheme `{scheme}`: {expected}")),
-        }
-    }
-}
-
-/// `a.b.0.c=value` into a TOML table (list entries by index).
-fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Result<(), String> {
-    let (key, raw) = assignment.split_once('=').ok_or("expected KEY=VALUE, e.g. params.prompt=\"a cat\"")?;
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("bad key `{key}`"));
-    }
-    let mut root = toml::Value::Table(std::mem::take(table));
-    let result = set_path(&mut root, &parts, parse_value(raw.trim()));
-    if let toml::Value::Table(t) = root {
-        *table = t;
-    }
-    result
-}
-
-fn set_path(node: &mut toml::Value, parts: &[&str], value: toml::Value) -> std::result::Result<(), String> {
-    let (head, rest) = (parts[0], &parts[1..]);
-    let child = match node {
-        toml::Value::Table(t) if rest.is_empty() => {
-            t.insert(head.to_string(), value);
-            return Ok(());
-        }
-        toml::Value::Table(t) => t.entry(head.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())),
-        toml::Value::Array(items) => {
-            let len = items.len();
-            let index: usize = head.parse().map_err(|_| format!("`{head}`: this is a list, index it (0, 1, ...)"))?;
-            let item = items.get_mut(index).ok_or_else(|| format!("the list has {len} entries, no index {index}"))?;
-            if rest.is_empty() {
-                *item = value;
-                return Ok(());
-            }
-            item
-        }
-        _ => return Err(format!("`{head}`: the key above it is a value, not a table")),
-    };
-    set_path(child, rest, value)
-}
-
-fn parse_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+/// toml/serde messages as one line (see [`one_line`]).
+pub(crate) fn message(e: &impl std::fmt::Display) -> String {
+    one_line(&e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.toml");
-        std::fs::write(&path, text).unwrap();
-        (dir, path)
+    fn parse(text: &str, overrides: &[&str]) -> Result<Pipeline> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny-sd-turbo");
+        Pipeline::parse_str(&text.replace("TINY", tiny), Path::new("p.toml"), &overrides)
     }
 
     const GOOD: &str = r#"
@@ -535,7 +642,7 @@ mode = "offline"
 kind = "test-pattern"
 frames = 10
 [model]
-dir = "tiny-sd-turbo"
+dir = "TINY"
 size = [64, 64]
 [params]
 prompt = "a"
@@ -548,58 +655,59 @@ kind = "null"
 
     #[test]
     fn parses_and_overrides() {
-        let (_d, path) = write(GOOD);
-        let c = PipelineConfig::load(&path, &[]).unwrap();
+        let c = parse(GOOD, &[]).unwrap();
         assert_eq!(c.mode, Mode::Offline);
         assert_eq!(c.sinks.len(), 2);
-        let c = PipelineConfig::load(
-            &path,
-            &["params.prompt=a cat".into(), "params.steps=3".into(), "sink.0.dir=\"elsewhere\"".into()],
-        )
-        .unwrap();
+        assert_eq!(c.size.unwrap().dims(), (64, 64));
+        let c = parse(GOOD, &["params.prompt=a cat", "params.steps=3", "sink.0.dir=\"elsewhere\""]).unwrap();
         assert_eq!(c.params.prompt, "a cat");
-        assert_eq!(c.params.steps, Some(3));
-        assert!(matches!(&c.sinks[0], SinkConfig::Png { dir, .. } if dir == Path::new("elsewhere")));
+        assert_eq!(c.params.steps, 3);
+        assert!(matches!(&c.sinks[0].kind, SinkKind::Png { dir, .. } if dir == Path::new("elsewhere")));
     }
 
     #[test]
     fn unknown_keys_and_kinds_name_the_line() {
-        let (_d, path) = write(&GOOD.replace("frames = 10", "frames = 10\nframez = 3"));
-        let err = PipelineConfig::load(&path, &[]).unwrap_err().to_string();
-        assert!(err.contains("framez") && err.contains("line"), "{err}");
-        let (_d, path) = write(&GOOD.replace("kind = \"null\"", "kind = \"hologram\""));
-        let err = PipelineConfig::load(&path, &[]).unwrap_err().to_string();
+        let err = parse(&GOOD.replace("frames = 10", "frames = 10\nframez = 3"), &[]).unwrap_err().to_string();
+        assert!(err.contains("framez") && err.contains("line 6"), "{err}");
+        let err = parse(&GOOD.replace("kind = \"null\"", "kind = \"hologram\""), &[]).unwrap_err().to_string();
         assert!(err.contains("hologram") && err.contains("line"), "{err}");
-        let (_d, path) = write("[source\nkind=");
-        let err = PipelineConfig::load(&path, &[]).unwrap_err().to_string();
+        let err = parse("[source\nkind=", &[]).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
-        let (_d, path) = write(GOOD);
-        let err = PipelineConfig::load(&path, &["params.stepz=3".into()]).unwrap_err().to_string();
+        let err = parse(GOOD, &["params.stepz=3"]).unwrap_err().to_string();
         assert!(err.contains("stepz"), "{err}");
+        let err = parse(GOOD, &["params.steps=\"many\""]).unwrap_err().to_string();
+        assert!(err.contains("params.steps"), "{err}");
     }
 
     #[test]
-    fn values_are_checked() {
+    fn values_are_checked_where_they_are_used() {
         for (from, to, needle) in [
-            ("size = [64, 64]", "size = [60, 64]", "multiples of 8"),
+            ("size = [64, 64]", "size = [60, 64]", "model.size"),
+            ("size = [64, 64]", "size = [64]", "model.size"),
             ("kind = \"null\"", "kind = \"stream\"\nurl = \"tcp://x:1\"", "scheme"),
+            ("kind = \"null\"", "kind = \"stream\"\nurl = \"udp://999.1.1.1:5000\"", "sink.1.url"),
             ("kind = \"null\"", "kind = \"file\"\npath = \"x.avi\"", ".mp4"),
-            ("frames = 10", "frames = 10\nfps = 0", "fps"),
+            ("frames = 10", "frames = 10\nfps = 0", "source.fps"),
+            ("frames = 10", "frames = 10\nfps = 1e-300", "source.fps"),
+            ("frames = 10", "frames = 0", "source.frames"),
+            ("mode = \"offline\"", "stats-interval-s = 1e300", "stats-interval-s"),
+            ("prompt = \"a\"", "steps = 9", "params.steps"),
+            ("prompt = \"a\"", "strength = nan", "params.strength"),
+            ("prompt = \"a\"", "timesteps = [999, -1]", "params.timesteps"),
+            ("prompt = \"a\"", "steps = 4\nstrength = 0.05", "params.strength"),
         ] {
-            let (_d, path) = write(&GOOD.replace(from, to));
-            let err = PipelineConfig::load(&path, &[]).unwrap_err().to_string();
-            assert!(err.contains(needle), "{to}: {err}");
+            let err = parse(&GOOD.replace(from, to), &[]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{to}");
+            assert!(err.to_string().contains(needle), "{to}: {err}");
         }
     }
 
     #[test]
-    fn stream_urls() {
-        assert_eq!(
-            StreamUrl::parse("udp://127.0.0.1:5000").unwrap(),
-            StreamUrl::Udp { host: "127.0.0.1".into(), port: 5000 }
-        );
-        assert_eq!(StreamUrl::parse("srt://:9000").unwrap(), StreamUrl::Srt { host: String::new(), port: 9000 });
-        assert!(StreamUrl::parse("udp://:5000").is_err());
-        assert!(StreamUrl::parse("udp://h:0").is_err());
+    fn one_schedule_decides_the_size_multiple() {
+        // Strength 0 runs the VAE only: any multiple of 8 will do.
+        let c = parse(&GOOD.replace("size = [64, 64]", "size = [24, 40]"), &["params.strength=0"]).unwrap();
+        assert!(c.schedule.is_vae_only());
+        assert_eq!(c.multiple, 8);
+        assert!(parse(&GOOD.replace("size = [64, 64]", "size = [24, 40]"), &[]).is_err());
     }
 }

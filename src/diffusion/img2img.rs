@@ -11,7 +11,7 @@ use std::time::Instant;
 use ndarray::{Array2, Array3, Array4, ArrayView4, Axis, Zip, concatenate, s};
 
 use super::noise::NoiseBank;
-use super::scheduler::{Lcm, Plan, guidance_embedding};
+use super::scheduler::{Lcm, Plan, Schedule, guidance_embedding};
 use super::text::TextEncoder;
 use super::unet::Unet;
 use super::vae::{VaeDecoder, VaeEncoder};
@@ -41,6 +41,14 @@ pub struct Params {
 }
 
 impl Params {
+    /// Check every value for the range it is used in and resolve the schedule (before any model runs).
+    pub fn check(&self, lcm: &Lcm) -> Result<Schedule> {
+        if !(self.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance)) {
+            return Err(Error::invalid("guidance", format!("{} (expected 0 to {MAX_GUIDANCE})", self.guidance)));
+        }
+        lcm.schedule(self.timesteps.as_deref(), self.steps, self.strength)
+    }
+
     /// The model's defaults with an empty prompt and seed 0.
     pub fn defaults_for(folder: &ModelFolder) -> Params {
         Params {
@@ -59,6 +67,7 @@ impl Params {
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub params: Params,
+    pub schedule: Schedule,
     pub plan: Plan,
     /// `[1 or 2, tokens, width]`: the prompt, or [negative; prompt] for classifier-free guidance.
     context: Option<Arc<Array3<f32>>>,
@@ -71,7 +80,7 @@ pub struct Prepared {
 impl Prepared {
     /// True when the run is the VAE only (strength 0).
     pub fn vae_only(&self) -> bool {
-        self.plan.steps.is_empty()
+        self.schedule.is_vae_only()
     }
     pub fn uses_cfg(&self) -> bool {
         self.cfg_scale.is_some()
@@ -154,19 +163,17 @@ impl Diffusion {
 
     /// Validate parameters and compute everything that depends only on them.
     pub fn prepare(&mut self, params: &Params) -> Result<Prepared> {
-        if !(params.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&params.guidance)) {
-            return Err(Error::invalid("guidance", format!("{} (expected 0 to {MAX_GUIDANCE})", params.guidance)));
-        }
-        let timesteps = match &params.timesteps {
-            Some(list) => {
-                self.lcm.check_timesteps(list)?;
-                list.clone()
-            }
-            None => self.lcm.timesteps(params.steps, params.strength)?,
-        };
-        let plan = self.lcm.plan(&timesteps);
-        if plan.steps.is_empty() {
-            return Ok(Prepared { params: params.clone(), plan, context: None, timestep_cond: None, cfg_scale: None });
+        let schedule = params.check(&self.lcm)?;
+        let plan = self.lcm.plan(&schedule);
+        if schedule.is_vae_only() {
+            return Ok(Prepared {
+                params: params.clone(),
+                schedule,
+                plan,
+                context: None,
+                timestep_cond: None,
+                cfg_scale: None,
+            });
         }
         let cond_dim = self.unet.cond_dim;
         let cfg_scale = (cond_dim.is_none() && params.guidance > 1.0).then_some(params.guidance as f32);
@@ -181,12 +188,12 @@ impl Diffusion {
             let embedding = guidance_embedding(params.guidance, dim);
             Array2::from_shape_vec((1, dim), embedding).expect("embedding has dim entries")
         });
-        Ok(Prepared { params: params.clone(), plan, context: Some(context), timestep_cond, cfg_scale })
+        Ok(Prepared { params: params.clone(), schedule, plan, context: Some(context), timestep_cond, cfg_scale })
     }
 
     /// Side length the image must be a multiple of for this run.
     pub fn size_multiple(&self, prepared: &Prepared) -> u32 {
-        if prepared.vae_only() { 8 } else { self.folder.size_multiple }
+        self.folder.size_multiple_for(&prepared.schedule)
     }
 
     /// img2img on `image` ([1, 3, H, W], RGB 0..1) with the seed's fixed noise. Returns RGB 0..1.

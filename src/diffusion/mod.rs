@@ -8,4 +8,4 @@ pub mod text;
 pub mod unet;
 pub mod vae;
 
-pub use img2img::{Diffusion, Params, Prepared, StageTimes};
+pub use img2img::{Diffusion, MAX_GUIDANCE, Params, Prepared, StageTimes};

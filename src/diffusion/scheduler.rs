@@ -128,11 +128,25 @@ impl Lcm {
         self.alphas_cumprod[t as usize]
     }
 
+    /// The schedule of one run: the explicit list when one is given (checked, used as given; steps and strength
+    /// do not apply), else the LCM img2img timesteps for `steps` at `strength`. The one place that choice is
+    /// made.
+    pub fn schedule(&self, explicit: Option<&[u32]>, steps: usize, strength: f64) -> Result<Schedule> {
+        let timesteps = match explicit {
+            Some(list) => {
+                self.check_timesteps(list)?;
+                list.to_vec()
+            }
+            None => self.timesteps(steps, strength)?,
+        };
+        Ok(Schedule { timesteps })
+    }
+
     /// The LCM img2img timesteps for `steps` at `strength` (diffusers `LCMScheduler.set_timesteps` with
     /// `strength`). Strength 0 gives no timesteps: the caller runs the VAE only.
     pub fn timesteps(&self, steps: usize, strength: f64) -> Result<Vec<u32>> {
         check_steps(steps)?;
-        if !(0.0..=1.0).contains(&strength) {
+        if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
             return Err(Error::invalid("strength", format!("{strength} (expected a number from 0 to 1)")));
         }
         if strength == 0.0 {
@@ -164,7 +178,12 @@ impl Lcm {
 
     /// Checks an explicit timestep list (used as given, strength does not apply).
     pub fn check_timesteps(&self, timesteps: &[u32]) -> Result<()> {
-        check_steps(timesteps.len())?;
+        if !(1..=MAX_STEPS).contains(&timesteps.len()) {
+            return Err(Error::invalid(
+                "timesteps",
+                format!("{timesteps:?} has {} entries (expected 1 to {MAX_STEPS})", timesteps.len()),
+            ));
+        }
         let n = self.config.num_train_timesteps;
         if let Some(t) = timesteps.iter().find(|t| **t >= n) {
             return Err(Error::invalid("timesteps", format!("{t} is out of range (expected 0..{})", n - 1)));
@@ -181,7 +200,8 @@ impl Lcm {
     }
 
     /// The per-run plan for these timesteps: every scalar the loop needs, computed once.
-    pub fn plan(&self, timesteps: &[u32]) -> Plan {
+    pub fn plan(&self, schedule: &Schedule) -> Plan {
+        let timesteps = schedule.timesteps();
         let sigma_data = 0.5f64;
         let steps = timesteps
             .iter()
@@ -224,6 +244,23 @@ fn check_steps(steps: usize) -> Result<()> {
 fn linspace(start: f64, end: f64, n: usize) -> impl Iterator<Item = f64> {
     let step = if n > 1 { (end - start) / (n - 1) as f64 } else { 0.0 };
     (0..n).map(move |i| start + step * i as f64)
+}
+
+/// The timesteps one run goes through, resolved by [`Lcm::schedule`]. Empty: the VAE only (strength 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    timesteps: Vec<u32>,
+}
+
+impl Schedule {
+    pub fn timesteps(&self) -> &[u32] {
+        &self.timesteps
+    }
+
+    /// True when no denoising step runs (strength 0): encode and decode only.
+    pub fn is_vae_only(&self) -> bool {
+        self.timesteps.is_empty()
+    }
 }
 
 /// Everything one denoising step needs, as f32 (what the tensors are).
@@ -335,7 +372,7 @@ mod tests {
     #[test]
     fn last_step_returns_denoised_and_boundary_scalings_hold() {
         let lcm = Lcm::new(LcmConfig::default());
-        let plan = lcm.plan(&[999]);
+        let plan = lcm.plan(&lcm.schedule(Some(&[999]), 1, 1.0).unwrap());
         let s = plan.steps[0];
         assert!(s.renoise.is_none());
         assert!((s.c_skip + s.c_out * s.c_out - 1.0).abs() < 1e-6, "c_skip + c_out² = 1 for sigma_data 0.5");

@@ -128,24 +128,17 @@ impl TextEncoder {
         let ids = self.tokenizer.ids(prompt)?;
         let len = ids.len();
         let input_name = self.model.binding.input(port::INPUT_IDS).name.clone();
-        let output_name = self.model.binding.output(port::HIDDEN).name.clone();
         let err = |e: ort::Error| Error::inference("text encoder", e);
-        let outputs = if self.ids_are_i64 {
+        let hidden = if self.ids_are_i64 {
             let ids = Array2::from_shape_fn((1, len), |(_, i)| i64::from(ids[i]));
             let input = ort::value::TensorRef::from_array_view(&ids).map_err(err)?;
-            self.model.session.run(ort::inputs![input_name.as_str() => input]).map_err(err)?
+            self.model.run_output(ort::inputs![input_name.as_str() => input], port::HIDDEN)?
         } else {
             let ids = Array2::from_shape_fn((1, len), |(_, i)| ids[i] as i32);
             let input = ort::value::TensorRef::from_array_view(&ids).map_err(err)?;
-            self.model.session.run(ort::inputs![input_name.as_str() => input]).map_err(err)?
+            self.model.run_output(ort::inputs![input_name.as_str() => input], port::HIDDEN)?
         };
-        let hidden = outputs
-            .get(&output_name)
-            .ok_or_else(|| Error::inference("text encoder", format!("no output `{output_name}`")))?
-            .try_extract_array::<f32>()
-            .map_err(err)?;
         hidden
-            .to_owned()
             .into_dimensionality::<Ix3>()
             .map_err(|e| Error::inference("text encoder", format!("output is not [batch, tokens, width]: {e}")))
     }

@@ -123,13 +123,7 @@ impl Unet {
             }
             (None, _) => {}
         }
-        let out_name = b.output(port::OUT).name.clone();
-        let outputs = self.model.session.run(inputs).map_err(err)?;
-        let out = outputs
-            .get(&out_name)
-            .ok_or_else(|| Error::inference("UNet", format!("no output `{out_name}`")))?
-            .try_extract_array::<f32>()
-            .map_err(err)?;
+        let out = self.model.run_output(inputs, port::OUT)?;
         let out = out.into_dimensionality::<Ix4>().map_err(|e| Error::inference("UNet", e))?;
         if out.dim() != sample.dim() {
             return Err(Error::inference(
@@ -137,6 +131,6 @@ impl Unet {
                 format!("output shape {:?} differs from the sample's {:?}", out.dim(), sample.dim()),
             ));
         }
-        Ok(out.to_owned())
+        Ok(out)
     }
 }

@@ -59,7 +59,9 @@ impl ExecutionProvider {
             ExecutionProvider::Cpu => Ok(Vec::new()),
             ExecutionProvider::Cuda => Ok(vec![cuda_dispatch()?]),
             ExecutionProvider::TensorRt => Ok(vec![tensorrt_dispatch()?, cuda_dispatch()?]),
-            ExecutionProvider::Auto => unreachable!("auto is expanded by candidates()"),
+            ExecutionProvider::Auto => {
+                Err(Error::internal("execution provider choice", "`auto` reached dispatch unexpanded"))
+            }
         }
     }
 }
@@ -86,11 +88,12 @@ fn cuda_dispatch() -> Result<ExecutionProviderDispatch> {
         Ok(true) => Ok(ort::ep::CUDA::default().build().error_on_failure()),
         Ok(false) => Err(Error::ExecutionProvider {
             ep: "cuda",
-            reason: "the loaded ONNX Runtime library was built without it (use a GPU build, e.g. the \
-                     onnxruntime-gpu wheel's libonnxruntime.so, with --ort-lib)"
-                .into(),
+            cause: crate::error::because(
+                "the loaded ONNX Runtime library was built without it (use a GPU build, e.g. the \
+                     onnxruntime-gpu wheel's libonnxruntime.so, with --ort-lib)",
+            ),
         }),
-        Err(e) => Err(Error::ExecutionProvider { ep: "cuda", reason: e.to_string() }),
+        Err(e) => Err(Error::ExecutionProvider { ep: "cuda", cause: Box::new(e) }),
     }
 }
 
@@ -98,7 +101,7 @@ fn cuda_dispatch() -> Result<ExecutionProviderDispatch> {
 fn cuda_dispatch() -> Result<ExecutionProviderDispatch> {
     Err(Error::ExecutionProvider {
         ep: "cuda",
-        reason: "this binary was built without it (rebuild with --features cuda)".into(),
+        cause: crate::error::because("this binary was built without it (rebuild with --features cuda)"),
     })
 }
 
@@ -115,11 +118,11 @@ fn tensorrt_dispatch() -> Result<ExecutionProviderDispatch> {
             .error_on_failure()),
         Ok(false) => Err(Error::ExecutionProvider {
             ep: "tensorrt",
-            reason:
-                "the loaded ONNX Runtime library was built without it (use a TensorRT-enabled build with --ort-lib)"
-                    .into(),
+            cause: crate::error::because(
+                "the loaded ONNX Runtime library was built without it (use a TensorRT-enabled build with --ort-lib)",
+            ),
         }),
-        Err(e) => Err(Error::ExecutionProvider { ep: "tensorrt", reason: e.to_string() }),
+        Err(e) => Err(Error::ExecutionProvider { ep: "tensorrt", cause: Box::new(e) }),
     }
 }
 
@@ -140,6 +143,6 @@ fn trt_cache_dir() -> String {
 fn tensorrt_dispatch() -> Result<ExecutionProviderDispatch> {
     Err(Error::ExecutionProvider {
         ep: "tensorrt",
-        reason: "this binary was built without it (rebuild with --features tensorrt)".into(),
+        cause: crate::error::because("this binary was built without it (rebuild with --features tensorrt)"),
     })
 }

@@ -49,7 +49,7 @@ pub fn locate(flag: Option<&Path>) -> Result<PathBuf> {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(Error::RuntimeLoad { path, reason: format!("no such file (named by {source})") })
+            Err(Error::RuntimeLoad { path, cause: crate::error::because(format!("no such file (named by {source})")) })
         };
     }
     let places = default_places();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-use ndarray::{Array4, ArrayView4, Ix4};
+use ndarray::{Array4, ArrayD, ArrayView4, Ix4};
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::session::Session;
 
@@ -58,7 +58,11 @@ impl Runtime {
     /// Create a session for `path` and check it against `contract`. `role` names the model in messages.
     pub fn load(&self, role: &'static str, path: &Path, contract: &Contract) -> Result<Model> {
         if !path.is_file() {
-            return Err(Error::ModelLoad { role, path: path.to_path_buf(), reason: "no such file".into() });
+            return Err(Error::ModelLoad {
+                role,
+                path: path.to_path_buf(),
+                cause: crate::error::because("no such file"),
+            });
         }
         let started = Instant::now();
         let candidates = self.options.execution_provider.candidates();
@@ -86,7 +90,7 @@ impl Runtime {
         Err(last_err.unwrap_or_else(|| Error::ModelLoad {
             role,
             path: path.to_path_buf(),
-            reason: "no execution provider to try".into(),
+            cause: crate::error::because("no execution provider to try"),
         }))
     }
 
@@ -101,13 +105,14 @@ impl Runtime {
     }
 
     fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
-        let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), reason: e.to_string() };
+        let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), cause: Box::new(e) };
         let mut builder = Session::builder(&self.env).map_err(load_err)?;
         let dispatch = ep.dispatch()?;
         if !dispatch.is_empty() {
-            builder = builder
-                .with_execution_providers(dispatch)
-                .map_err(|e| Error::ExecutionProvider { ep: ep.as_str(), reason: e.to_string() })?;
+            builder = builder.with_execution_providers(dispatch).map_err(|e| Error::ExecutionProvider {
+                ep: ep.as_str(),
+                cause: crate::error::because(e.to_string()),
+            })?;
         }
         builder.commit_from_file(path).map_err(load_err)
     }
@@ -126,12 +131,12 @@ fn load_environment(library: &Path, intra_op_threads: Option<usize>) -> Result<E
         // (the thread count of the first runtime stays: the pool is created once per process)
         return Err(Error::RuntimeLoad {
             path: library.to_path_buf(),
-            reason: format!("this process already loaded ONNX Runtime from {}", path.display()),
+            cause: crate::error::because(format!("this process already loaded ONNX Runtime from {}", path.display())),
         });
     }
-    let builder = ort::init_from(library)
-        .map_err(|e| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() })?;
-    let load_err = |e: ort::Error| Error::RuntimeLoad { path: library.to_path_buf(), reason: e.to_string() };
+    let builder =
+        ort::init_from(library).map_err(|e| Error::RuntimeLoad { path: library.to_path_buf(), cause: Box::new(e) })?;
+    let load_err = |e: ort::Error| Error::RuntimeLoad { path: library.to_path_buf(), cause: Box::new(e) };
     let pool =
         GlobalThreadPoolOptions::default().with_intra_threads(intra_op_threads.unwrap_or(0)).map_err(load_err)?;
     let env =
@@ -141,16 +146,19 @@ fn load_environment(library: &Path, intra_op_threads: Option<usize>) -> Result<E
     Ok(env)
 }
 
-/// A loaded model: its session, where its ports are, and where it runs. `run` needs `&mut`: one owner
-/// (one thread) per session.
+/// A loaded model: its session (private: one owner, run through the methods below), where its ports are, and
+/// where it runs. Running needs `&mut`: one owner (one thread) per session.
 pub struct Model {
     pub role: &'static str,
     pub path: PathBuf,
-    pub session: Session,
+    session: Session,
     pub binding: Binding,
     pub ep: ExecutionProvider,
     pub load_ms: f64,
 }
+
+/// Named inputs for [`Model::run_output`], as `ort::inputs!` builds them.
+pub(crate) type NamedInputs<'i, 'v> = Vec<(std::borrow::Cow<'i, str>, ort::session::SessionInputValue<'v>)>;
 
 impl Model {
     pub fn describe_inputs(&self) -> String {
@@ -164,20 +172,26 @@ impl Model {
         Error::Contract { role: self.role, path: self.path.clone(), problem: problem.into() }
     }
 
-    /// Run a model with one f32 rank-4 input and one f32 rank-4 output (the contract's first ports).
-    pub(crate) fn run_image(&mut self, input: ArrayView4<f32>) -> Result<Array4<f32>> {
+    /// Run with `inputs` and return the f32 output the contract bound as output `output`, owned.
+    pub(crate) fn run_output(&mut self, inputs: NamedInputs, output: usize) -> Result<ArrayD<f32>> {
         let stage = self.role;
         let err = |e: ort::Error| Error::inference(stage, e);
-        let input_name = self.binding.input(0).name.clone();
-        let output_name = self.binding.output(0).name.clone();
-        let value = ort::value::TensorRef::from_array_view(input).map_err(err)?;
-        let outputs = self.session.run(ort::inputs![input_name.as_str() => value]).map_err(err)?;
+        let output_name = self.binding.output(output).name.clone();
+        let outputs = self.session.run(inputs).map_err(err)?;
         let out = outputs
             .get(&output_name)
             .ok_or_else(|| Error::inference(stage, format!("no output `{output_name}`")))?
             .try_extract_array::<f32>()
             .map_err(err)?;
-        let out = out.into_dimensionality::<Ix4>().map_err(|e| Error::inference(stage, e))?;
         Ok(out.to_owned())
+    }
+
+    /// Run a model with one f32 rank-4 input and one f32 rank-4 output (the contract's first ports).
+    pub(crate) fn run_image(&mut self, input: ArrayView4<f32>) -> Result<Array4<f32>> {
+        let stage = self.role;
+        let input_name = self.binding.input(0).name.clone();
+        let value = ort::value::TensorRef::from_array_view(input).map_err(|e| Error::inference(stage, e))?;
+        let out = self.run_output(ort::inputs![input_name.as_str() => value], 0)?;
+        out.into_dimensionality::<Ix4>().map_err(|e| Error::inference(stage, e))
     }
 }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::diffusion::scheduler::LcmConfig;
+use crate::diffusion::scheduler::{LcmConfig, Schedule};
 use crate::error::{Error, Result};
 
 pub const MANIFEST_FILE: &str = "model.toml";
@@ -176,8 +176,8 @@ impl ModelFolder {
         if !(m.latent_scale.is_finite() && m.latent_scale > 0.0) {
             return Err(bad(format!("latent-scale must be a positive number, found {}", m.latent_scale)));
         }
-        if m.size_multiple == 0 || !m.size_multiple.is_multiple_of(8) {
-            return Err(bad(format!("size-multiple must be a positive multiple of 8, found {}", m.size_multiple)));
+        if m.size_multiple == 0 || !m.size_multiple.is_multiple_of(VAE_MULTIPLE) || m.size_multiple > 512 {
+            return Err(bad(format!("size-multiple must be a multiple of 8 from 8 to 512, found {}", m.size_multiple)));
         }
         if m.tokenizer.max_length < 2 {
             return Err(bad(format!("tokenizer.max-length must be at least 2, found {}", m.tokenizer.max_length)));
@@ -202,6 +202,18 @@ impl ModelFolder {
             scheduler,
             defaults: m.defaults,
         })
+    }
+}
+
+/// Every VAE in the SD family downsamples by 8: image sides must be multiples of this.
+pub const VAE_MULTIPLE: u32 = 8;
+
+impl ModelFolder {
+    /// What image sides must be multiples of for a run on this schedule: the VAE's 8 when only the VAE runs
+    /// (strength 0), else the model's `size-multiple` (the UNet's downsampling x 8). The one place this rule
+    /// lives.
+    pub fn size_multiple_for(&self, schedule: &Schedule) -> u32 {
+        if schedule.is_vae_only() { VAE_MULTIPLE } else { self.size_multiple }
     }
 }
 

@@ -12,7 +12,6 @@
 //! (Ctrl-C, window closed) only stops the source; the rest drains the same way.
 
 pub mod build;
-pub mod link;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +22,13 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 pub use self::build::{BuildOptions, build};
-use self::link::{LinkReceiver, LinkSender, Overflow, link};
 use self::stats::{Snapshot, Stats};
-use crate::config::{Mode, View};
+use crate::config::{Mode, View, WorkingSize};
 use crate::error::{Error, Result};
 use crate::frame::{Frame, Processed};
 use crate::imaging;
-use crate::sink::{Sink, StreamEnd};
+use crate::link::{LinkReceiver, LinkSender, Overflow, link};
+use crate::sink::{LatestSlot, Sink, StreamEnd, WindowHost};
 use crate::source::Source;
 
 /// Set to ask a running pipeline to stop (Ctrl-C, a closed window); the pipeline drains and finalizes.
@@ -43,21 +42,6 @@ pub trait Processor: Send {
     /// Time spent in sub-stages by the last `process` call, for the statistics.
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
-    }
-}
-
-/// The newest processed frame, for a display that shows whatever is latest (never waits, never queues).
-#[derive(Default)]
-pub struct LatestSlot {
-    frame: Mutex<Option<Arc<Processed>>>,
-}
-
-impl LatestSlot {
-    pub fn put(&self, frame: Arc<Processed>) {
-        *self.frame.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame);
-    }
-    pub fn take(&self) -> Option<Arc<Processed>> {
-        self.frame.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -94,13 +78,14 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
         Mode::Live => (1, Overflow::DropOldest),
         Mode::Offline => (2, Overflow::Block),
     };
+    // The first error of any stage is the run's; it stops the source, and the rest drains.
     let fail = {
         let failure = failure.clone();
         let stop = stop.clone();
-        move |e: Error| {
+        move |stage: &str, e: Error| {
             stop.store(true, Ordering::SeqCst);
             let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(e);
+            slot.get_or_insert(e.while_running(stage));
         }
     };
 
@@ -116,30 +101,35 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
         let (tx, rx) = link::<Arc<Processed>>(format!("process->{name}"), capacity, overflow);
         stats.add_link(tx.counters());
         sink_links.push((name.clone(), tx));
-        threads.push(spawn(&format!("sink:{name}"), fail.clone(), {
+        threads.push(spawn(&format!("sink {name}"), fail.clone(), {
             let (stats, done) = (stats.clone(), source_done.clone());
             move || sink_loop(&name, sink, rx, &stats, &done)
-        }));
+        })?);
     }
     let slot = window.map(|_| Arc::new(LatestSlot::default()));
 
     threads.push(spawn("source", fail.clone(), {
         let (stats, stop, done) = (stats.clone(), stop.clone(), source_done.clone());
         move || source_loop(source, to_pre, &stats, &stop, &done, mode == Mode::Live)
-    }));
+    })?);
     let size = processor.size();
     threads.push(spawn("preprocess", fail.clone(), {
         let stats = stats.clone();
         move || preprocess_loop(size, pre_in, to_proc, &stats)
-    }));
+    })?);
     threads.push(spawn("process", fail.clone(), {
         let (stats, slot) = (stats.clone(), slot.clone());
         move || process_loop(processor, proc_in, sink_links, slot, &stats)
-    }));
+    })?);
 
     let all_done = || threads.iter().all(|t| t.is_finished());
     match (window, slot) {
-        (Some(view), Some(slot)) => show_window(view, &slot, &stop, &stats, &all_done, tick, fail.clone()),
+        (Some(view), Some(slot)) => {
+            let mut host = Host { stop: &stop, stats: &stats, all_done: &all_done, tick };
+            if let Err(e) = show_window(view, &slot, &mut host) {
+                fail("window", e);
+            }
+        }
         _ => {
             while !all_done() {
                 std::thread::sleep(TICK);
@@ -157,54 +147,64 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
     Ok(Report { stats: stats.snapshot(), interrupted })
 }
 
-#[cfg(feature = "window")]
-fn show_window(
-    view: View,
-    slot: &LatestSlot,
-    stop: &StopFlag,
-    stats: &Stats,
-    all_done: &dyn Fn() -> bool,
-    tick: Tick,
-    fail: impl Fn(Error),
-) {
-    if let Err(e) = crate::sink::window::run(view, slot, stop, stats, all_done, tick) {
-        fail(e);
+/// The running pipeline as the window sees it.
+struct Host<'a, 'b> {
+    stop: &'a StopFlag,
+    stats: &'a Stats,
+    all_done: &'a dyn Fn() -> bool,
+    tick: Tick<'b>,
+}
+
+impl WindowHost for Host<'_, '_> {
+    fn pipeline_done(&self) -> bool {
+        (self.all_done)()
+    }
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    fn delivered(&self, captured: Instant) {
+        self.stats.delivered("window", captured);
+    }
+    fn latency_p50_ms(&self) -> Option<f64> {
+        self.stats.snapshot().latency_p50_ms
+    }
+    fn tick(&mut self) {
+        (self.tick)(&self.stats.snapshot());
     }
 }
 
-#[cfg(not(feature = "window"))]
-fn show_window(_: View, _: &LatestSlot, _: &StopFlag, _: &Stats, _: &dyn Fn() -> bool, _: Tick, fail: impl Fn(Error)) {
-    fail(crate::source::not_built("window sink", "window"));
+#[cfg(feature = "window")]
+fn show_window(view: View, slot: &LatestSlot, host: &mut dyn WindowHost) -> Result<()> {
+    crate::sink::window::run(view, slot, host)
 }
 
-/// A named thread whose error (or panic) stops the pipeline and is reported.
+#[cfg(not(feature = "window"))]
+fn show_window(_: View, _: &LatestSlot, _: &mut dyn WindowHost) -> Result<()> {
+    Err(crate::source::not_built("window sink", "window"))
+}
+
+/// A named thread whose error (or panic) stops the pipeline and is reported as that stage's.
 fn spawn(
     name: &str,
-    fail: impl Fn(Error) + Send + 'static,
+    fail: impl Fn(&str, Error) + Send + 'static,
     body: impl FnOnce() -> Result<()> + Send + 'static,
-) -> JoinHandle<()> {
-    let thread_name = name.to_string();
+) -> Result<JoinHandle<()>> {
+    let stage = name.to_string();
     std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => fail(e),
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    fail(Error::Inference {
-                        stage: "pipeline",
-                        reason: format!("thread {thread_name} panicked: {msg}"),
-                    });
-                }
+        .spawn(move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => fail(&stage, e),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                fail(&stage, Error::internal(format!("thread {stage}"), format!("panicked: {msg}")));
             }
         })
-        .expect("spawn pipeline thread")
+        .map_err(|e| Error::internal("pipeline", format!("cannot start thread {name}: {e}")))
 }
 
 fn source_loop(
@@ -274,9 +274,10 @@ fn process_loop(
         if let Some(slot) = &window {
             slot.put(processed.clone());
         }
-        for (name, tx) in &sinks {
+        for (_, tx) in &sinks {
             if tx.send(processed.clone()).is_err() {
-                return Err(Error::Sink { sink: name.clone(), problem: "stopped accepting frames".into() });
+                // That sink's thread ended on an error it reports itself (and the run is stopping): drain.
+                return Ok(());
             }
         }
     }
@@ -316,20 +317,21 @@ pub struct DiffusionProcessor {
 }
 
 impl DiffusionProcessor {
+    /// `size` carries the multiple it was checked against; it must be this run's.
     pub fn new(
         mut diffusion: crate::diffusion::Diffusion,
         params: &crate::diffusion::Params,
-        size: (u32, u32),
+        size: WorkingSize,
     ) -> Result<DiffusionProcessor> {
         let prepared = diffusion.prepare(params)?;
         let multiple = diffusion.size_multiple(&prepared);
-        if !size.0.is_multiple_of(multiple) || !size.1.is_multiple_of(multiple) || size.0 == 0 || size.1 == 0 {
-            return Err(Error::invalid(
-                "size",
-                format!("{}x{}: this model needs sides that are multiples of {multiple}", size.0, size.1),
+        if !multiple.is_multiple_of(size.multiple()) && size.multiple() != multiple {
+            return Err(Error::internal(
+                "DiffusionProcessor",
+                format!("size {size} was checked for multiples of {}, the run needs {multiple}", size.multiple()),
             ));
         }
-        Ok(DiffusionProcessor { diffusion, prepared, size })
+        Ok(DiffusionProcessor { diffusion, prepared, size: size.dims() })
     }
 }
 

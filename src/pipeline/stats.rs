@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::link::LinkCounters;
+use crate::link::LinkCounters;
 
 /// Latency samples kept for percentiles (the most recent ones; a long live run does not grow memory).
 const LATENCY_WINDOW: usize = 4096;

@@ -17,11 +17,12 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::{Sink, SinkContext, StreamEnd, compose};
-use crate::config::{StreamUrl, View};
+use crate::config::{Host, StreamUrl, View};
 use crate::error::{Error, Result};
 use crate::frame::{Fps, Processed};
+use crate::media::{self, bus_error, init, set_enum};
 use crate::source::AudioTrack;
-use crate::source::gst::{AudioTap, bus_error, init};
+use crate::source::gst::AudioTap;
 
 /// How long finishing may wait for the muxer to write out the end of the file.
 const EOS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,16 +43,7 @@ pub struct EncodeSink {
 }
 
 fn make(factory: &str, sink_name: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory).build().map_err(|_| Error::Sink {
-        sink: sink_name.to_string(),
-        problem: format!("GStreamer element `{factory}` is missing (install the plugins: scripts/setup.sh)"),
-    })
-}
-
-fn set_enum(element: &gst::Element, property: &str, value: &str) {
-    if element.find_property(property).is_some() {
-        element.set_property_from_str(property, value);
-    }
+    media::element(factory, &|problem| Error::Sink { sink: sink_name.to_string(), problem })
 }
 
 impl EncodeSink {
@@ -80,8 +72,8 @@ impl EncodeSink {
         set_enum(&encoder, "pass", "qual");
         encoder.set_property("quantizer", quality);
         let (pipeline, video, info) = video_chain(&name, context, false, encoder, &mux)?;
-        pipeline.add(&filesink).expect("add filesink");
-        mux.link(&filesink).expect("mux ! filesink");
+        pipeline.add(&filesink).map_err(|e| Error::Sink { sink: name.clone(), problem: e.to_string() })?;
+        mux.link(&filesink).map_err(|e| Error::Sink { sink: name.clone(), problem: e.to_string() })?;
         let video_end_ns = Arc::new(AtomicU64::new(0));
         let audio = match audio {
             Some(track) => audio_branch(&name, &pipeline, &mux, track.inner, video_end_ns.clone())?,
@@ -92,9 +84,11 @@ impl EncodeSink {
         Ok(sink)
     }
 
-    pub fn stream(url: &str, view: View, context: &SinkContext, bitrate_kbps: u32) -> Result<EncodeSink> {
+    pub fn stream(url: &StreamUrl, view: View, context: &SinkContext, bitrate_kbps: u32) -> Result<EncodeSink> {
         init()?;
-        let parsed = StreamUrl::parse(url).map_err(|problem| Error::Sink { sink: url.to_string(), problem })?;
+        let parsed = url;
+        let url = &url.to_string();
+        resolve(parsed).map_err(|problem| Error::Sink { sink: url.clone(), problem })?;
         let mux = make("mpegtsmux", url)?;
         // 7 TS packets (1316 bytes) per network packet: SRT's live payload size, and no IP fragmentation on UDP.
         mux.set_property("alignment", 7i32);
@@ -109,16 +103,15 @@ impl EncodeSink {
         let net = match &parsed {
             StreamUrl::Udp { host, port } => {
                 let udp = make("udpsink", url)?;
-                udp.set_property("host", host.as_str());
+                udp.set_property("host", host.to_string());
                 udp.set_property("port", i32::from(*port));
                 udp
             }
             StreamUrl::Srt { host, port } => {
                 let srt = make("srtsink", url)?;
-                let uri = if host.is_empty() {
-                    format!("srt://0.0.0.0:{port}?mode=listener")
-                } else {
-                    format!("srt://{host}:{port}?mode=caller")
+                let uri = match host {
+                    None => format!("srt://0.0.0.0:{port}?mode=listener"),
+                    Some(host) => format!("srt://{host}:{port}?mode=caller"),
                 };
                 srt.set_property("uri", uri.as_str());
                 // Do not hold the pipeline until a viewer connects.
@@ -129,9 +122,9 @@ impl EncodeSink {
         net.set_property("sync", false);
         net.set_property("async", false);
         let (pipeline, video, info) = video_chain(url, context, true, encoder, &mux)?;
-        pipeline.add(&net).expect("add network sink");
-        mux.link(&net).expect("mux ! network sink");
-        let mut sink = EncodeSink::new(url.to_string(), pipeline, video, info, view, context, Arc::default(), None);
+        pipeline.add(&net).map_err(|e| Error::Sink { sink: url.clone(), problem: e.to_string() })?;
+        mux.link(&net).map_err(|e| Error::Sink { sink: url.clone(), problem: e.to_string() })?;
+        let mut sink = EncodeSink::new(url.clone(), pipeline, video, info, view, context, Arc::default(), None);
         sink.start()?;
         Ok(sink)
     }
@@ -147,7 +140,7 @@ impl EncodeSink {
         video_end_ns: Arc<AtomicU64>,
         audio: Option<JoinHandle<()>>,
     ) -> EncodeSink {
-        let frame_duration = context.fps.and_then(Fps::frame_duration).unwrap_or(Duration::from_millis(40));
+        let frame_duration = context.fps.map_or(Duration::from_millis(40), Fps::frame_duration);
         EncodeSink {
             name,
             pipeline,
@@ -184,9 +177,12 @@ fn video_chain(
     encoder: gst::Element,
     mux: &gst::Element,
 ) -> Result<(gst::Pipeline, gst_app::AppSrc, gst_video::VideoInfo)> {
-    let fps = context.fps.unwrap_or(Fps::new(0, 1));
+    // 0/1: a variable rate, as GStreamer writes it.
+    let fps = context.fps.map_or(gst::Fraction::new(0, 1), |f| {
+        gst::Fraction::new(i32::try_from(f.num()).unwrap_or(i32::MAX), i32::try_from(f.den()).unwrap_or(i32::MAX))
+    });
     let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, context.width, context.height)
-        .fps(gst::Fraction::new(fps.num as i32, fps.den as i32))
+        .fps(fps)
         .build()
         .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("bad video format: {e}") })?;
     let caps = info.to_caps().map_err(|e| Error::Sink { sink: name.to_string(), problem: e.to_string() })?;
@@ -211,9 +207,8 @@ fn video_chain(
     }
     let queue = make("queue", name)?;
     let pipeline = gst::Pipeline::with_name("latentcam-encode");
-    pipeline.add_many([appsrc.upcast_ref(), &convert, &i420, &encoder, &parse, &queue, mux]).expect("add elements");
-    gst::Element::link_many([appsrc.upcast_ref(), &convert, &i420, &encoder, &parse, &queue, mux])
-        .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("cannot link the encoder: {e}") })?;
+    media::add_and_link(&pipeline, &[appsrc.upcast_ref(), &convert, &i420, &encoder, &parse, &queue, mux])
+        .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("cannot build the encoder: {e}") })?;
     Ok((pipeline, appsrc, info))
 }
 
@@ -237,12 +232,11 @@ fn audio_branch(
         .max_bytes(0)
         .block(false)
         .build();
-    pipeline.add(&appsrc).expect("add audio appsrc");
     let queue = make("queue", name)?;
-    pipeline.add(&queue).expect("add audio queue");
+    let bad = |problem: String| Error::Sink { sink: name.to_string(), problem: format!("audio: {problem}") };
     if mux_pad.query_accept_caps(&tap.caps) {
         tracing::info!(sink = name, caps = %tap.caps, "audio re-muxed as it is");
-        appsrc.link(&queue).expect("audio appsrc ! queue");
+        media::add_and_link(pipeline, &[appsrc.upcast_ref(), &queue]).map_err(bad)?;
     } else {
         tracing::info!(sink = name, caps = %tap.caps, "container does not take this audio: re-encoding to AAC");
         let decode = make("decodebin", name)?;
@@ -250,12 +244,8 @@ fn audio_branch(
         let resample = make("audioresample", name)?;
         let encode = make("avenc_aac", name)?;
         let parse = make("aacparse", name)?;
-        pipeline.add_many([&decode, &convert, &resample, &encode, &parse]).expect("add audio encoder");
-        appsrc.link(&decode).expect("audio appsrc ! decodebin");
-        gst::Element::link_many([&convert, &resample, &encode, &parse, &queue]).map_err(|e| Error::Sink {
-            sink: name.to_string(),
-            problem: format!("cannot build the audio encoder: {e}"),
-        })?;
+        media::add_and_link(pipeline, &[appsrc.upcast_ref(), &decode]).map_err(bad)?;
+        media::add_and_link(pipeline, &[&convert, &resample, &encode, &parse, &queue]).map_err(bad)?;
         let convert_weak = convert.downgrade();
         decode.connect_pad_added(move |_, pad| {
             if let Some(convert) = convert_weak.upgrade()
@@ -266,16 +256,13 @@ fn audio_branch(
             }
         });
     }
-    queue
-        .static_pad("src")
-        .expect("queue src")
-        .link(&mux_pad)
-        .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("cannot mux the audio: {e:?}") })?;
+    let queue_src = queue.static_pad("src").ok_or_else(|| bad("the queue has no src pad".into()))?;
+    queue_src.link(&mux_pad).map_err(|e| bad(format!("cannot mux it: {e:?}")))?;
 
     let thread = std::thread::Builder::new()
         .name("sink:audio".into())
         .spawn(move || pump_audio(tap, appsrc, &video_end_ns))
-        .expect("spawn audio thread");
+        .map_err(|e| bad(format!("cannot start its thread: {e}")))?;
     Ok(Some(thread))
 }
 
@@ -354,13 +341,15 @@ impl Sink for EncodeSink {
         let row = w as usize * 3;
         let mut buffer = gst::Buffer::with_size(self.info.size()).map_err(|e| self.failed(&e.to_string()))?;
         {
-            let buffer = buffer.get_mut().expect("new buffer is writable");
+            let Some(buffer) = buffer.get_mut() else { return Err(self.failed("a new buffer was not writable")) };
             // Timestamps: the source's (files keep their timing), or the capture clock for live streams.
             let pts = if self.live {
                 let start = *self.started.get_or_insert(frame.captured);
                 frame.captured.saturating_duration_since(start)
             } else {
-                frame.pts.unwrap_or(self.frame_duration * frame.sequence as u32)
+                frame.pts.unwrap_or_else(|| {
+                    self.frame_duration.saturating_mul(u32::try_from(frame.sequence).unwrap_or(u32::MAX))
+                })
             };
             let duration = frame.duration.unwrap_or(self.frame_duration);
             buffer.set_pts(gst::ClockTime::from_nseconds(pts.as_nanos() as u64));
@@ -384,7 +373,8 @@ impl Sink for EncodeSink {
             let _ = audio.join();
         }
         let _ = self.video.end_of_stream();
-        let result = wait_for_eos(&self.pipeline, &self.name);
+        let result = media::wait_for_eos(&self.pipeline, EOS_TIMEOUT)
+            .map_err(|problem| Error::Sink { sink: self.name.clone(), problem: format!("while finishing: {problem}") });
         let _ = self.pipeline.set_state(gst::State::Null);
         result
     }
@@ -398,20 +388,15 @@ impl Drop for EncodeSink {
     }
 }
 
-fn wait_for_eos(pipeline: &gst::Pipeline, name: &str) -> Result<()> {
-    let bus = pipeline.bus().expect("pipeline has a bus");
-    let timeout = gst::ClockTime::from_nseconds(EOS_TIMEOUT.as_nanos() as u64);
-    match bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error]) {
-        Some(msg) => match msg.view() {
-            gst::MessageView::Eos(_) => Ok(()),
-            gst::MessageView::Error(err) => {
-                Err(Error::Sink { sink: name.to_string(), problem: format!("while finishing: {}", err.error()) })
-            }
-            _ => unreachable!("filtered"),
+/// An address that cannot be resolved is a bad sink, found before the run: a stream to nowhere sends nothing.
+fn resolve(url: &StreamUrl) -> std::result::Result<(), String> {
+    use std::net::ToSocketAddrs;
+    match url.host() {
+        Some(Host::Name(name)) => match (name.as_str(), url.port()).to_socket_addrs() {
+            Ok(addrs) if addrs.len() > 0 => Ok(()),
+            Ok(_) => Err(format!("host `{name}` has no address")),
+            Err(e) => Err(format!("host `{name}` cannot be resolved: {e}")),
         },
-        None => Err(Error::Sink {
-            sink: name.to_string(),
-            problem: format!("did not finish within {} s", EOS_TIMEOUT.as_secs()),
-        }),
+        _ => Ok(()),
     }
 }

@@ -13,11 +13,13 @@ pub mod v4l2;
 pub mod window;
 
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 
-use crate::config::{SinkConfig, View};
-use crate::error::Result;
+use crate::config::{SinkKind, SinkSpec, StreamUrl, View};
+use crate::error::{Error, Result};
 use crate::frame::{Fps, Processed};
 use crate::source::AudioTrack;
 #[cfg(not(all(feature = "gstreamer", feature = "v4l2")))]
@@ -29,6 +31,42 @@ pub trait Sink: Send {
 
     /// End of stream: flush and finalize (a video file gets its index written here).
     fn finish(&mut self, end: StreamEnd) -> Result<()>;
+}
+
+/// A video output device (v4l2loopback), as `latentcam devices` lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoopbackEntry {
+    pub path: PathBuf,
+    pub card: String,
+}
+
+/// The newest processed frame, for a display that shows whatever is latest (never waits, never queues).
+#[derive(Default)]
+pub struct LatestSlot {
+    frame: Mutex<Option<Arc<Processed>>>,
+}
+
+impl LatestSlot {
+    pub fn put(&self, frame: Arc<Processed>) {
+        *self.frame.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame);
+    }
+    pub fn take(&self) -> Option<Arc<Processed>> {
+        self.frame.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What the window (on the main thread) needs from the running pipeline.
+pub trait WindowHost {
+    /// Every stage has ended: close the window.
+    fn pipeline_done(&self) -> bool;
+    /// The user closed the window or pressed Esc/Q: stop the run (outputs are finalized).
+    fn request_stop(&self);
+    /// A frame captured at `captured` was shown.
+    fn delivered(&self, captured: std::time::Instant);
+    /// Capture-to-sink latency, median, for the title.
+    fn latency_p50_ms(&self) -> Option<f64>;
+    /// Called about every 200 ms (progress, periodic statistics).
+    fn tick(&mut self);
 }
 
 /// How a run ended, for sinks that finish differently (a recording cuts its audio where the video stopped).
@@ -74,55 +112,68 @@ pub fn compose(frame: &Processed, view: View) -> Cow<'_, RgbImage> {
 
 /// Build a sink other than the window (which lives on the main thread). `audio`: the source's audio, offered to
 /// sinks that record it.
-pub fn open(config: &SinkConfig, context: &SinkContext, audio: Option<AudioTrack>) -> Result<Box<dyn Sink>> {
+pub fn open(spec: &SinkSpec, context: &SinkContext, audio: Option<AudioTrack>) -> Result<Box<dyn Sink>> {
     let _ = &audio;
-    match config {
-        SinkConfig::Null { .. } => Ok(Box::new(null::NullSink)),
-        SinkConfig::Png { dir, every, view, .. } => Ok(Box::new(png::PngSink::create(dir, *every, *view)?)),
-        SinkConfig::File { path, view, audio: keep_audio, quality, .. } => {
+    match &spec.kind {
+        SinkKind::Null => Ok(Box::new(null::NullSink)),
+        SinkKind::Png { dir, every, view } => Ok(Box::new(png::PngSink::create(dir, *every, *view)?)),
+        SinkKind::File { path, view, audio: keep_audio, quality } => {
             open_file(path, *view, context, if *keep_audio { audio } else { None }, *quality)
         }
-        SinkConfig::Stream { url, view, bitrate_kbps, .. } => open_stream(url, *view, context, *bitrate_kbps),
-        SinkConfig::V4l2 { device, view, .. } => open_v4l2(device, *view, context),
-        SinkConfig::Window { .. } => unreachable!("the window runs on the main thread"),
+        SinkKind::Stream { url, view, bitrate_kbps } => open_stream(url, *view, context, *bitrate_kbps),
+        SinkKind::V4l2 { device, view } => open_v4l2(device, *view, context),
+        SinkKind::Window { .. } => {
+            Err(Error::internal("sink::open", "the window runs on the main thread, not as a sink thread"))
+        }
     }
 }
 
-/// Cheap checks before anything heavy is loaded: can the outputs be written?
-pub fn precheck(config: &SinkConfig) -> Result<()> {
-    match config {
-        SinkConfig::File { path, .. } => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => std::path::PathBuf::from("."),
-            };
-            let bad = |problem: String| crate::error::Error::Output { path: path.clone(), problem };
+/// Cheap checks before anything heavy is loaded (also what `latentcam check` runs): can the outputs be written?
+pub fn precheck(spec: &SinkSpec) -> Result<()> {
+    match &spec.kind {
+        SinkKind::File { path, .. } => {
             if path.is_dir() {
-                return Err(bad("is a folder".into()));
+                return Err(Error::Output { path: path.clone(), problem: "is a folder".into() });
             }
-            if !dir.is_dir() {
-                return Err(bad(format!("folder {} does not exist", dir.display())));
-            }
-            tempfile::Builder::new()
-                .prefix(".latentcam-")
-                .tempfile_in(&dir)
-                .map(drop)
-                .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))
+            probe_writable_folder(path, &parent_folder(path))
         }
-        SinkConfig::Png { dir, .. } => std::fs::create_dir_all(dir)
-            .map_err(|e| crate::error::Error::Output { path: dir.clone(), problem: e.to_string() }),
+        // The folder is created when the sink opens: the nearest existing folder above it must be writable.
+        SinkKind::Png { dir, .. } if dir.exists() && !dir.is_dir() => {
+            Err(Error::Output { path: dir.clone(), problem: "exists and is not a folder".into() })
+        }
+        SinkKind::Png { dir, .. } => {
+            let existing = dir.ancestors().find(|d| d.is_dir()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            probe_writable_folder(dir, &existing)
+        }
         _ => Ok(()),
     }
 }
 
-/// Whether a sink records audio (the engine asks the source for audio only then).
-pub fn wants_audio(config: &SinkConfig) -> bool {
-    matches!(config, SinkConfig::File { audio: true, .. })
+/// The folder a file goes in (`.` for a bare name).
+pub fn parent_folder(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `folder` exists and a file can be created in it (errors name `output`, what the user asked for). The one
+/// place outputs are probed: file sinks, PNG folders and still images.
+pub fn probe_writable_folder(output: &Path, folder: &Path) -> Result<()> {
+    let bad = |problem: String| Error::Output { path: output.to_path_buf(), problem };
+    if !folder.is_dir() {
+        return Err(bad(format!("folder {} does not exist", folder.display())));
+    }
+    tempfile::Builder::new()
+        .prefix(".latentcam-")
+        .tempfile_in(folder)
+        .map(drop)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", folder.display())))
 }
 
 #[cfg(feature = "gstreamer")]
 fn open_file(
-    path: &std::path::Path,
+    path: &Path,
     view: View,
     context: &SinkContext,
     audio: Option<AudioTrack>,
@@ -132,26 +183,26 @@ fn open_file(
 }
 
 #[cfg(not(feature = "gstreamer"))]
-fn open_file(_: &std::path::Path, _: View, _: &SinkContext, _: Option<AudioTrack>, _: u32) -> Result<Box<dyn Sink>> {
+fn open_file(_: &Path, _: View, _: &SinkContext, _: Option<AudioTrack>, _: u32) -> Result<Box<dyn Sink>> {
     Err(not_built("file sink", "gstreamer"))
 }
 
 #[cfg(feature = "gstreamer")]
-fn open_stream(url: &str, view: View, context: &SinkContext, bitrate_kbps: u32) -> Result<Box<dyn Sink>> {
+fn open_stream(url: &StreamUrl, view: View, context: &SinkContext, bitrate_kbps: u32) -> Result<Box<dyn Sink>> {
     Ok(Box::new(gst::EncodeSink::stream(url, view, context, bitrate_kbps)?))
 }
 
 #[cfg(not(feature = "gstreamer"))]
-fn open_stream(_: &str, _: View, _: &SinkContext, _: u32) -> Result<Box<dyn Sink>> {
+fn open_stream(_: &StreamUrl, _: View, _: &SinkContext, _: u32) -> Result<Box<dyn Sink>> {
     Err(not_built("stream sink", "gstreamer"))
 }
 
 #[cfg(feature = "v4l2")]
-fn open_v4l2(device: &std::path::Path, view: View, context: &SinkContext) -> Result<Box<dyn Sink>> {
+fn open_v4l2(device: &Path, view: View, context: &SinkContext) -> Result<Box<dyn Sink>> {
     Ok(Box::new(v4l2::LoopbackSink::open(device, view, context)?))
 }
 
 #[cfg(not(feature = "v4l2"))]
-fn open_v4l2(_: &std::path::Path, _: View, _: &SinkContext) -> Result<Box<dyn Sink>> {
+fn open_v4l2(_: &Path, _: View, _: &SinkContext) -> Result<Box<dyn Sink>> {
     Err(not_built("v4l2 sink", "v4l2"))
 }

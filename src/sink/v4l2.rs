@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use v4l::video::Output;
 use v4l::{Device, Format, FourCC};
 
+use super::LoopbackEntry;
 use super::{Sink, SinkContext, StreamEnd, compose};
 use crate::config::View;
-use crate::devices::LoopbackEntry;
 use crate::error::{Error, Result};
 use crate::frame::Processed;
 

@@ -6,11 +6,9 @@ use std::time::{Duration, Instant};
 
 use minifb::{Key, KeyRepeat, ScaleMode, Window, WindowOptions};
 
-use super::{compose, view_size};
+use super::{LatestSlot, WindowHost, compose, view_size};
 use crate::config::View;
 use crate::error::{Error, Result};
-use crate::pipeline::stats::Stats;
-use crate::pipeline::{LatestSlot, StopFlag, Tick};
 
 const FRAME_INTERVAL: Duration = Duration::from_millis(16);
 
@@ -28,14 +26,7 @@ fn to_argb(image: &image::RgbImage, out: &mut Vec<u32>) {
     out.extend(image.pixels().map(|p| (u32::from(p[0]) << 16) | (u32::from(p[1]) << 8) | u32::from(p[2])));
 }
 
-pub fn run(
-    mut view: View,
-    slot: &LatestSlot,
-    stop: &StopFlag,
-    stats: &Stats,
-    pipeline_done: &dyn Fn() -> bool,
-    tick: Tick,
-) -> Result<()> {
+pub fn run(mut view: View, slot: &LatestSlot, host: &mut dyn WindowHost) -> Result<()> {
     let mut window: Option<Window> = None;
     let mut pixels = Vec::new();
     let mut last_tick = Instant::now();
@@ -43,7 +34,7 @@ pub fn run(
     let mut shown_since = (Instant::now(), 0u64);
     let mut fps = 0.0;
     loop {
-        if pipeline_done() {
+        if host.pipeline_done() {
             return Ok(());
         }
         if let Some(frame) = slot.take() {
@@ -59,18 +50,18 @@ pub fn run(
                 })?;
                 window = Some(created);
             }
-            let win = window.as_mut().expect("created above");
+            let Some(win) = window.as_mut() else { continue };
             to_argb(&image, &mut pixels);
             win.update_with_buffer(&pixels, image.width() as usize, image.height() as usize)
                 .map_err(|e| Error::Sink { sink: "window".into(), problem: e.to_string() })?;
-            stats.delivered("window", frame.captured);
+            host.delivered(frame.captured);
             shown += 1;
         } else if let Some(win) = window.as_mut() {
             win.update();
         }
         if let Some(win) = window.as_mut() {
             if !win.is_open() || win.is_key_down(Key::Escape) || win.is_key_down(Key::Q) {
-                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                host.request_stop();
                 return Ok(());
             }
             for key in win.get_keys_pressed(KeyRepeat::No) {
@@ -83,20 +74,19 @@ pub fn run(
             }
         }
         if last_tick.elapsed() >= Duration::from_millis(200) {
-            let snapshot = stats.snapshot();
             let (since, count) = shown_since;
             if since.elapsed() >= Duration::from_secs(1) {
                 fps = (shown - count) as f64 / since.elapsed().as_secs_f64();
                 shown_since = (Instant::now(), shown);
             }
             if let Some(win) = window.as_mut() {
-                let latency = snapshot.latency_p50_ms.map_or("-".into(), |l| format!("{l:.0} ms"));
+                let latency = host.latency_p50_ms().map_or("-".into(), |l| format!("{l:.0} ms"));
                 win.set_title(&format!(
                     "latentcam — {} — {fps:.1} fps, latency {latency} — I input, O output, S side by side, Esc quit",
                     view_name(view)
                 ));
             }
-            tick(&snapshot);
+            host.tick();
             last_tick = Instant::now();
         }
         std::thread::sleep(FRAME_INTERVAL);

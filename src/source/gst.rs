@@ -14,19 +14,14 @@ use gstreamer_video::prelude::*;
 use image::RgbImage;
 
 use super::Source;
+use crate::config::GstInput;
 use crate::error::{Error, Result};
 use crate::frame::{Fps, Frame, FrameFormat};
+use crate::media::{self, bus_error, init};
 
 /// How long to wait for the first frame (network sources take a while).
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
-
-pub enum Input {
-    /// A file path or a URI (file://, http://, rtsp://, ...).
-    Uri(String),
-    /// A gst-launch description ending in an appsink.
-    Launch(String),
-}
 
 /// Compressed audio from a source, for a file sink to re-mux.
 pub struct AudioTap {
@@ -59,25 +54,8 @@ pub struct GstSource {
     total_frames: Option<u64>,
 }
 
-/// Initialise GStreamer once; failure (missing libraries) is a clear error, not a panic.
-pub fn init() -> Result<()> {
-    gst::init()
-        .map_err(|e| Error::Source { source_name: "gstreamer".into(), problem: format!("cannot initialise: {e}") })
-}
-
 fn element(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory).build().map_err(|_| missing(factory))
-}
-
-fn missing(factory: &str) -> Error {
-    Error::Source {
-        source_name: "gstreamer".into(),
-        problem: format!(
-            "element `{factory}` is missing (install the GStreamer plugins: scripts/setup.sh, or apt-get install \
-             gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-             gstreamer1.0-libav)"
-        ),
-    }
+    media::element(factory, &|problem| Error::Source { source_name: "gstreamer".into(), problem })
 }
 
 fn rgb_caps() -> gst::Caps {
@@ -105,15 +83,15 @@ fn to_uri(text: &str) -> Result<String> {
 }
 
 impl GstSource {
-    pub fn open(input: &Input, want_audio: bool, live: bool) -> Result<GstSource> {
+    pub fn open(input: &GstInput, want_audio: bool, live: bool) -> Result<GstSource> {
         init()?;
         let (name, pipeline, video, audio, pads_done) = match input {
-            Input::Uri(text) => {
+            GstInput::Uri(text) => {
                 let uri = to_uri(text)?;
                 let (pipeline, video, audio, done) = uri_pipeline(&uri, want_audio, live)?;
                 (text.clone(), pipeline, video, audio, Some(done))
             }
-            Input::Launch(description) => {
+            GstInput::Launch(description) => {
                 let (pipeline, video) = launch_pipeline(description, live)?;
                 (format!("pipeline `{description}`"), pipeline, video, None, None)
             }
@@ -174,7 +152,7 @@ impl GstSource {
 
     fn estimate_frames(&self) -> Option<u64> {
         let duration = self.pipeline.query_duration::<gst::ClockTime>()?;
-        let fps = self.format.fps.filter(|f| f.num > 0)?;
+        let fps = self.format.fps?;
         Some((duration.nseconds() as f64 / 1e9 * fps.as_f64()).round() as u64)
     }
 
@@ -196,7 +174,10 @@ impl GstSource {
         }
         let image = RgbImage::from_raw(w, h, pixels).ok_or_else(|| bad("frame size mismatch".into()))?;
         let fps = info.fps();
-        let fps = (fps.numer() > 0).then(|| Fps::new(fps.numer() as u32, fps.denom() as u32));
+        let fps = match (u32::try_from(fps.numer()), u32::try_from(fps.denom())) {
+            (Ok(n), Ok(d)) => Fps::new(n, d),
+            _ => None,
+        };
         let to_duration = |t: Option<gst::ClockTime>| t.map(|t| Duration::from_nanos(t.nseconds()));
         let sequence = self.sequence;
         self.sequence += 1;
@@ -204,7 +185,7 @@ impl GstSource {
             Frame {
                 image: Arc::new(image),
                 pts: to_duration(buffer.pts()),
-                duration: to_duration(buffer.duration()).or_else(|| fps.and_then(Fps::frame_duration)),
+                duration: to_duration(buffer.duration()).or_else(|| fps.map(Fps::frame_duration)),
                 sequence,
                 captured: Instant::now(),
             },
@@ -257,24 +238,6 @@ impl Source for GstSource {
     }
 }
 
-/// The first error message on the bus, if any, as one line.
-pub fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
-    let bus = pipeline.bus()?;
-    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            let mut text = err.error().to_string();
-            if let Some(debug) = err.debug() {
-                // The debug string's last part usually names the real cause ("no decoder for...").
-                if let Some(detail) = debug.lines().last().filter(|l| !l.is_empty() && l.len() < 300) {
-                    text = format!("{text} ({detail})");
-                }
-            }
-            return Some(text);
-        }
-    }
-    None
-}
-
 fn video_appsink(live: bool) -> gst_app::AppSink {
     // Offline: a short blocking queue (backpressure to the decoder, nothing dropped). Live: the newest frame.
     gst_app::AppSink::builder()
@@ -284,6 +247,13 @@ fn video_appsink(live: bool) -> gst_app::AppSink {
         .drop(live)
         .sync(false)
         .build()
+}
+
+/// Whether parsebin's stream of these caps is video. Compressed video is `video/...` (H.264, VP8, ...), but
+/// Motion-JPEG, what many cameras record, is `image/jpeg`, and PNG- or GIF-coded video is `image/png`,
+/// `image/gif`: all decode to video frames.
+fn is_video_stream(caps_name: &str) -> bool {
+    caps_name.starts_with("video/") || caps_name.starts_with("image/")
 }
 
 type UriParts = (gst::Pipeline, gst_app::AppSink, Option<gst_app::AppSink>, Arc<AtomicBool>);
@@ -296,7 +266,8 @@ fn uri_pipeline(uri: &str, want_audio: bool, live: bool) -> Result<UriParts> {
     // Each stream gets its own queue (its own thread): the demuxer pushes audio and video from one thread, and
     // a stream that blocks (a sink waiting to preroll, our reader pausing) must not stall the other.
     let video_queue = element("queue")?;
-    let audio_queue = gst::ElementFactory::make("queue").name("audio-queue").build().map_err(|_| missing("queue"))?;
+    let audio_queue = element("queue")?;
+    audio_queue.set_property("name", "audio-queue");
     for (prop, value) in [("max-size-buffers", 0u32), ("max-size-bytes", 0u32)] {
         audio_queue.set_property(prop, value);
     }
@@ -311,13 +282,13 @@ fn uri_pipeline(uri: &str, want_audio: bool, live: bool) -> Result<UriParts> {
         sink.set_async(false);
         sink
     });
-    pipeline.add_many([&src, &parse, &video_queue, &decode, &convert, video.upcast_ref()]).expect("add elements");
-    video_queue.link(&decode).expect("queue ! decodebin");
+    let bad = |problem: String| Error::Source { source_name: uri.to_string(), problem };
+    pipeline.add_many([&src, &parse]).map_err(|e| bad(e.to_string()))?;
+    media::add_and_link(&pipeline, &[&video_queue, &decode]).map_err(bad)?;
+    media::add_and_link(&pipeline, &[&convert, video.upcast_ref()]).map_err(bad)?;
     if let Some(a) = &audio {
-        pipeline.add_many([&audio_queue, a.upcast_ref()]).expect("add audio sink");
-        audio_queue.link(a).expect("queue ! appsink");
+        media::add_and_link(&pipeline, &[&audio_queue, a.upcast_ref()]).map_err(bad)?;
     }
-    convert.link(&video).expect("videoconvert ! appsink");
 
     let parse_weak = parse.downgrade();
     src.connect_pad_added(move |_, pad| {
@@ -339,7 +310,7 @@ fn uri_pipeline(uri: &str, want_audio: bool, live: bool) -> Result<UriParts> {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let kind = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
         let mut linked = state.lock().unwrap_or_else(|p| p.into_inner());
-        let target = if kind.starts_with("video/") && !linked.0 {
+        let target = if is_video_stream(&kind) && !linked.0 {
             linked.0 = true;
             video_queue_weak.upgrade().and_then(|q| q.static_pad("sink"))
         } else if kind.starts_with("audio/") && !linked.1 && audio_weak.is_some() {

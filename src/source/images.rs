@@ -2,24 +2,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Source;
-use super::test_pattern::fps_fraction;
+use super::test_pattern::Pacer;
 use crate::error::{Error, Result};
-use crate::frame::{Frame, FrameFormat};
+use crate::frame::{Fps, Frame, FrameFormat};
 use crate::imaging;
 
 pub struct ImageFolder {
     spec: String,
     files: Vec<PathBuf>,
-    fps: f64,
+    fps: Fps,
     repeat: bool,
-    live: bool,
+    pacer: Option<Pacer>,
     next: usize,
     sequence: u64,
     format: FrameFormat,
-    clock_start: Option<Instant>,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -29,7 +28,7 @@ fn is_image(p: &Path) -> bool {
 }
 
 impl ImageFolder {
-    pub fn open(spec: &str, fps: f64, repeat: bool, live: bool) -> Result<ImageFolder> {
+    pub fn open(spec: &str, fps: Fps, repeat: bool, live: bool) -> Result<ImageFolder> {
         let bad = |problem: String| Error::Source { source_name: format!("images {spec}"), problem };
         let path = Path::new(spec);
         let mut files: Vec<PathBuf> = if path.is_dir() {
@@ -52,17 +51,16 @@ impl ImageFolder {
         files.sort();
         let first = files.first().ok_or_else(|| bad("no PNG or JPEG files".into()))?;
         let image = imaging::load_rgb(first)?;
-        let format = FrameFormat { width: image.width(), height: image.height(), fps: Some(fps_fraction(fps)) };
+        let format = FrameFormat { width: image.width(), height: image.height(), fps: Some(fps) };
         Ok(ImageFolder {
             spec: spec.to_string(),
             files,
             fps,
             repeat,
-            live,
+            pacer: live.then(|| Pacer::new(fps)),
             next: 0,
             sequence: 0,
             format,
-            clock_start: None,
         })
     }
 }
@@ -79,13 +77,8 @@ impl Source for ImageFolder {
             }
             self.next = 0;
         }
-        let interval = Duration::from_secs_f64(1.0 / self.fps);
-        if self.live {
-            let start = *self.clock_start.get_or_insert_with(Instant::now);
-            let due = start + interval.mul_f64(self.sequence as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
+        if let Some(pacer) = &mut self.pacer {
+            pacer.wait_for(self.sequence);
         }
         let image = imaging::load_rgb(&self.files[self.next])?;
         self.next += 1;
@@ -93,8 +86,8 @@ impl Source for ImageFolder {
         self.sequence += 1;
         Ok(Some(Frame {
             image: Arc::new(image),
-            pts: Some(interval.mul_f64(n as f64)),
-            duration: Some(interval),
+            pts: Some(self.fps.frame_start(n)),
+            duration: Some(self.fps.frame_duration()),
             sequence: n,
             captured: Instant::now(),
         }))

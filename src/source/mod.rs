@@ -1,6 +1,7 @@
 //! Frame sources behind one trait: test pattern and image folders (always built), GStreamer files / URIs /
 //! pipelines (feature `gstreamer`), cameras (feature `webcam`).
 
+pub mod camera;
 pub mod images;
 pub mod test_pattern;
 
@@ -9,7 +10,7 @@ pub mod gst;
 #[cfg(feature = "webcam")]
 pub mod webcam;
 
-use crate::config::{Mode, SourceConfig};
+use crate::config::{GstInput, Mode, SourceSpec};
 use crate::error::{Error, Result};
 use crate::frame::{Frame, FrameFormat};
 
@@ -40,57 +41,44 @@ pub struct AudioTrack {
     pub inner: gst::AudioTap,
 }
 
-/// Open the source a pipeline file describes. `want_audio`: a sink will record audio.
-pub fn open(config: &SourceConfig, mode: Mode, want_audio: bool) -> Result<Box<dyn Source>> {
-    let _ = want_audio; // only GStreamer sources carry audio
-    match config {
-        SourceConfig::TestPattern { width, height, fps, frames } => {
-            Ok(Box::new(test_pattern::TestPattern::new(*width, *height, *fps, *frames, mode == Mode::Live)))
+/// A camera as the webcam source can name it (`latentcam devices` lists them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CameraEntry {
+    pub index: u32,
+    pub name: String,
+    pub description: String,
+}
+
+/// Open the source a pipeline describes. `want_audio`: a sink will record audio.
+pub fn open(spec: &SourceSpec, mode: Mode, want_audio: bool) -> Result<Box<dyn Source>> {
+    let live = mode == Mode::Live;
+    match spec {
+        SourceSpec::TestPattern { width, height, fps, frames } => {
+            Ok(Box::new(test_pattern::TestPattern::new(*width, *height, *fps, *frames, live)))
         }
-        SourceConfig::Images { path, fps, repeat } => {
-            Ok(Box::new(images::ImageFolder::open(path, *fps, *repeat, mode == Mode::Live)?))
-        }
-        SourceConfig::Gstreamer { uri, pipeline, audio } => open_gstreamer(uri, pipeline, *audio && want_audio, mode),
-        SourceConfig::Webcam { device, width, height, fps, format } => {
-            open_webcam(device.as_ref(), *width, *height, *fps, *format)
-        }
+        SourceSpec::Images { path, fps, repeat } => Ok(Box::new(images::ImageFolder::open(path, *fps, *repeat, live)?)),
+        SourceSpec::Gstreamer { input, audio } => open_gstreamer(input, *audio && want_audio, live),
+        SourceSpec::Webcam { .. } => open_webcam(spec),
     }
 }
 
 #[cfg(feature = "gstreamer")]
-fn open_gstreamer(uri: &Option<String>, pipeline: &Option<String>, audio: bool, mode: Mode) -> Result<Box<dyn Source>> {
-    let input = match (uri, pipeline) {
-        (Some(u), _) => gst::Input::Uri(u.clone()),
-        (_, Some(p)) => gst::Input::Launch(p.clone()),
-        (None, None) => unreachable!("validated by PipelineConfig"),
-    };
-    Ok(Box::new(gst::GstSource::open(&input, audio, mode == Mode::Live)?))
+fn open_gstreamer(input: &GstInput, audio: bool, live: bool) -> Result<Box<dyn Source>> {
+    Ok(Box::new(gst::GstSource::open(input, audio, live)?))
 }
 
 #[cfg(not(feature = "gstreamer"))]
-fn open_gstreamer(_: &Option<String>, _: &Option<String>, _: bool, _: Mode) -> Result<Box<dyn Source>> {
+fn open_gstreamer(_: &GstInput, _: bool, _: bool) -> Result<Box<dyn Source>> {
     Err(not_built("gstreamer source", "gstreamer"))
 }
 
 #[cfg(feature = "webcam")]
-fn open_webcam(
-    device: Option<&crate::config::DeviceSelector>,
-    width: u32,
-    height: u32,
-    fps: f64,
-    format: crate::config::CameraFormat,
-) -> Result<Box<dyn Source>> {
-    Ok(Box::new(webcam::Webcam::open(device, width, height, fps, format)?))
+fn open_webcam(spec: &SourceSpec) -> Result<Box<dyn Source>> {
+    Ok(Box::new(webcam::Webcam::open(spec)?))
 }
 
 #[cfg(not(feature = "webcam"))]
-fn open_webcam(
-    _: Option<&crate::config::DeviceSelector>,
-    _: u32,
-    _: u32,
-    _: f64,
-    _: crate::config::CameraFormat,
-) -> Result<Box<dyn Source>> {
+fn open_webcam(_: &SourceSpec) -> Result<Box<dyn Source>> {
     Err(not_built("webcam source", "webcam"))
 }
 

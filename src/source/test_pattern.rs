@@ -4,7 +4,7 @@
 
 use std::f32::consts::TAU;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::{Rgb, RgbImage};
 
@@ -15,20 +15,16 @@ use crate::frame::{Fps, Frame, FrameFormat};
 pub struct TestPattern {
     width: u32,
     height: u32,
-    fps: f64,
+    fps: Fps,
     frames: Option<u64>,
-    live: bool,
+    /// Live: frames come on this clock, like a camera's.
+    pacer: Option<Pacer>,
     sequence: u64,
-    clock_start: Option<Instant>,
 }
 
 impl TestPattern {
-    pub fn new(width: u32, height: u32, fps: f64, frames: Option<u64>, live: bool) -> TestPattern {
-        TestPattern { width, height, fps, frames, live, sequence: 0, clock_start: None }
-    }
-
-    fn interval(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.fps)
+    pub fn new(width: u32, height: u32, fps: Fps, frames: Option<u64>, live: bool) -> TestPattern {
+        TestPattern { width, height, fps, frames, pacer: live.then(|| Pacer::new(fps)), sequence: 0 }
     }
 
     /// Picture number `n`: a slowly turning colour field, a bouncing ball and a sweeping bar.
@@ -78,30 +74,22 @@ impl TestPattern {
 
 impl Source for TestPattern {
     fn format(&self) -> FrameFormat {
-        FrameFormat { width: self.width, height: self.height, fps: Some(fps_fraction(self.fps)) }
+        FrameFormat { width: self.width, height: self.height, fps: Some(self.fps) }
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         if self.frames.is_some_and(|limit| self.sequence >= limit) {
             return Ok(None);
         }
-        if self.live {
-            // Deliver on a fixed clock, like a camera; after a stall, restart the clock rather than burst.
-            let start = *self.clock_start.get_or_insert_with(Instant::now);
-            let due = start + self.interval().mul_f64(self.sequence as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            } else if now - due > self.interval() * 2 {
-                self.clock_start = Some(now - self.interval().mul_f64(self.sequence as f64));
-            }
-        }
         let n = self.sequence;
+        if let Some(pacer) = &mut self.pacer {
+            pacer.wait_for(n);
+        }
         self.sequence += 1;
         Ok(Some(Frame {
             image: Arc::new(Self::render(self.width, self.height, n)),
-            pts: Some(self.interval().mul_f64(n as f64)),
-            duration: Some(self.interval()),
+            pts: Some(self.fps.frame_start(n)),
+            duration: Some(self.fps.frame_duration()),
             sequence: n,
             captured: Instant::now(),
         }))
@@ -116,18 +104,36 @@ impl Source for TestPattern {
     }
 }
 
-/// An fps as a fraction: whole numbers stay exact, others become n/1000.
-pub fn fps_fraction(fps: f64) -> Fps {
-    if (fps - fps.round()).abs() < 1e-9 {
-        Fps::new(fps.round() as u32, 1)
-    } else {
-        Fps::new((fps * 1000.0).round() as u32, 1000)
+/// A live source's clock: frame n is due at start + n frame intervals. After a stall of more than two frames
+/// the clock restarts rather than delivering a burst.
+pub struct Pacer {
+    fps: Fps,
+    start: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(fps: Fps) -> Pacer {
+        Pacer { fps, start: None }
+    }
+
+    /// Sleep until frame `n` is due.
+    pub fn wait_for(&mut self, n: u64) {
+        let now = Instant::now();
+        let offset = self.fps.frame_start(n);
+        let start = *self.start.get_or_insert(now);
+        match start.checked_add(offset) {
+            Some(due) if due > now => std::thread::sleep(due - now),
+            Some(due) if now - due <= self.fps.frame_duration() * 2 => {}
+            // Late by more than two frames (or a clock that cannot be represented): restart it at now.
+            _ => self.start = now.checked_sub(offset).or(Some(now)),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn deterministic_and_moving() {
@@ -137,7 +143,7 @@ mod tests {
 
     #[test]
     fn offline_counts_frames_and_timestamps() {
-        let mut src = TestPattern::new(32, 16, 25.0, Some(3), false);
+        let mut src = TestPattern::new(32, 16, Fps::new(25, 1).unwrap(), Some(3), false);
         let frames: Vec<Frame> = std::iter::from_fn(|| src.next_frame().unwrap()).collect();
         assert_eq!(frames.len(), 3);
         assert_eq!(frames[2].pts, Some(Duration::from_millis(80)));

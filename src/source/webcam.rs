@@ -1,11 +1,4 @@
-//! Cameras through nokhwa (V4L2 on Linux). A capture thread owns the camera (nokhwa's camera cannot move
-//! between threads) and hands frames over a one-frame drop-oldest link: a live source never blocks on its
-//! consumer, and a slow consumer just sees the newest frame.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+//! Cameras through nokhwa (V4L2 on Linux), driven by the resilient capture loop of [`super::camera`].
 
 use nokhwa::Camera;
 use nokhwa::pixel_format::RgbFormat;
@@ -14,12 +7,11 @@ use nokhwa::utils::{
     Resolution,
 };
 
-use super::Source;
-use crate::config::{CameraFormat, DeviceSelector};
-use crate::devices::CameraEntry;
+use super::CameraEntry;
+use super::camera::{CameraDevice, CameraSource, Resilience};
+use crate::config::{CameraFormat, DeviceSelector, SourceSpec};
 use crate::error::{Error, Result};
-use crate::frame::{Fps, Frame, FrameFormat};
-use crate::pipeline::link::{LinkReceiver, Overflow, link};
+use crate::frame::{Fps, FrameFormat};
 
 pub fn list() -> std::result::Result<Vec<CameraEntry>, String> {
     let cameras = nokhwa::query(ApiBackend::Auto).map_err(|e| e.to_string())?;
@@ -67,119 +59,78 @@ fn resolve(device: Option<&DeviceSelector>) -> Result<u32> {
     }
 }
 
-pub struct Webcam {
-    name: String,
-    format: FrameFormat,
-    frames: LinkReceiver<Frame>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// A nokhwa camera as the capture loop drives it.
+struct NokhwaCamera {
+    index: u32,
+    wanted: NokhwaFormat,
+    camera: Camera,
 }
 
+impl NokhwaCamera {
+    fn open(index: u32, wanted: NokhwaFormat) -> std::result::Result<NokhwaCamera, String> {
+        let mut camera = Camera::new(
+            CameraIndex::Index(index),
+            RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(wanted)),
+        )
+        .map_err(|e| format!("cannot open: {e}"))?;
+        camera.open_stream().map_err(|e| format!("cannot start streaming: {e}"))?;
+        Ok(NokhwaCamera { index, wanted, camera })
+    }
+
+    fn format(&self) -> FrameFormat {
+        let got = self.camera.camera_format();
+        FrameFormat {
+            width: got.resolution().width(),
+            height: got.resolution().height(),
+            fps: Fps::new(got.frame_rate(), 1),
+        }
+    }
+}
+
+impl CameraDevice for NokhwaCamera {
+    fn frame(&mut self) -> std::result::Result<image::RgbImage, String> {
+        self.camera.frame().and_then(|b| b.decode_image::<RgbFormat>()).map_err(|e| e.to_string())
+    }
+
+    fn reopen(&mut self) -> std::result::Result<(), String> {
+        let _ = self.camera.stop_stream();
+        *self = NokhwaCamera::open(self.index, self.wanted)?;
+        Ok(())
+    }
+}
+
+impl Drop for NokhwaCamera {
+    fn drop(&mut self) {
+        let _ = self.camera.stop_stream();
+    }
+}
+
+/// A camera source: the camera a [`SourceSpec::Webcam`] names, on its capture thread.
+pub struct Webcam;
+
 impl Webcam {
-    pub fn open(
-        device: Option<&DeviceSelector>,
-        width: u32,
-        height: u32,
-        fps: f64,
-        format: CameraFormat,
-    ) -> Result<Webcam> {
-        let index = resolve(device)?;
-        let name = format!("webcam {index}");
+    pub fn open(spec: &SourceSpec) -> Result<CameraSource> {
+        let SourceSpec::Webcam { device, width, height, fps, format, no_frame_timeout } = spec else {
+            return Err(Error::internal("webcam source", "opened with a spec of another kind"));
+        };
+        let index = resolve(device.as_ref())?;
         let fourcc = match format {
             CameraFormat::Auto | CameraFormat::Mjpeg => Fourcc::MJPEG,
             CameraFormat::Yuyv => Fourcc::YUYV,
         };
-        let wanted = NokhwaFormat::new(Resolution::new(width, height), fourcc, fps.round() as u32);
-        let (frames_tx, frames) = link::<Frame>(format!("{name}->source"), 1, Overflow::DropOldest);
-        let (ready_tx, ready) = crossbeam_channel::bounded::<Result<FrameFormat>>(1);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("capture".into())
-            .spawn({
-                let (stop, name) = (stop.clone(), name.clone());
-                move || {
-                    let bad = |problem: String| Error::Source { source_name: name.clone(), problem };
-                    let opened = Camera::new(
-                        CameraIndex::Index(index),
-                        RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(wanted)),
-                    )
-                    .and_then(|mut cam| cam.open_stream().map(|_| cam));
-                    let mut camera = match opened {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(bad(format!("cannot open: {e}"))));
-                            return;
-                        }
-                    };
-                    let got = camera.camera_format();
-                    tracing::info!(camera = %name, asked = %wanted, got = %got, "camera format negotiated");
-                    let rate = Fps::new(got.frame_rate(), 1);
-                    let _ = ready_tx.send(Ok(FrameFormat {
-                        width: got.resolution().width(),
-                        height: got.resolution().height(),
-                        fps: Some(rate),
-                    }));
-                    let started = Instant::now();
-                    let mut sequence = 0;
-                    while !stop.load(Ordering::SeqCst) {
-                        let image = match camera.frame().and_then(|b| b.decode_image::<RgbFormat>()) {
-                            Ok(img) => img,
-                            Err(e) => {
-                                tracing::warn!(camera = %name, error = %e, "frame lost");
-                                continue;
-                            }
-                        };
-                        let frame = Frame {
-                            image: Arc::new(image),
-                            pts: Some(started.elapsed()),
-                            duration: rate.frame_duration(),
-                            sequence,
-                            captured: Instant::now(),
-                        };
-                        sequence += 1;
-                        if frames_tx.send(frame).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = camera.stop_stream();
-                }
-            })
-            .expect("spawn capture thread");
-        let format = ready
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| Error::Source { source_name: name.clone(), problem: "did not start within 10 s".into() })??;
-        Ok(Webcam { name, format, frames, stop, thread: Some(thread) })
-    }
-}
-
-impl Source for Webcam {
-    fn format(&self) -> FrameFormat {
-        self.format
-    }
-
-    fn next_frame(&mut self) -> Result<Option<Frame>> {
-        loop {
-            match self.frames.recv_timeout(Duration::from_secs(5)) {
-                Ok(Some(frame)) => return Ok(Some(frame)),
-                Ok(None) => tracing::warn!(camera = %self.name, "no frame for 5 s"),
-                Err(()) => {
-                    return Err(Error::Source { source_name: self.name.clone(), problem: "capture stopped".into() });
-                }
+        // nokhwa asks for whole rates; the closest the camera offers is taken and logged.
+        let rate = fps.as_f64().round().max(1.0) as u32;
+        let wanted = NokhwaFormat::new(Resolution::new(*width, *height), fourcc, rate);
+        let name = format!("webcam {index}");
+        let opener = {
+            let name = name.clone();
+            move || {
+                let camera = NokhwaCamera::open(index, wanted)?;
+                let got = camera.format();
+                tracing::info!(camera = %name, asked = %wanted, got = %camera.camera.camera_format(), "camera format negotiated");
+                Ok((camera, got))
             }
-        }
-    }
-
-    fn describe(&self) -> String {
-        let fps = self.format.fps.map_or(String::new(), |f| format!(" at {f} fps"));
-        format!("{} ({}x{}{fps})", self.name, self.format.width, self.format.height)
-    }
-}
-
-impl Drop for Webcam {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        };
+        CameraSource::start(&name, opener, Resilience::with_timeout(*no_frame_timeout))
     }
 }

@@ -22,18 +22,11 @@ pub fn golden(path: &str) -> PathBuf {
     root().join("tests").join("golden").join(path)
 }
 
-/// ../shared (real media and models), when present. Tests that need it skip, saying why, when it is not.
-pub fn shared() -> Option<PathBuf> {
+/// ../shared (real media and models). Tests that need it are `#[ignore = "needs ../shared ..."]`:
+/// scripts/test.sh runs them when it is there (CI has it), and counts them as skipped, saying why, when not.
+pub fn shared() -> PathBuf {
     let dir = root().join("..").join("shared");
-    dir.join("media").is_dir().then_some(dir)
-}
-
-/// Call at the top of a test that needs ../shared: returns the folder or prints why the test is skipped.
-pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
-    let dir = shared();
-    if dir.is_none() {
-        eprintln!("SKIPPED {test}: ../shared (real media and the TAEF2 model) is not beside this checkout");
-    }
+    assert!(dir.join("media").is_dir(), "this test needs ../shared (real media and models) beside the checkout");
     dir
 }
 

@@ -1,0 +1,95 @@
+//! The pipeline file as written: serde types that mirror the TOML (kebab-case keys, `kind` tags, unknown keys
+//! rejected). Numbers are kept wide here (`i64`, `f64`) so that a value out of range reaches the typed parse
+//! ([`super::Pipeline`]), which names the key and the range, instead of failing as a bare type error.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Mode;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PipelineFile {
+    #[serde(default)]
+    pub mode: Mode,
+    pub source: SourceFile,
+    #[serde(default)]
+    pub model: ModelFile,
+    #[serde(default)]
+    pub params: ParamsFile,
+    #[serde(rename = "sink", default)]
+    pub sinks: Vec<SinkFile>,
+    /// Seconds between statistics log lines (0 = only at the end).
+    pub stats_interval_s: Option<f64>,
+}
+
+/// A value as written. Inside `kind`-tagged tables serde buffers the table and its type errors lose the key,
+/// so their values stay untyped here and [`super::Pipeline`] reads each one, naming the key when it is wrong.
+pub type Any = Option<toml::Value>;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
+pub enum SourceFile {
+    TestPattern {
+        width: Any,
+        height: Any,
+        fps: Any,
+        frames: Any,
+    },
+    Images {
+        path: Any,
+        fps: Any,
+        #[serde(rename = "loop")]
+        repeat: Any,
+    },
+    Gstreamer {
+        uri: Any,
+        pipeline: Any,
+        audio: Any,
+    },
+    Webcam {
+        device: Any,
+        width: Any,
+        height: Any,
+        fps: Any,
+        format: Any,
+        no_frame_timeout_s: Any,
+    },
+}
+
+impl Default for SourceFile {
+    fn default() -> Self {
+        SourceFile::TestPattern { width: None, height: None, fps: None, frames: None }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelFile {
+    pub dir: Option<PathBuf>,
+    pub size: Option<Vec<i64>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ParamsFile {
+    pub prompt: Option<String>,
+    pub negative_prompt: Option<String>,
+    pub steps: Option<i64>,
+    pub strength: Option<f64>,
+    pub guidance: Option<f64>,
+    pub seed: Option<i64>,
+    pub timesteps: Option<Vec<i64>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
+pub enum SinkFile {
+    Window { view: Any, only_when: Any },
+    File { path: Any, view: Any, audio: Any, quality: Any, only_when: Any },
+    Stream { url: Any, view: Any, bitrate_kbps: Any, only_when: Any },
+    V4l2 { device: Any, view: Any, only_when: Any },
+    Png { dir: Any, view: Any, every: Any, only_when: Any },
+    Null { only_when: Any },
+}

@@ -1,0 +1,325 @@
+//! The library side of each command: flags (as plain values) parsed into checked jobs, and the jobs run. The
+//! command line (`main.rs`) only maps clap's flags onto these requests and errors onto exit codes; tests drive
+//! the same functions.
+//!
+//! Flags are parsed by the same code as pipeline files ([`crate::config`]), so `convert --steps 9` and
+//! `steps = 9` in a file are refused by the same check, each naming what was given (`--steps`, `params.steps`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::file::{ModelFile, ParamsFile, PipelineFile, SinkFile, SourceFile};
+use crate::config::values::{MAX_WORKING_SIDE, parse_wxh};
+use crate::config::{self, Mode, Origin, Pipeline};
+use crate::diffusion::scheduler::{Lcm, LcmConfig, Schedule};
+use crate::diffusion::{Diffusion, Params};
+use crate::error::{Error, Result};
+use crate::imaging::{self, Fit, OutputImage};
+use crate::infer::Runtime;
+use crate::model::ModelFolder;
+
+/// The diffusion flags every running command shares, as given (unset: the model's defaults).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiffusionRequest {
+    /// A model folder or a bare name; None: the default model.
+    pub model: Option<PathBuf>,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: Option<i64>,
+    pub strength: Option<f64>,
+    pub guidance: Option<f64>,
+    pub seed: i64,
+    pub timesteps: Option<Vec<i64>>,
+}
+
+impl DiffusionRequest {
+    fn params_file(&self) -> ParamsFile {
+        ParamsFile {
+            prompt: Some(self.prompt.clone()),
+            negative_prompt: Some(self.negative_prompt.clone()),
+            steps: self.steps,
+            strength: self.strength,
+            guidance: self.guidance,
+            seed: Some(self.seed),
+            timesteps: self.timesteps.clone(),
+        }
+    }
+
+    /// The model folder (manifest read), the parameters over its defaults, and the schedule, all checked.
+    pub fn resolve(&self) -> Result<(ModelFolder, Params, Schedule)> {
+        let folder = ModelFolder::open(&config::model_folder(self.model.as_deref())?)?;
+        let params = config::resolve_params(&self.params_file(), &folder, &Origin::Flags)?;
+        let schedule = config::check_schedule(&params, &folder, &Origin::Flags)?;
+        Ok((folder, params, schedule))
+    }
+}
+
+/// `latentcam convert IN OUT ...` as given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConvertRequest {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub diffusion: DiffusionRequest,
+    /// `WxH`; None: the input's size cropped to the model's multiple.
+    pub size: Option<String>,
+    pub quality: i64,
+    pub audio: bool,
+}
+
+impl ConvertRequest {
+    /// The offline pipeline this conversion is: a GStreamer source, the model, one file sink.
+    pub fn pipeline(&self) -> Result<Pipeline> {
+        if let (Ok(a), Ok(b)) = (self.input.canonicalize(), self.output.canonicalize())
+            && a == b
+        {
+            return Err(Error::Output {
+                path: self.output.clone(),
+                problem: "is the input file: writing it would destroy what is being read".into(),
+            });
+        }
+        let size = match &self.size {
+            Some(text) => {
+                let (w, h) = parse_wxh(text, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e))?;
+                Some(vec![i64::from(w), i64::from(h)])
+            }
+            None => None,
+        };
+        let file = PipelineFile {
+            mode: Mode::Offline,
+            source: SourceFile::Gstreamer {
+                uri: Some(toml::Value::String(self.input.display().to_string())),
+                pipeline: None,
+                audio: Some(toml::Value::Boolean(self.audio)),
+            },
+            model: ModelFile { dir: self.diffusion.model.clone(), size },
+            params: self.diffusion.params_file(),
+            sinks: vec![SinkFile::File {
+                path: Some(toml::Value::String(self.output.display().to_string())),
+                view: None,
+                audio: Some(toml::Value::Boolean(self.audio)),
+                quality: Some(toml::Value::Integer(self.quality)),
+                only_when: None,
+            }],
+            stats_interval_s: Some(0.0),
+        };
+        Pipeline::from_file(file, Origin::Flags)
+    }
+}
+
+/// `latentcam img2img IN OUT ...` as given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Img2ImgRequest {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub diffusion: DiffusionRequest,
+    /// `WxH`: resize (cover + center crop) instead of cropping to the model's multiple.
+    pub size: Option<String>,
+}
+
+/// A checked still-image job: nothing runs until [`Img2ImgJob::run`].
+pub struct Img2ImgJob {
+    pub input: PathBuf,
+    pub output: OutputImage,
+    pub folder: ModelFolder,
+    pub params: Params,
+    pub schedule: Schedule,
+    pub fit: Fit,
+}
+
+impl Img2ImgRequest {
+    /// Cheap checks first (the output, the flags, the model's manifest), so a typo fails before seconds of
+    /// model loading.
+    pub fn check(&self) -> Result<Img2ImgJob> {
+        let output = OutputImage::create(&self.output)?;
+        let (folder, params, schedule) = self.diffusion.resolve()?;
+        let multiple = folder.size_multiple_for(&schedule);
+        let fit = match &self.size {
+            Some(text) => {
+                let (width, height) = parse_wxh(text, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e))?;
+                config::WorkingSize::new(width, height, multiple).map_err(|e| Error::invalid("--size", e))?;
+                Fit::Resize { width, height }
+            }
+            None => Fit::CropToMultiple,
+        };
+        Ok(Img2ImgJob { input: self.input.clone(), output, folder, params, schedule, fit })
+    }
+}
+
+/// What an img2img run did, for the log.
+#[derive(Clone, Debug)]
+pub struct Img2ImgReport {
+    pub output: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub timesteps: Vec<u32>,
+    pub load_ms: f64,
+    pub times: crate::diffusion::StageTimes,
+}
+
+impl Img2ImgJob {
+    pub fn run(self, runtime: &Runtime) -> Result<Img2ImgReport> {
+        let input = imaging::load_rgb(&self.input)?;
+        let multiple = self.folder.size_multiple_for(&self.schedule);
+        let fitted = imaging::fit_image(&input, self.fit, multiple)?;
+        if fitted.dimensions() != input.dimensions() {
+            tracing::info!(from = ?input.dimensions(), to = ?fitted.dimensions(), "input fitted to the model's size multiple");
+        }
+        let started = Instant::now();
+        let mut diffusion = Diffusion::load(runtime, &self.folder)?;
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let prepared = diffusion.prepare(&self.params)?;
+        let tensor = imaging::to_tensor(&fitted);
+        let result = diffusion.run(&prepared, tensor.view())?;
+        let image = imaging::from_tensor(result.view());
+        let output = self.output.path().to_path_buf();
+        self.output.write(&image)?;
+        Ok(Img2ImgReport {
+            output,
+            width: image.width(),
+            height: image.height(),
+            timesteps: self.schedule.timesteps().to_vec(),
+            load_ms,
+            times: diffusion.last_times(),
+        })
+    }
+}
+
+/// `latentcam schedule` as given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScheduleRequest {
+    pub steps: i64,
+    pub strength: f64,
+    pub timesteps: Option<Vec<i64>>,
+    /// Take the scheduler config from this model folder (default: diffusers' LCMScheduler defaults).
+    pub model: Option<PathBuf>,
+}
+
+/// What `latentcam schedule` prints: one entry per denoising step.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ScheduleJson {
+    pub timesteps: Vec<u32>,
+    pub alphas_cumprod: Vec<f32>,
+    pub c_skip: Vec<f32>,
+    pub c_out: Vec<f32>,
+}
+
+impl ScheduleRequest {
+    pub fn run(&self) -> Result<ScheduleJson> {
+        let config = match &self.model {
+            Some(dir) => ModelFolder::open(dir)?.scheduler,
+            None => LcmConfig::default(),
+        };
+        let limit = i64::from(config.num_train_timesteps) - 1;
+        let lcm = Lcm::new(config);
+        let steps = config::values::parse_int::<usize>(self.steps, 1, crate::diffusion::scheduler::MAX_STEPS as i64)
+            .map_err(|e| Error::invalid("--steps", e))?;
+        let explicit = match &self.timesteps {
+            Some(list) => Some(
+                list.iter()
+                    .map(|&t| {
+                        config::values::parse_int::<u32>(t, 0, limit).map_err(|e| Error::invalid("--timesteps", e))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        let schedule = lcm.schedule(explicit.as_deref(), steps, self.strength)?;
+        let plan = lcm.plan(&schedule);
+        Ok(ScheduleJson {
+            timesteps: plan.timesteps(),
+            alphas_cumprod: plan.steps.iter().map(|s| s.alpha_cumprod).collect(),
+            c_skip: plan.steps.iter().map(|s| s.c_skip).collect(),
+            c_out: plan.steps.iter().map(|s| s.c_out).collect(),
+        })
+    }
+}
+
+/// `latentcam models check DIR`: load every file of the folder, check the contracts, describe what was found.
+pub fn check_model(runtime: &Runtime, dir: &Path) -> Result<String> {
+    let folder = ModelFolder::open(dir)?;
+    let diffusion = Diffusion::load(runtime, &folder)?;
+    let mut out = format!("{}: ok — {}", dir.display(), folder.name);
+    if !folder.description.is_empty() {
+        out += &format!(" ({})", folder.description);
+    }
+    out += "\n";
+    let unet = diffusion.unet();
+    let models = [
+        diffusion.text_encoder().model(),
+        diffusion.vae_encoder().model(),
+        unet.model(),
+        diffusion.vae_decoder().model(),
+    ];
+    for m in models {
+        out += &format!(
+            "  {:<12} {} [{}, {:.0} ms]\n    in:  {}\n    out: {}\n",
+            m.role,
+            m.path.display(),
+            m.ep,
+            m.load_ms,
+            m.describe_inputs(),
+            m.describe_outputs()
+        );
+    }
+    out += &format!(
+        "  UNet timestep: {}; timestep_cond: {}\n",
+        unet.timestep.describe(),
+        unet.cond_dim.map_or("none".to_string(), |d| format!("[batch, {d}] (guidance embedding)"))
+    );
+    out += &format!(
+        "  latents: {} channels, scale {}, image range {}, sides multiple of {}; scheduler: LCM ({:?}); \
+         defaults: {} steps, strength {}, guidance {}\n",
+        folder.latent_channels,
+        folder.latent_scale,
+        folder.image_range,
+        folder.size_multiple,
+        folder.scheduler.prediction_type,
+        folder.defaults.steps,
+        folder.defaults.strength,
+        folder.defaults.guidance
+    );
+    Ok(out)
+}
+
+/// `latentcam bench` as given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BenchRequest {
+    pub diffusion: DiffusionRequest,
+    pub sizes: Vec<String>,
+    pub iterations: i64,
+    pub warmup: i64,
+}
+
+impl BenchRequest {
+    pub fn run(&self, runtime: &Runtime) -> Result<Vec<crate::bench::BenchReport>> {
+        let (folder, mut params, schedule) = self.diffusion.resolve()?;
+        if params.prompt.is_empty() {
+            params.prompt = "a portrait in the style of van gogh".into();
+        }
+        let multiple = folder.size_multiple_for(&schedule);
+        let sizes = self
+            .sizes
+            .iter()
+            .map(|s| {
+                let (w, h) = parse_wxh(s, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e))?;
+                config::WorkingSize::new(w, h, multiple).map_err(|e| Error::invalid("--size", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let iterations = config::values::parse_int::<usize>(self.iterations, 1, 100_000)
+            .map_err(|e| Error::invalid("--iterations", e))?;
+        let warmup =
+            config::values::parse_int::<usize>(self.warmup, 0, 10_000).map_err(|e| Error::invalid("--warmup", e))?;
+        let mut diffusion = Diffusion::load(runtime, &folder)?;
+        sizes
+            .into_iter()
+            .map(|size| crate::bench::run(&mut diffusion, &params, size.width(), size.height(), warmup, iterations))
+            .collect()
+    }
+}
+
+/// Write `text` to `path` (statistics, reports); a failure is an I/O error naming the file.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::write(path, e))
+}
