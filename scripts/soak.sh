@@ -4,11 +4,11 @@
 # and samples the resident memory (VmRSS) every second; prints the figure after warm-up (10% of the frames),
 # the peak and the end, and the growth from warm-up to the end.
 #
-# Usage: scripts/soak.sh [FRAMES]   (build first: cargo build --release)
+# Usage: scripts/soak.sh [FRAMES]   (build first: cargo build --release; LATENTCAM_BIN=path picks another binary)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 frames=${1:-20000}
-bin="$root/target/release/latentcam"
+bin="${LATENTCAM_BIN:-$root/target/release/latentcam}"
 [ -x "$bin" ] || { echo "soak: build first: cargo build --release" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -111,6 +111,16 @@ struct ConvertArgs {
     /// Write the final statistics here as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Without a terminal: seconds between progress lines ("converted N of M frames"), 0.1 to 3600.
+    #[arg(long, default_value_t = 5.0, value_name = "S", value_parser = progress_interval)]
+    progress_interval_s: f64,
+}
+
+fn progress_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("`{text}`: expected seconds from 0.1 to 3600")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -342,7 +352,7 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
     let runtime = runtime(rt)?;
     let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: false })?;
     tracing::info!(source = %built.source, model = %built.model, size = %built.size, "converting");
-    let progress = Progress::new(built.total_frames);
+    let progress = Progress::new(built.total_frames, Duration::from_secs_f64(args.progress_interval_s));
     let mut tick = |s: &Snapshot| progress.update(s);
     let report = pipeline::run(built.parts, stop_on_signal(), &mut tick)?;
     progress.finish(&report.stats);
@@ -360,11 +370,12 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: Option<u64>,
+    every: Duration,
     last_line: std::cell::Cell<Instant>,
 }
 
 impl Progress {
-    fn new(total: Option<u64>) -> Progress {
+    fn new(total: Option<u64>, every: Duration) -> Progress {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let bar = match total {
                 Some(n) => indicatif::ProgressBar::new(n),
@@ -378,7 +389,7 @@ impl Progress {
             );
             bar
         });
-        Progress { bar, total, last_line: std::cell::Cell::new(Instant::now()) }
+        Progress { bar, total, every, last_line: std::cell::Cell::new(Instant::now()) }
     }
 
     fn update(&self, s: &Snapshot) {
@@ -388,7 +399,7 @@ impl Progress {
                 bar.set_position(done);
                 bar.set_message(format!("{:.1} fps", s.output_fps));
             }
-            None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
+            None if self.last_line.get().elapsed() >= self.every => {
                 let of = self.total.map_or(String::new(), |t| format!(" of {t}"));
                 eprintln!("converted {done}{of} frames ({:.1} fps)", s.output_fps);
                 self.last_line.set(Instant::now());

@@ -500,3 +500,33 @@ kind = "null"
     assert_eq!(json["frames_delivered"]["null0"], 1500, "{json}");
     assert_eq!(json["dropped_total"], 0);
 }
+
+/// `latentcam ARGS` with writes limited to `kib` KiB per file (RLIMIT_FSIZE: writes fail for real, EFBIG).
+pub fn latentcam_with_file_limit(kib: u64, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -f {kib} && exec \"$0\" --ep cpu --threads 2 \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_latentcam"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run latentcam under bash")
+}
+
+#[test]
+fn a_write_failing_while_running_gives_exit_code_1_naming_the_file() {
+    let tmp = common::temp_dir();
+    let frames = tmp.path().join("frames");
+    let text = SMALL.replace("DIR", path_str(&frames)).replace("size = [64, 48]", "size = [256, 256]");
+    let file = write_pipeline(tmp.path(), "p.toml", &text);
+    // Each 512x256 side-by-side PNG is larger than 16 KiB: the first write fails.
+    let out = latentcam_with_file_limit(16, &["run", path_str(&file), "--set", "sink.0.view=\"side-by-side\""]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "a failure while running is exit code 1: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(
+        line.contains("frame_000000.png") && line.contains("File too large"),
+        "names the file and the cause: {line}"
+    );
+}

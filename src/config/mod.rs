@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use self::file::{Any, ParamsFile, PipelineFile, SinkFile, SourceFile};
 pub use self::values::{Host, StreamUrl, WorkingSize};
-use self::values::{MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds};
+use self::values::{MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show};
 use crate::diffusion::scheduler::{Lcm, MAX_STEPS, Schedule};
 use crate::diffusion::{MAX_GUIDANCE, Params};
 use crate::error::{Error, Result};
@@ -398,7 +398,7 @@ impl Reader<'_> {
     }
 
     fn wrong_type(&self, key: &str, value: &toml::Value, expected: &str) -> Error {
-        self.err(key, format!("{value} is {}, expected {expected}", value.type_str()))
+        self.err(key, format!("{} is {}, expected {expected}", show(value), value.type_str()))
     }
 
     fn int<T: TryFrom<i64>>(&self, key: &str, value: Any, min: i64, max: i64) -> Result<Option<T>> {
@@ -444,7 +444,9 @@ impl Reader<'_> {
     fn choice<T: serde::de::DeserializeOwned>(&self, key: &str, value: Any, names: &str) -> Result<Option<T>> {
         match value {
             None => Ok(None),
-            Some(v) => T::deserialize(v.clone()).map(Some).map_err(|_| self.err(key, format!("{v}: expected {names}"))),
+            Some(v) => T::deserialize(v.clone())
+                .map(Some)
+                .map_err(|_| self.err(key, format!("{}: expected {names}", show(&v)))),
         }
     }
 
@@ -592,13 +594,13 @@ pub fn resolve_params(given: &ParamsFile, folder: &ModelFolder, origin: &Origin)
     }
     if let Some(s) = given.strength {
         if !(s.is_finite() && (0.0..=1.0).contains(&s)) {
-            return Err(err("strength", format!("{s}: expected a number from 0 to 1")));
+            return Err(err("strength", format!("{s:?}: expected a number from 0 to 1")));
         }
         params.strength = s;
     }
     if let Some(g) = given.guidance {
         if !(g.is_finite() && (0.0..=MAX_GUIDANCE).contains(&g)) {
-            return Err(err("guidance", format!("{g}: expected a number from 0 to {MAX_GUIDANCE}")));
+            return Err(err("guidance", format!("{g:?}: expected a number from 0 to {MAX_GUIDANCE}")));
         }
         params.guidance = g;
     }

@@ -30,17 +30,20 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(message.split("unknown field `").nth(1)?.split('`').next()?.to_string())
 }
 
-/// The first line (1-based) that assigns `key`.
+/// The line (1-based) that assigns `key`, when exactly one does (`dir` in two tables points at neither).
 fn line_of(text: &str, key: &str) -> Option<usize> {
     if key.is_empty() {
         return None;
     }
-    text.lines()
-        .position(|line| {
-            let rest = line.trim_start().strip_prefix(key);
-            rest.is_some_and(|r| r.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+    let assigns = |line: &str| {
+        let rest = line.trim_start().strip_prefix(key);
+        rest.is_some_and(|r| r.trim_start().starts_with('='))
+    };
+    let mut lines = text.lines().enumerate().filter(|(_, l)| assigns(l)).map(|(i, _)| i + 1);
+    match (lines.next(), lines.next()) {
+        (Some(line), None) => Some(line),
+        _ => None,
+    }
 }
 
 /// `a.b.0.c=value` into a TOML table (list entries by index).

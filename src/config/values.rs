@@ -30,7 +30,15 @@ pub fn parse_fps(value: &toml::Value) -> Result<Fps, String> {
     };
     match fps {
         Some(f) if (MIN_FPS..=MAX_FPS).contains(&f.as_f64()) => Ok(f),
-        _ => Err(format!("{value}: {expected}")),
+        _ => Err(format!("{}: {expected}", show(value))),
+    }
+}
+
+/// A value as a message shows it: floats in their shortest form (`1e-300`, not 300 digits).
+pub fn show(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Float(x) => format!("{x:?}"),
+        other => other.to_string(),
     }
 }
 
@@ -39,7 +47,7 @@ pub fn parse_seconds(value: f64, min: f64, max: f64) -> Result<Duration, String>
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(format!("{value}: expected seconds from {min} to {max}"))
+        Err(format!("{value:?}: expected seconds from {min} to {max}"))
     }
 }
 

@@ -160,10 +160,11 @@ impl Snapshot {
             _ => "latency -".into(),
         };
         format!(
-            "{:.1} s: captured {} ({:.1} fps), out {:.1} fps, {}, dropped {}; {}",
+            "{:.1} s: captured {} ({:.1} fps), delivered {}, out {:.1} fps, {}, dropped {}; {}",
             self.elapsed_s,
             self.frames_captured,
             self.capture_fps,
+            self.frames_delivered.values().copied().max().unwrap_or(0),
             self.output_fps,
             latency,
             self.dropped_total,

@@ -24,6 +24,9 @@ use crate::media::{self, bus_error, init, set_enum};
 use crate::source::AudioTrack;
 use crate::source::gst::AudioTap;
 
+/// Frames the encoder's input may hold.
+const QUEUED_FRAMES: u64 = 3;
+
 /// How long finishing may wait for the muxer to write out the end of the file.
 const EOS_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -39,7 +42,53 @@ pub struct EncodeSink {
     /// End of the last video frame (ns), where recorded audio is cut when the run stops early.
     video_end_ns: Arc<AtomicU64>,
     audio: Option<JoinHandle<()>>,
+    /// A recording: where it goes, and when it was last synced to disk.
+    file: Option<RecordingFile>,
+    /// The first frame's timestamp (ns), `NOT_YET` before it (nothing to re-mux then).
+    video_first_ns: Arc<AtomicU64>,
+    /// The pipeline reported this error: it will not finish normally.
+    broken: Option<String>,
     finished: bool,
+}
+
+struct RecordingFile {
+    path: std::path::PathBuf,
+    /// The muxer: `mp4mux` and `qtmux` write fragments and re-mux to a plain file at the end; `matroskamux`
+    /// needs no end step.
+    mux: &'static str,
+    last_sync: Instant,
+}
+
+/// No frame written yet.
+const NOT_YET: u64 = u64::MAX;
+
+/// How often a recording is synced to disk: a power cut loses at most about this much.
+const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// MP4/MOV fragment length, MKV cluster length: a crash loses at most about this much.
+const FRAGMENT: Duration = Duration::from_secs(1);
+
+/// Make a recording survive a crash (SIGKILL, power cut, panic): what was written plays up to its last complete
+/// fragment.
+/// - MP4/MOV: fragmented MP4 with the `moov` first (`ftyp moov` then a `moof`+`mdat` every second), what OBS
+///   records by default too. qtmux's `first-moov-then-finalise` mode would end in a plain MP4, but with an audio
+///   track a killed file of that mode decodes only its first fragment (measured), so the file stays fragmented
+///   at a clean end as well; every current player and editor reads fragmented MP4.
+/// - MKV: a cluster at least every second; Matroska plays up to the last complete cluster without its index.
+fn crash_safe(mux: &gst::Element, ext: &str) {
+    let fragment_ms = u32::try_from(FRAGMENT.as_millis()).unwrap_or(1000);
+    match ext {
+        "mkv" => mux.set_property("max-cluster-duration", i64::try_from(FRAGMENT.as_nanos()).unwrap_or(i64::MAX)),
+        _ => {
+            mux.set_property("fragment-duration", fragment_ms);
+            set_enum(mux, "fragment-mode", "dash-or-mss");
+        }
+    }
+}
+
+/// Frames in one second at the sink's rate (30 when the rate is unknown).
+fn key_interval(context: &SinkContext) -> u32 {
+    let fps = context.fps.map_or(30.0, Fps::as_f64);
+    fps.round().clamp(1.0, 1000.0) as u32
 }
 
 fn make(factory: &str, sink_name: &str) -> Result<gst::Element> {
@@ -57,20 +106,26 @@ impl EncodeSink {
         init()?;
         let name = path.display().to_string();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let mux = make(
-            match ext.as_str() {
-                "mkv" => "matroskamux",
-                "mov" => "qtmux",
-                _ => "mp4mux",
-            },
-            &name,
-        )?;
+        let mux_factory = match ext.as_str() {
+            "mkv" => "matroskamux",
+            "mov" => "qtmux",
+            _ => "mp4mux",
+        };
+        let mux = make(mux_factory, &name)?;
+        crash_safe(&mux, &ext);
         let filesink = make("filesink", &name)?;
         filesink.set_property("location", path.to_string_lossy().as_ref());
+        // Each finished fragment goes to the file at once, not into a 64 KB buffer.
+        set_enum(&filesink, "buffer-mode", "unbuffered");
         let encoder = make("x264enc", &name)?;
         set_enum(&encoder, "speed-preset", "veryfast");
         set_enum(&encoder, "pass", "qual");
         encoder.set_property("quantizer", quality);
+        // A keyframe every second: fragments (and MKV clusters) close every second, each starting with one.
+        encoder.set_property("key-int-max", key_interval(context));
+        // No B-frames: fragmented MP4 carries no edit list, and with reordering GStreamer's demuxer drops the
+        // last frames past the duration (239 of 241 decoded, measured); every frame out is the promise.
+        encoder.set_property("bframes", 0u32);
         let (pipeline, video, info) = video_chain(&name, context, false, encoder, &mux)?;
         pipeline.add(&filesink).map_err(|e| Error::Sink { sink: name.clone(), problem: e.to_string() })?;
         mux.link(&filesink).map_err(|e| Error::Sink { sink: name.clone(), problem: e.to_string() })?;
@@ -80,6 +135,7 @@ impl EncodeSink {
             None => None,
         };
         let mut sink = EncodeSink::new(name, pipeline, video, info, view, context, video_end_ns, audio);
+        sink.file = Some(RecordingFile { path: path.to_path_buf(), mux: mux_factory, last_sync: Instant::now() });
         sink.start()?;
         Ok(sink)
     }
@@ -96,10 +152,9 @@ impl EncodeSink {
         set_enum(&encoder, "tune", "zerolatency");
         set_enum(&encoder, "speed-preset", "ultrafast");
         encoder.set_property("bitrate", bitrate_kbps);
-        let fps = context.fps.map_or(30.0, Fps::as_f64);
         // A keyframe (with SPS/PPS, see h264parse below) every second: a viewer joining mid-stream waits at
         // most that long for a picture.
-        encoder.set_property("key-int-max", fps.round().max(1.0) as u32);
+        encoder.set_property("key-int-max", key_interval(context));
         let net = match &parsed {
             StreamUrl::Udp { host, port } => {
                 let udp = make("udpsink", url)?;
@@ -152,6 +207,9 @@ impl EncodeSink {
             started: None,
             video_end_ns,
             audio,
+            file: None,
+            video_first_ns: Arc::new(AtomicU64::new(NOT_YET)),
+            broken: None,
             finished: false,
         }
     }
@@ -164,8 +222,39 @@ impl EncodeSink {
         Ok(())
     }
 
-    fn failed(&self, what: &str) -> Error {
-        Error::Sink { sink: self.name.clone(), problem: bus_error(&self.pipeline).unwrap_or_else(|| what.to_string()) }
+    /// Offline backpressure: wait until the encoder has room for a frame, or the pipeline has failed.
+    fn wait_for_room(&mut self) -> Result<()> {
+        while self.video.current_level_buffers() >= QUEUED_FRAMES {
+            if let Some(problem) = bus_error(&self.pipeline) {
+                self.broken = Some(problem.clone());
+                return Err(self.failed(&problem));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// The error for a failure while writing: the bus's message when there is one (a file sink's names the
+    /// file and the OS error: "No space left on device", "File too large").
+    fn failed(&mut self, what: &str) -> Error {
+        // The first error is the cause (a muxer's "could not multiplex" follows a file sink's "File too large").
+        let problem = self.broken.clone().or_else(|| bus_error(&self.pipeline)).unwrap_or_else(|| what.to_string());
+        self.broken = Some(problem.clone());
+        match &self.file {
+            Some(file) => Error::write(&file.path, crate::error::because(problem)),
+            None => Error::Sink { sink: self.name.clone(), problem },
+        }
+    }
+
+    /// Sync a recording to disk every [`SYNC_INTERVAL`]: fragments already written survive a power cut.
+    fn sync_now_and_then(&mut self) -> Result<()> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        if file.last_sync.elapsed() < SYNC_INTERVAL {
+            return Ok(());
+        }
+        file.last_sync = Instant::now();
+        // fsync through any descriptor flushes the file's data (Linux syncs the inode, not the descriptor).
+        std::fs::File::open(&file.path).and_then(|f| f.sync_data()).map_err(|e| Error::write(&file.path, e))
     }
 }
 
@@ -191,10 +280,10 @@ fn video_chain(
         .caps(&caps)
         .format(gst::Format::Time)
         .is_live(live)
-        // Offline: block the writer when the encoder is behind (backpressure, nothing lost). Live: keep the
-        // newest frames.
-        .block(!live)
-        .max_buffers(3)
+        // Offline the writer waits for room itself (backpressure, nothing lost, see `wait_for_room`); live the
+        // newest frames are kept. Never `block`: a pipeline that failed downstream would block the push forever.
+        .block(false)
+        .max_buffers(QUEUED_FRAMES)
         .leaky_type(if live { gst_app::AppLeakyType::Downstream } else { gst_app::AppLeakyType::None })
         .build();
     let convert = make("videoconvert", name)?;
@@ -355,13 +444,18 @@ impl Sink for EncodeSink {
             buffer.set_pts(gst::ClockTime::from_nseconds(pts.as_nanos() as u64));
             buffer.set_duration(gst::ClockTime::from_nseconds(duration.as_nanos() as u64));
             self.video_end_ns.fetch_max((pts + duration).as_nanos() as u64, Ordering::SeqCst);
+            let first = u64::try_from(pts.as_nanos()).unwrap_or(0);
+            let _ = self.video_first_ns.compare_exchange(NOT_YET, first, Ordering::SeqCst, Ordering::SeqCst);
             let mut map = buffer.map_writable().map_err(|e| self.failed(&e.to_string()))?;
             for (y, src) in image.as_raw().chunks_exact(row).enumerate() {
                 map[y * stride..y * stride + row].copy_from_slice(src);
             }
         }
+        if !self.live {
+            self.wait_for_room()?;
+        }
         self.video.push_buffer(buffer).map_err(|e| self.failed(&format!("encoder refused the frame: {e:?}")))?;
-        Ok(())
+        self.sync_now_and_then()
     }
 
     fn finish(&mut self, end: StreamEnd) -> Result<()> {
@@ -373,10 +467,29 @@ impl Sink for EncodeSink {
             let _ = audio.join();
         }
         let _ = self.video.end_of_stream();
-        let result = media::wait_for_eos(&self.pipeline, EOS_TIMEOUT)
-            .map_err(|problem| Error::Sink { sink: self.name.clone(), problem: format!("while finishing: {problem}") });
+        if self.broken.is_some() {
+            // The failure was reported by `write`; no end-of-stream will come out of a failed pipeline. What
+            // the muxer wrote before it stays (a fragmented file plays up to its last whole fragment).
+            let _ = self.pipeline.set_state(gst::State::Null);
+            return Ok(());
+        }
+        let result = media::wait_for_eos(&self.pipeline, EOS_TIMEOUT).map_err(|problem| match &self.file {
+            Some(file) => Error::write(&file.path, crate::error::because(format!("while finishing: {problem}"))),
+            None => Error::Sink { sink: self.name.clone(), problem: format!("while finishing: {problem}") },
+        });
         let _ = self.pipeline.set_state(gst::State::Null);
-        result
+        result?;
+        let Some(file) = &self.file else { return Ok(()) };
+        // What the muxer wrote at the end (the MKV index, the fragment index) goes to disk too.
+        std::fs::File::open(&file.path).and_then(|f| f.sync_all()).map_err(|e| Error::write(&file.path, e))?;
+        if file.mux != "matroskamux" && self.video_first_ns.load(Ordering::SeqCst) != NOT_YET {
+            // The fragmented file is complete and plays; the plain one is what editors take. A failure here
+            // leaves the fragmented file, so it is a warning.
+            if let Err(e) = super::finalize::remux_to_plain(&file.path, file.mux) {
+                tracing::warn!(file = %file.path.display(), error = %e, "kept the fragmented file: re-muxing to a plain one failed");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,8 @@ pub mod null;
 pub mod png;
 
 #[cfg(feature = "gstreamer")]
+mod finalize;
+#[cfg(feature = "gstreamer")]
 pub mod gst;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
