@@ -85,6 +85,14 @@ impl Prepared {
     pub fn uses_cfg(&self) -> bool {
         self.cfg_scale.is_some()
     }
+
+    /// The prompt embeddings; a VAE-only run has none (asking for them is a bug).
+    fn context(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
+        self.context
+            .as_ref()
+            .map(|c| c.view())
+            .ok_or_else(|| Error::internal("denoise", "a VAE-only run (strength 0) has no prompt embeddings"))
+    }
 }
 
 /// Milliseconds spent per stage in the last run.
@@ -180,14 +188,18 @@ impl Diffusion {
         let prompt = self.text.encode(&params.prompt)?;
         let context = if cfg_scale.is_some() {
             let negative = self.text.encode(&params.negative_prompt)?;
-            Arc::new(concatenate(Axis(0), &[negative.view(), prompt.view()]).expect("same embedding shapes"))
+            let both = concatenate(Axis(0), &[negative.view(), prompt.view()])
+                .map_err(|e| Error::inference("text encoder", format!("prompt embeddings of different shapes: {e}")))?;
+            Arc::new(both)
         } else {
             prompt
         };
         let timestep_cond = cond_dim.map(|dim| {
             let embedding = guidance_embedding(params.guidance, dim);
-            Array2::from_shape_vec((1, dim), embedding).expect("embedding has dim entries")
+            Array2::from_shape_vec((1, dim), embedding)
+                .map_err(|e| Error::internal("guidance embedding", format!("not {dim} wide: {e}")))
         });
+        let timestep_cond = timestep_cond.transpose()?;
         Ok(Prepared { params: params.clone(), schedule, plan, context: Some(context), timestep_cond, cfg_scale })
     }
 
@@ -262,7 +274,7 @@ impl Diffusion {
                 ),
             ));
         }
-        let context = prepared.context.as_ref().expect("prepared for diffusion").view();
+        let context = prepared.context()?;
         let cond = prepared.timestep_cond.as_ref().map(|c| c.view());
         let mut sample = plan.add_noise(latents, noise.get(0));
         let mut denoised = Array4::zeros(sample.dim());
@@ -270,7 +282,8 @@ impl Diffusion {
             let model_output = match prepared.cfg_scale {
                 None => self.unet.predict(sample.view(), step.timestep, context, cond)?,
                 Some(scale) => {
-                    let doubled = concatenate(Axis(0), &[sample.view(), sample.view()]).expect("same shapes");
+                    let doubled = concatenate(Axis(0), &[sample.view(), sample.view()])
+                        .map_err(|e| Error::internal("classifier-free guidance batch", e))?;
                     let both = self.unet.predict(doubled.view(), step.timestep, context, cond)?;
                     let (uncond, text) = (both.slice(s![0..1, .., .., ..]), both.slice(s![1..2, .., .., ..]));
                     Zip::from(&uncond).and(&text).map_collect(|&u, &t| u + scale * (t - u))
@@ -294,11 +307,12 @@ impl Diffusion {
 
     /// One UNet evaluation at the plan's first timestep (benchmarks).
     pub fn unet_once(&mut self, prepared: &Prepared, latents: ArrayView4<f32>) -> Result<Array4<f32>> {
-        let context = prepared.context.as_ref().expect("prepared for diffusion").view();
+        let context = prepared.context()?;
         let cond = prepared.timestep_cond.as_ref().map(|c| c.view());
         let t = prepared.plan.steps.first().map_or(999, |s| s.timestep);
         if prepared.cfg_scale.is_some() {
-            let doubled = concatenate(Axis(0), &[latents, latents]).expect("same shapes");
+            let doubled = concatenate(Axis(0), &[latents, latents])
+                .map_err(|e| Error::internal("classifier-free guidance batch", e))?;
             self.unet.predict(doubled.view(), t, context, cond)
         } else {
             self.unet.predict(latents, t, context, cond)
