@@ -147,6 +147,12 @@ fn a_cleanly_finished_mp4_is_re_muxed_into_a_plain_mp4() {
     let leftovers: Vec<_> =
         std::fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("clean.mp4")], "no temporary file left");
+    // The permissions of any new file here (the umask's), not the private ones of a temporary file.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let fresh = tmp.path().join("fresh");
+    std::fs::write(&fresh, b"x").unwrap();
+    assert_eq!(mode(&output), mode(&fresh), "permissions");
 }
 
 #[test]

@@ -92,6 +92,10 @@ pub fn remux_to_plain(path: &Path, mux_factory: &str) -> Result<(), String> {
     }
     finished?;
     temp.as_file().sync_all().map_err(|e| format!("cannot sync the re-muxed file: {e}"))?;
+    // The temporary file is private (0600); the recording keeps the permissions it was created with.
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(temp.path(), meta.permissions());
+    }
     temp.persist(path).map_err(|e| format!("cannot replace the fragmented file: {}", e.error))?;
     Ok(())
 }
