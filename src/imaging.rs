@@ -118,8 +118,8 @@ impl OutputImage {
         if path.is_dir() {
             return Err(bad("is a folder".into()));
         }
-        let dir = crate::sink::parent_folder(path);
-        crate::sink::probe_writable_folder(path, &dir)?;
+        let dir = crate::paths::parent_folder(path);
+        crate::paths::probe_writable_folder(path, &dir)?;
         let temp = tempfile::Builder::new()
             .prefix(".latentcam-")
             .suffix(".part")

@@ -41,6 +41,7 @@ pub mod link;
 #[cfg(feature = "gstreamer")]
 pub mod media;
 pub mod model;
+pub mod paths;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

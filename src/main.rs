@@ -335,7 +335,7 @@ fn run_pipeline(rt: &RuntimeArgs, args: RunArgs) -> anyhow::Result<()> {
 
 fn check_pipeline(args: &CheckArgs) -> anyhow::Result<()> {
     let config = Pipeline::load(&args.pipeline, &args.overrides)?;
-    println!("{}: {}", args.pipeline.display(), config.check_here(display_available())?);
+    println!("{}: {}", args.pipeline.display(), pipeline::build::check(&config, display_available())?);
     Ok(())
 }
 

@@ -196,7 +196,8 @@ impl SinkSpec {
         matches!(self.kind, SinkKind::File { audio: true, .. })
     }
 
-    fn applies(&self, display: bool) -> bool {
+    /// Whether this sink is built on a machine with (or without) a display.
+    pub fn applies(&self, display: bool) -> bool {
         match self.only_when {
             None => true,
             Some(When::Display) => display,
@@ -343,33 +344,6 @@ impl Pipeline {
             ));
         }
         Ok(active)
-    }
-
-    /// Everything `latentcam check` verifies without opening a source, a sink or a model session: the values
-    /// (done by [`Pipeline::load`]), the sinks that apply here, and whether their outputs can be written.
-    pub fn check_here(&self, display: bool) -> Result<String> {
-        let active = self.active_sinks(display)?;
-        for sink in &active {
-            crate::sink::precheck(sink)?;
-        }
-        let sinks: Vec<String> = self
-            .sinks
-            .iter()
-            .map(|s| match s.only_when {
-                Some(w) if !s.applies(display) => format!("{} (skipped here: only when {w:?})", s.kind_name()),
-                _ => s.kind_name().to_string(),
-            })
-            .collect();
-        let size =
-            self.size.map_or(format!("the source's, cropped to multiples of {}", self.multiple), |s| s.to_string());
-        Ok(format!(
-            "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}), sinks: {}",
-            self.mode,
-            self.source.kind(),
-            self.model.dir.display(),
-            self.schedule.timesteps(),
-            sinks.join(", ")
-        ))
     }
 }
 

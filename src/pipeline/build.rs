@@ -27,10 +27,8 @@ pub struct Built {
 }
 
 pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
+    check(pipeline, options.display)?;
     let active = pipeline.active_sinks(options.display)?;
-    for s in &active {
-        sink::precheck(s).map_err(|e| annotate(e, s))?;
-    }
     let window = active.iter().find_map(|s| if let SinkKind::Window { view } = s.kind { Some(view) } else { None });
 
     let want_audio = active.iter().any(|s| s.wants_audio());
@@ -74,4 +72,31 @@ fn annotate(e: Error, sink: &crate::config::SinkSpec) -> Error {
         }
         other => other,
     }
+}
+
+/// Everything `latentcam check` verifies without opening a source, a sink or a model session: the values (done
+/// by [`Pipeline::load`]), the sinks that apply here, and whether their outputs can be written. `run` does the
+/// same first, in [`build`].
+pub fn check(pipeline: &Pipeline, display: bool) -> Result<String> {
+    for s in pipeline.active_sinks(display)? {
+        sink::precheck(s).map_err(|e| annotate(e, s))?;
+    }
+    let sinks: Vec<String> = pipeline
+        .sinks
+        .iter()
+        .map(|s| match s.only_when {
+            Some(w) if !s.applies(display) => format!("{} (skipped here: only when {w:?})", s.kind_name()),
+            _ => s.kind_name().to_string(),
+        })
+        .collect();
+    let size =
+        pipeline.size.map_or(format!("the source's, cropped to multiples of {}", pipeline.multiple), |s| s.to_string());
+    Ok(format!(
+        "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}), sinks: {}",
+        pipeline.mode,
+        pipeline.source.kind(),
+        pipeline.model.dir.display(),
+        pipeline.schedule.timesteps(),
+        sinks.join(", ")
+    ))
 }

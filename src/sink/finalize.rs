@@ -34,7 +34,7 @@ fn parser_for(caps: &gst::CapsRef) -> Option<&'static str> {
 
 /// Re-mux the fragmented `path` into a plain file with `mux_factory` (`mp4mux`, `qtmux`).
 pub fn remux_to_plain(path: &Path, mux_factory: &str) -> Result<(), String> {
-    let dir = super::parent_folder(path);
+    let dir = crate::paths::parent_folder(path);
     let temp = tempfile::Builder::new()
         .prefix(".latentcam-")
         .suffix(".part")
