@@ -23,7 +23,7 @@
 //! - [`jobs`] is the library side of each command: flags parsed into checked jobs, and the jobs run; `main.rs`
 //!   only maps clap's flags onto them.
 //! - [`link`] are the bounded, named channels between threads; [`media`] the GStreamer helpers sources and sinks
-//!   share.
+//!   share; [`paths`] probes output folders before any work is done.
 //!
 //! Errors are [`Error`]: each says what was wrong, keeps its cause, and has a [`error::ErrorKind`] that decides
 //! the exit code (bad input 2, environment or internal failure 1, interrupted 130).
