@@ -225,6 +225,8 @@ fn run_writes_pngs_and_statistics() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap();
     assert_eq!(json["frames_captured"], 6);
     assert_eq!(json["dropped_total"], 0);
+    // The first picture's wait is reported (the models ran once before the source started).
+    assert!(json["first_frame_latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{json}");
 }
 
 #[test]

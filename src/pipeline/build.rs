@@ -3,7 +3,7 @@
 //! (a missing file or device, a model that does not load), and the cheap failures come first, so a typo fails
 //! before seconds of model loading.
 
-use super::{DiffusionProcessor, Parts};
+use super::{DiffusionProcessor, Parts, Processor};
 use crate::config::{Mode, Pipeline, SinkKind, WorkingSize};
 use crate::diffusion::Diffusion;
 use crate::error::{Error, Result};
@@ -41,7 +41,11 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
             .map_err(|problem| pipeline.origin.error("model.size", format!("the source is {problem}")))?,
     };
     let diffusion = Diffusion::load(options.runtime, &pipeline.model)?;
-    let processor = DiffusionProcessor::new(diffusion, &pipeline.params, size)?;
+    let mut processor = DiffusionProcessor::new(diffusion, &pipeline.params, size)?;
+    // Every session runs once at the working size now, before frames flow (a live source meanwhile keeps only
+    // its newest frame).
+    let warm_up = processor.warm_up()?;
+    tracing::info!(warm_up_ms = warm_up.as_millis() as u64, size = %size, "models warmed up");
 
     let mut audio = source.take_audio();
     let mut sinks = Vec::new();

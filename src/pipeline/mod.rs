@@ -39,6 +39,11 @@ pub trait Processor: Send {
     /// The size frames must have when they reach `process`.
     fn size(&self) -> (u32, u32);
     fn process(&mut self, input: &RgbImage) -> Result<RgbImage>;
+    /// Run once on a frame of the working size before frames flow, so that the first real frame does not pay
+    /// for the models' first run (kernel selection, allocations: seconds on a GPU). Returns how long it took.
+    fn warm_up(&mut self) -> Result<Duration> {
+        Ok(Duration::ZERO)
+    }
     /// Time spent in sub-stages by the last `process` call, for the statistics.
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
@@ -338,6 +343,13 @@ impl DiffusionProcessor {
 impl Processor for DiffusionProcessor {
     fn size(&self) -> (u32, u32) {
         self.size
+    }
+
+    fn warm_up(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        let (w, h) = self.size;
+        self.process(&RgbImage::from_pixel(w, h, image::Rgb([128, 128, 128])))?;
+        Ok(started.elapsed())
     }
 
     fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {

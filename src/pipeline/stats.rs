@@ -29,6 +29,8 @@ pub struct Stats {
     stages: Mutex<BTreeMap<&'static str, StageAcc>>,
     latency_ms: Mutex<Vec<f64>>,
     latency_next: AtomicU64,
+    /// The first delivered frame's capture-to-sink latency: what a user waits for the first picture.
+    first_latency_ms: std::sync::OnceLock<f64>,
     links: Mutex<Vec<Arc<LinkCounters>>>,
 }
 
@@ -61,6 +63,8 @@ pub struct Snapshot {
     pub latency_p50_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
     pub latency_max_ms: Option<f64>,
+    /// The first frame's latency (the models were warmed up before the source started).
+    pub first_frame_latency_ms: Option<f64>,
 }
 
 impl Default for Stats {
@@ -72,6 +76,7 @@ impl Default for Stats {
             stages: Mutex::default(),
             latency_ms: Mutex::new(Vec::with_capacity(LATENCY_WINDOW)),
             latency_next: AtomicU64::new(0),
+            first_latency_ms: std::sync::OnceLock::new(),
             links: Mutex::default(),
         }
     }
@@ -102,6 +107,7 @@ impl Stats {
     /// A sink finished writing a frame captured at `captured`.
     pub fn delivered(&self, sink: &str, captured: Instant) {
         let ms = captured.elapsed().as_secs_f64() * 1e3;
+        let _ = self.first_latency_ms.set(ms);
         *lock(&self.delivered).entry(sink.to_string()).or_default() += 1;
         let slot = self.latency_next.fetch_add(1, Ordering::Relaxed) as usize % LATENCY_WINDOW;
         let mut samples = lock(&self.latency_ms);
@@ -147,6 +153,7 @@ impl Stats {
             latency_p50_ms: pct(0.5),
             latency_p95_ms: pct(0.95),
             latency_max_ms: latencies.last().copied(),
+            first_frame_latency_ms: self.first_latency_ms.get().copied(),
         }
     }
 }
@@ -156,7 +163,10 @@ impl Snapshot {
     pub fn line(&self) -> String {
         let stages: Vec<String> = self.stages.iter().map(|s| format!("{} {:.1} ms", s.stage, s.mean_ms)).collect();
         let latency = match (self.latency_p50_ms, self.latency_p95_ms) {
-            (Some(p50), Some(p95)) => format!("latency p50 {p50:.0} ms p95 {p95:.0} ms"),
+            (Some(p50), Some(p95)) => format!(
+                "latency p50 {p50:.0} ms p95 {p95:.0} ms first {:.0} ms",
+                self.first_frame_latency_ms.unwrap_or(f64::NAN)
+            ),
             _ => "latency -".into(),
         };
         format!(
@@ -197,5 +207,7 @@ mod tests {
         assert!(s.latency_p95_ms.unwrap() >= 90.0);
         assert_eq!(s.stages[0].frames, 2);
         assert!((s.stages[0].mean_ms - 30.0).abs() < 1e-9);
+        // The first delivery (captured "now", so about 0 ms) is the first frame's latency, whatever came after.
+        assert!(s.first_frame_latency_ms.unwrap() < 5.0, "{:?}", s.first_frame_latency_ms);
     }
 }
