@@ -330,7 +330,9 @@ impl DiffusionProcessor {
     ) -> Result<DiffusionProcessor> {
         let prepared = diffusion.prepare(params)?;
         let multiple = diffusion.size_multiple(&prepared);
-        if !multiple.is_multiple_of(size.multiple()) && size.multiple() != multiple {
+        // The size's sides are multiples of size.multiple(); that satisfies the run only if it is itself a
+        // multiple of what the run needs.
+        if !size.multiple().is_multiple_of(multiple) {
             return Err(Error::internal(
                 "DiffusionProcessor",
                 format!("size {size} was checked for multiples of {}, the run needs {multiple}", size.multiple()),
