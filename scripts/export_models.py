@@ -1,17 +1,29 @@
 #!/usr/bin/env python3
 """Export diffusion models into latentcam model folders (model.toml + ONNX files).
 
-Two modes share every export function; only where the torch modules come from differs:
+Modes (the torch-based ones share every export function; only where the torch modules come from differs):
 
-  real PRESET OUT_DIR   downloads a model from the Hugging Face hub (needs internet) and exports it.
-  tiny [MODELS_DIR]     builds tiny RANDOM-weight models from configs alone (no download) with exactly the
-                        real I/O names, element types and ranks; these are committed under models/ for tests.
+  real PRESET OUT_DIR [--fp16] [--controlnet openpose]
+                                 downloads a model from the Hugging Face hub (needs internet) and exports it;
+                                 --fp16 also writes OUT_DIR-fp16: fp16 UNet + VAE fused for the CUDA EP;
+                                 --controlnet also exports controlnet.onnx + unet_controlnet.onnx (below).
+  tiny [MODELS_DIR]              builds tiny RANDOM-weight models from configs alone (no download) with exactly the
+                                 real I/O names, element types and ranks; these are committed under models/ for tests.
+  random-sd15 OUT_DIR [--fp16]   RANDOM weights with the real SD1.5 UNet / VAE (TAESD or SD VAE) / CLIP-L shapes, from
+                                 configs in this file (no download): speed checks (scripts/gpu_bench.sh).
+  fp16 SRC_DIR DST_DIR           an fp16 twin of a model folder: UNet and VAE encoder/decoder converted to float16
+                                 (float16 inputs and outputs too), the text encoder and tokenizer referenced from
+                                 SRC_DIR. --fuse cuda first fuses with ONNX Runtime's transformers optimizer (CUDA-only
+                                 fused ops); without it the result runs anywhere (ORT's CPU EP inserts casts). Then
+                                 checks the twin against SRC_DIR with ONNX Runtime (PSNR of an img2img round trip).
+                                 Needs only scripts/requirements-fp16.txt (no torch).
 
 Real presets (hub ids):
   sd15-lcm-lora        stable-diffusion-v1-5/stable-diffusion-v1-5 with latent-consistency/lcm-lora-sdv1-5 fused
   sd-turbo             stabilityai/sd-turbo
   lcm-dreamshaper-v7   SimianLuo/LCM_Dreamshaper_v7 (full LCM: the UNet takes `timestep_cond`)
   `--vae taesd` swaps in madebyollin/taesd (SD1 Tiny AutoEncoder) for any of them (faster, slightly softer).
+  `--controlnet openpose`: lllyasviel/control_v11p_sd15_openpose (SD1.5 presets: sd15-lcm-lora, lcm-dreamshaper-v7).
 
 ONNX I/O names follow optimum's Stable Diffusion export, so folders made by `optimum-cli export onnx` work too:
   text_encoder.onnx  input_ids int32 [B,77]          -> last_hidden_state f32 [B,77,D], pooler_output
@@ -19,100 +31,235 @@ ONNX I/O names follow optimum's Stable Diffusion export, so folders made by `opt
                      -> out_sample f32 [B,C,h,w]
   vae_encoder.onnx   sample f32 [B,3,H,W]            -> latent_sample f32 [B,C,H/8,W/8] (distribution mean, unscaled)
   vae_decoder.onnx   latent_sample f32 [B,C,h,w]     -> sample f32 [B,3,8h,8w]
+ControlNet (no standard export exists; these names are latentcam's; model.toml keys `controlnet`, `unet-controlnet`):
+  controlnet.onnx    sample, timestep (as the UNet's), encoder_hidden_states, controlnet_cond f32 [B,3,8h,8w] (RGB 0..1,
+                     not normalised: diffusers' control_image_processor), conditioning_scale f32 [] (scalar, 0..2,
+                     multiplies every residual inside the graph)
+                     -> down_block_res_samples_0..N-1, mid_block_res_sample (N = 12 for SD1.5, 4 for the tiny models)
+  unet_controlnet.onnx  unet.onnx's inputs + down_block_additional_residuals_0..N-1, mid_block_additional_residual
+                     -> out_sample (the same UNet weights as unet.onnx)
+In fp16 folders every float port of the UNet and VAE is float16 (a float timestep too; an int64 one stays int64),
+as `optimum-cli export onnx --fp16` makes them; the text encoder stays float32.
 TAESD-family VAEs are exported in the 0..1 RGB convention of the original taesd (image-range = "zero-to-one").
+
+Weights: a model whose weights exceed EXTERNAL_DATA_MIN_BYTES (the fp32 and fp16 SD UNets) is written as NAME.onnx
+plus ONE NAME.onnx.data beside it (never one file per tensor); smaller models are one self-contained file.
 """
 import argparse
+import functools
+import math
 import os
 import shutil
 import sys
+import tempfile
+import time
+import tomllib
 
-import torch
-
+# torch, diffusers and transformers are imported inside the functions that need them: the fp16 mode runs without.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clip_vocab  # noqa: E402
 
 OPSET = 17
 TIMESTEP_KINDS = ("int64-batch", "float32-batch", "float32-scalar")
+# Above this many bytes of weights a model keeps them in one NAME.onnx.data file (protobuf's hard limit is 2 GiB).
+EXTERNAL_DATA_MIN_BYTES = 1 << 30
+FP16_ROLES = ("unet", "vae-encoder", "vae-decoder")
+# Converted by `fp16` too when the folder has them (a ControlNet pair must match its UNet's float type).
+FP16_CONTROLNET_ROLES = ("controlnet", "unet-controlnet")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Export wrappers: fix each graph's I/O names and conventions.
+# Saving ONNX files
 
 
-class TextEncoderWrap(torch.nn.Module):
-    def __init__(self, text_encoder):
-        super().__init__()
-        self.m = text_encoder
+def _weight_bytes(model):
+    """Bytes of the initializers (in memory or external; Constant nodes are not counted)."""
+    from onnx import helper
 
-    def forward(self, input_ids):
-        out = self.m(input_ids=input_ids.to(torch.int64), return_dict=True)
-        return out.last_hidden_state, out.pooler_output
-
-
-class UNetWrap(torch.nn.Module):
-    def __init__(self, unet, timestep_kind):
-        super().__init__()
-        self.m = unet
-        self.timestep_kind = timestep_kind
-        self.with_cond = unet.config.time_cond_proj_dim is not None
-
-    def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None):
-        if self.timestep_kind == "float32-scalar":
-            timestep = timestep.reshape(1).expand(sample.shape[0])
-        return self.m(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
+    total = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        total += n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
 
 
-class VaeEncoderWrap(torch.nn.Module):
-    """AutoencoderKL: the latent distribution's mean (deterministic: no flicker from VAE sampling in video)."""
+def save_onnx(model, path, external=None):
+    """Write `model` to `path`. With external weights (default: when they exceed EXTERNAL_DATA_MIN_BYTES) every tensor
+    over 1 KiB goes into ONE `<basename>.data` beside it. A stale .data file of an earlier save is removed first (onnx
+    appends to an existing one)."""
+    import onnx
 
-    def __init__(self, vae, zero_to_one):
-        super().__init__()
-        self.m = vae
-        self.zero_to_one = zero_to_one
+    data_path = path + ".data"
+    if os.path.exists(data_path):
+        os.remove(data_path)
+    if external is None:
+        external = _weight_bytes(model) > EXTERNAL_DATA_MIN_BYTES
+    if external:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(data_path), size_threshold=1024)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(data_path, 0o666 & ~umask)  # onnx creates it 0600; give it the .onnx file's usual mode
+        size = os.path.getsize(path) + os.path.getsize(data_path)
+        print(f"  wrote {path} + {os.path.basename(data_path)} ({size / 1e6:.2f} MB)", flush=True)
+    else:
+        onnx.save(model, path)
+        print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)", flush=True)
 
-    def forward(self, sample):
-        if self.zero_to_one:  # diffusers' AutoencoderTiny takes -1..1; the taesd convention is 0..1
-            sample = sample * 2.0 - 1.0
-        enc = self.m.encode(sample, return_dict=True)
-        if hasattr(enc, "latent_dist"):
-            return enc.latent_dist.mean
-        return enc.latents
+
+def _remove_onnx(path):
+    for p in (path, path + ".data"):
+        if os.path.exists(p):
+            os.remove(p)
 
 
-class VaeDecoderWrap(torch.nn.Module):
-    def __init__(self, vae, zero_to_one):
-        super().__init__()
-        self.m = vae
-        self.zero_to_one = zero_to_one
+# ----------------------------------------------------------------------------------------------------------------
+# Export wrappers: fix each graph's I/O names and conventions (torch modules, built on first use).
 
-    def forward(self, latent_sample):
-        image = self.m.decode(latent_sample, return_dict=False)[0]
-        if self.zero_to_one:
-            image = image * 0.5 + 0.5
-        return image
+
+@functools.cache
+def _wrappers():
+    import torch
+
+    class TextEncoderWrap(torch.nn.Module):
+        def __init__(self, text_encoder):
+            super().__init__()
+            self.m = text_encoder
+
+        def forward(self, input_ids):
+            out = self.m(input_ids=input_ids.to(torch.int64), return_dict=True)
+            return out.last_hidden_state, out.pooler_output
+
+    class UNetWrap(torch.nn.Module):
+        def __init__(self, unet, timestep_kind):
+            super().__init__()
+            self.m = unet
+            self.timestep_kind = timestep_kind
+            self.with_cond = unet.config.time_cond_proj_dim is not None
+
+        def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None):
+            if self.timestep_kind == "float32-scalar":
+                timestep = timestep.reshape(1).expand(sample.shape[0])
+            return self.m(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
+
+    class VaeEncoderWrap(torch.nn.Module):
+        """AutoencoderKL: the latent distribution's mean (deterministic: no flicker from VAE sampling in video)."""
+
+        def __init__(self, vae, zero_to_one):
+            super().__init__()
+            self.m = vae
+            self.zero_to_one = zero_to_one
+
+        def forward(self, sample):
+            if self.zero_to_one:  # diffusers' AutoencoderTiny takes -1..1; the taesd convention is 0..1
+                sample = sample * 2.0 - 1.0
+            enc = self.m.encode(sample, return_dict=True)
+            if hasattr(enc, "latent_dist"):
+                return enc.latent_dist.mean
+            return enc.latents
+
+    class VaeDecoderWrap(torch.nn.Module):
+        def __init__(self, vae, zero_to_one):
+            super().__init__()
+            self.m = vae
+            self.zero_to_one = zero_to_one
+
+        def forward(self, latent_sample):
+            image = self.m.decode(latent_sample, return_dict=False)[0]
+            if self.zero_to_one:
+                image = image * 0.5 + 0.5
+            return image
+
+    class ControlNetWrap(torch.nn.Module):
+        """ControlNetModel -> (down_block_res_samples_0..N-1, mid_block_res_sample), every residual already multiplied
+        by `conditioning_scale` (a float32 scalar INPUT: the strength is a run-time knob, not baked into the graph).
+        `controlnet_cond` is RGB in 0..1 (diffusers' control_image_processor: do_normalize=False)."""
+
+        def __init__(self, controlnet, timestep_kind):
+            super().__init__()
+            self.m = controlnet
+            self.timestep_kind = timestep_kind
+
+        def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
+                    timestep_cond=None):
+            if self.timestep_kind == "float32-scalar":
+                timestep = timestep.reshape(1).expand(sample.shape[0])
+            down, mid = self.m(sample, timestep, encoder_hidden_states, controlnet_cond,
+                               conditioning_scale=conditioning_scale, timestep_cond=timestep_cond, return_dict=False)
+            return (*down, mid)
+
+    class UNetControlNetWrap(UNetWrap):
+        """The UNet with ControlNet residuals as inputs: sample, timestep, encoder_hidden_states, [timestep_cond],
+        down_block_additional_residuals_0..N-1, mid_block_additional_residual (added as diffusers adds them)."""
+
+        def __init__(self, unet, timestep_kind, n_down):
+            super().__init__(unet, timestep_kind)
+            self.n_down = n_down
+
+        def forward(self, sample, timestep, encoder_hidden_states, *rest):
+            timestep_cond = None
+            if self.with_cond:
+                timestep_cond, rest = rest[0], rest[1:]
+            assert len(rest) == self.n_down + 1, (len(rest), self.n_down)
+            if self.timestep_kind == "float32-scalar":
+                timestep = timestep.reshape(1).expand(sample.shape[0])
+            return self.m(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond,
+                          down_block_additional_residuals=tuple(rest[:-1]), mid_block_additional_residual=rest[-1],
+                          return_dict=False)[0]
+
+    return {"TextEncoderWrap": TextEncoderWrap, "UNetWrap": UNetWrap, "VaeEncoderWrap": VaeEncoderWrap,
+            "VaeDecoderWrap": VaeDecoderWrap, "ControlNetWrap": ControlNetWrap,
+            "UNetControlNetWrap": UNetControlNetWrap}
+
+
+def __getattr__(name):  # export_models.UNetWrap etc. still work for importers; torch loads on first use
+    if name in ("TextEncoderWrap", "UNetWrap", "VaeEncoderWrap", "VaeDecoderWrap", "ControlNetWrap",
+                "UNetControlNetWrap"):
+        return _wrappers()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _export(module, args, path, input_names, output_names, dynamic_axes):
-    module.eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            args,
-            path,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=True,
-        )
-    print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)", flush=True)
+    """torch.onnx.export into a scratch folder beside `path`, then move the result into place. A model over 2 GiB,
+    which torch writes as one external file per tensor (~390 for an fp32 SD UNet), is re-saved with ONE .data file."""
+    import onnx
+    import torch
+
+    folder = os.path.dirname(os.path.abspath(path))
+    scratch = tempfile.mkdtemp(prefix=".export-", dir=folder)
+    try:
+        tmp = os.path.join(scratch, os.path.basename(path))
+        module.eval()
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                args,
+                tmp,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        _remove_onnx(path)
+        if os.listdir(scratch) == [os.path.basename(path)] and os.path.getsize(tmp) <= EXTERNAL_DATA_MIN_BYTES:
+            os.replace(tmp, path)  # one self-contained file, byte for byte what torch wrote
+            print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)", flush=True)
+        else:
+            save_onnx(onnx.load(tmp), path, external=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def export_text_encoder(text_encoder, path):
+    import torch
+
     ids = torch.zeros(1, 77, dtype=torch.int32)
     _export(
-        TextEncoderWrap(text_encoder),
+        _wrappers()["TextEncoderWrap"](text_encoder),
         (ids,),
         path,
         ["input_ids"],
@@ -122,6 +269,8 @@ def export_text_encoder(text_encoder, path):
 
 
 def export_unet(unet, path, timestep_kind, latent_hw=8):
+    import torch
+
     cfg = unet.config
     batch = 2  # classifier-free guidance runs batch 2; the batch axis stays dynamic
     sample = torch.randn(batch, cfg.in_channels, latent_hw, latent_hw)
@@ -145,22 +294,112 @@ def export_unet(unet, path, timestep_kind, latent_hw=8):
         names.append("timestep_cond")
         args.append(torch.randn(batch, cfg.time_cond_proj_dim))
         axes["timestep_cond"] = {0: "batch"}
-    _export(UNetWrap(unet, timestep_kind), tuple(args), path, names, ["out_sample"], axes)
+    _export(_wrappers()["UNetWrap"](unet, timestep_kind), tuple(args), path, names, ["out_sample"], axes)
+
+
+def _timestep_example(timestep_kind, batch):
+    import torch
+
+    if timestep_kind == "int64-batch":
+        return torch.full((batch,), 499, dtype=torch.int64)
+    if timestep_kind == "float32-batch":
+        return torch.full((batch,), 499.0)
+    return torch.tensor(499.0)
+
+
+CONTROLNET_DOWN = "down_block_res_samples_{}"
+CONTROLNET_MID = "mid_block_res_sample"
+UNET_DOWN = "down_block_additional_residuals_{}"
+UNET_MID = "mid_block_additional_residual"
+
+
+def export_controlnet_pair(controlnet, unet, folder, timestep_kind, latent_hw=8,
+                           controlnet_file="controlnet.onnx", unet_file="unet_controlnet.onnx"):
+    """controlnet.onnx + unet_controlnet.onnx (the UNet `unet` with the residual inputs), both with dynamic batch,
+    height and width; the timestep input has the form `timestep_kind` in both (as unet.onnx).
+
+      controlnet.onnx       sample f32 [B,C,h,w], timestep, encoder_hidden_states f32 [B,77,D],
+                            controlnet_cond f32 [B,3,8h,8w] (RGB 0..1), conditioning_scale f32 [] (scalar)
+                            (+ timestep_cond f32 [B,256] only if the ControlNet itself has time_cond_proj_dim)
+                            -> down_block_res_samples_0..N-1 f32 [B,c_i,h_i,w_i], mid_block_res_sample f32 [B,c,h',w']
+      unet_controlnet.onnx  unet.onnx's inputs + down_block_additional_residuals_0..N-1, mid_block_additional_residual
+                            (the shapes above) -> out_sample f32 [B,C,h,w]
+    N = 1 + sum over down blocks of (layers_per_block + 1 if the block downsamples): 12 for SD1.5; the tiny models'
+    two-block UNet has 4. Every residual is already scaled by conditioning_scale; the UNet adds them unscaled."""
+    import torch
+
+    if controlnet.config.cross_attention_dim != unet.config.cross_attention_dim or \
+            tuple(controlnet.config.block_out_channels) != tuple(unet.config.block_out_channels):
+        raise SystemExit(f"ControlNet (cross_attention_dim {controlnet.config.cross_attention_dim}, blocks "
+                         f"{tuple(controlnet.config.block_out_channels)}) does not fit the UNet "
+                         f"({unet.config.cross_attention_dim}, {tuple(unet.config.block_out_channels)})")
+    cfg = unet.config
+    batch = 2  # classifier-free guidance runs batch 2; the batch axis stays dynamic
+    gen = torch.Generator().manual_seed(0)  # example inputs only; the global RNG (module weights) is untouched
+    sample = torch.randn(batch, cfg.in_channels, latent_hw, latent_hw, generator=gen)
+    ehs = torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen)
+    cond = torch.rand(batch, 3, 8 * latent_hw, 8 * latent_hw, generator=gen)
+    scale = torch.tensor(1.0)
+    timestep = _timestep_example(timestep_kind, batch)
+    n_down = len(controlnet.controlnet_down_blocks)
+    lat_axes = {0: "batch", 2: "height", 3: "width"}
+
+    c_names = ["sample", "timestep", "encoder_hidden_states", "controlnet_cond", "conditioning_scale"]
+    c_args = [sample, timestep, ehs, cond, scale]
+    c_axes = {"sample": lat_axes, "encoder_hidden_states": {0: "batch"},
+              "controlnet_cond": {0: "batch", 2: "image_height", 3: "image_width"}}
+    if timestep_kind != "float32-scalar":
+        c_axes["timestep"] = {0: "batch"}
+    if getattr(controlnet.config, "time_cond_proj_dim", None) is not None:
+        c_names.append("timestep_cond")
+        c_args.append(torch.randn(batch, controlnet.config.time_cond_proj_dim, generator=gen))
+        c_axes["timestep_cond"] = {0: "batch"}
+    res_axes = [{0: "batch", 2: f"res_height_{i}", 3: f"res_width_{i}"} for i in range(n_down)]
+    mid_axes = {0: "batch", 2: "mid_height", 3: "mid_width"}
+    c_out = [CONTROLNET_DOWN.format(i) for i in range(n_down)] + [CONTROLNET_MID]
+    for i in range(n_down):
+        c_axes[CONTROLNET_DOWN.format(i)] = res_axes[i]
+    c_axes[CONTROLNET_MID] = mid_axes
+    wrap = _wrappers()["ControlNetWrap"](controlnet, timestep_kind).eval()
+    _export(wrap, tuple(c_args), os.path.join(folder, controlnet_file), c_names, c_out, c_axes)
+
+    with torch.no_grad():
+        residuals = wrap(*c_args)
+    u_names = ["sample", "timestep", "encoder_hidden_states"]
+    u_args = [sample, timestep, ehs]
+    u_axes = {"sample": lat_axes, "encoder_hidden_states": {0: "batch"}, "out_sample": lat_axes}
+    if timestep_kind != "float32-scalar":
+        u_axes["timestep"] = {0: "batch"}
+    if cfg.time_cond_proj_dim is not None:
+        u_names.append("timestep_cond")
+        u_args.append(torch.randn(batch, cfg.time_cond_proj_dim, generator=gen))
+        u_axes["timestep_cond"] = {0: "batch"}
+    for i in range(n_down):
+        u_names.append(UNET_DOWN.format(i))
+        u_axes[UNET_DOWN.format(i)] = res_axes[i]
+    u_names.append(UNET_MID)
+    u_axes[UNET_MID] = mid_axes
+    u_args += list(residuals)
+    _export(_wrappers()["UNetControlNetWrap"](unet, timestep_kind, n_down), tuple(u_args),
+            os.path.join(folder, unet_file), u_names, ["out_sample"], u_axes)
+    return {"controlnet": controlnet_file, "unet-controlnet": unet_file}
 
 
 def export_vae(vae, folder, zero_to_one, image_hw=64):
+    import torch
+
     image = torch.rand(1, 3, image_hw, image_hw)
     if not zero_to_one:
         image = image * 2 - 1
     img_axes = {0: "batch", 2: "height", 3: "width"}
     lat_axes = {0: "batch", 2: "latent_height", 3: "latent_width"}
-    enc = VaeEncoderWrap(vae, zero_to_one)
+    enc = _wrappers()["VaeEncoderWrap"](vae, zero_to_one)
     _export(enc, (image,), os.path.join(folder, "vae_encoder.onnx"), ["sample"], ["latent_sample"],
             {"sample": img_axes, "latent_sample": lat_axes})
     with torch.no_grad():
         latent = enc(image)
-    _export(VaeDecoderWrap(vae, zero_to_one), (latent,), os.path.join(folder, "vae_decoder.onnx"), ["latent_sample"],
-            ["sample"], {"latent_sample": lat_axes, "sample": img_axes})
+    _export(_wrappers()["VaeDecoderWrap"](vae, zero_to_one), (latent,), os.path.join(folder, "vae_decoder.onnx"),
+            ["latent_sample"], ["sample"], {"latent_sample": lat_axes, "sample": img_axes})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,9 +432,296 @@ def write_manifest(folder, *, name, description, latent_channels, latent_scale, 
     print(f"  wrote {os.path.join(folder, 'model.toml')}", flush=True)
 
 
+def read_manifest(folder):
+    with open(os.path.join(folder, "model.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def write_manifest_dict(folder, manifest, comment):
+    """A parsed model.toml written back (top-level keys, then one [table] per dict), with `comment` on top."""
+    lines = [f"# {comment}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in manifest.items() if not isinstance(v, dict)]
+    for table, values in manifest.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    with open(os.path.join(folder, "model.toml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"  wrote {os.path.join(folder, 'model.toml')}", flush=True)
+
+
 def save_tokenizer(tokenizer, path):
     tokenizer.backend_tokenizer.save(path, pretty=False)
     print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fp16 twins
+
+
+def _patch_ort_attention_fusion_for_numpy2():
+    """ONNX Runtime 1.31's UNet/VAE attention fusions call int() on a shape-[1] array, which numpy 2 refuses
+    (TypeError): the fusion then dies. Same logic, reading the one element explicitly."""
+    import importlib
+
+    import numpy as np
+    import onnxruntime.transformers.optimizer  # noqa: F401  (puts onnxruntime/transformers on sys.path)
+
+    def modules(name):  # the optimizer imports its modules by bare name too: patch both copies
+        found = set()
+        for full in (f"onnxruntime.transformers.{name}", name):
+            try:
+                found.add(importlib.import_module(full))
+            except ImportError:
+                pass
+        return found
+
+    def _one_int(value):
+        if isinstance(value, np.ndarray) and value.size == 1:
+            return int(value.reshape(-1)[0])
+        return 0
+
+    def unet_num_heads(self, reshape_q, is_torch2=False):
+        if is_torch2:  # shape given as Concat(0, 0, num_heads, head_size)
+            parent = self.model.get_parent(reshape_q, 1)
+            if parent is not None and parent.op_type == "Concat" and len(parent.input) == 4:
+                return max(_one_int(self.model.get_constant_value(parent.input[2])), 0)
+            return 0
+        shape = self.model.get_constant_value(reshape_q.input[1])
+        if isinstance(shape, np.ndarray) and list(shape.shape) == [4]:
+            return max(int(shape[2]), 0)
+        return 0
+
+    def vae_num_heads_and_hidden_size(self, reshape_q, add_q):
+        concat = self.model.get_parent(reshape_q, 1)
+        if concat is None or len(concat.input) != 4:
+            return self.num_heads, self.hidden_size
+        num_heads = _one_int(self.model.get_constant_value(concat.input[2]))
+        _, bias = self.model.get_constant_input(add_q)
+        if num_heads <= 0 or not isinstance(bias, np.ndarray) or bias.ndim != 1:
+            return self.num_heads, self.hidden_size
+        return num_heads, bias.shape[0]
+
+    for mod in modules("fusion_attention_unet"):
+        if hasattr(getattr(mod, "FusionAttentionUnet", None), "get_num_heads"):
+            mod.FusionAttentionUnet.get_num_heads = unet_num_heads
+    for mod in modules("fusion_attention_vae"):
+        if hasattr(getattr(mod, "FusionAttentionVae", None), "get_num_heads_and_hidden_size"):
+            mod.FusionAttentionVae.get_num_heads_and_hidden_size = vae_num_heads_and_hidden_size
+
+
+def _fused_fp16(src, model_type):
+    """ONNX Runtime's transformers optimizer (fusions for the CUDA EP: attention, GroupNorm, BiasSplitGelu, ...),
+    then float16 with float16 graph inputs and outputs. Mirrors what ORT's own SD demo does for CUDA."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    _patch_ort_attention_fusion_for_numpy2()
+    options = FusionOptions(model_type)
+    try:
+        m = optimize_model(src, model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
+                           optimization_options=options, use_gpu=True)
+    except Exception as e:  # an exporter's attention pattern the fusion does not know: fuse the rest
+        print(f"  attention fusion failed ({type(e).__name__}: {str(e)[:160]}); fusing without it", flush=True)
+        options.enable_attention = False
+        m = optimize_model(src, model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
+                           optimization_options=options, use_gpu=True)
+    stats = {k: v for k, v in m.get_fused_operator_statistics().items() if v}
+    print(f"  fused ({model_type}): {stats}", flush=True)
+    m.convert_float_to_float16(keep_io_types=False, op_block_list=["RandomNormalLike"])
+    m.topological_sort()
+    model = m.model
+    # The fused ops live in the com.microsoft domain; say so in the opset imports (ORT would assume version 1).
+    if any(n.domain == "com.microsoft" for n in model.graph.node) and \
+            not any(o.domain == "com.microsoft" for o in model.opset_import):
+        from onnx import helper
+
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+def _plain_fp16(src, op_block_list):
+    """Every float tensor to float16, graph inputs and outputs included; ops without a float16 CPU kernel get casts
+    from ONNX Runtime at load. ONNX Runtime's own converter (onnxruntime.transformers.float16, also what the fused path
+    uses): onnxconverter-common 1.16.0 retypes a Cast(to=FLOAT)'s output as float16 but leaves its `to` attribute,
+    and ONNX Runtime then refuses the model ("Type (tensor(float16)) of output arg ... does not match")."""
+    from onnxruntime.transformers import float16
+
+    blocks = list(float16.DEFAULT_OP_BLOCK_LIST) + list(op_block_list)
+    # Given a path, the converter infers shapes through a file (onnx.shape_inference.infer_shapes_path): models over
+    # protobuf's 2 GiB limit (an fp32 SD UNet) convert too.
+    return float16.convert_float_to_float16(src, keep_io_types=False, op_block_list=blocks)
+
+
+def convert_folder_fp16(src, dst, fuse=None, op_block_list=(), name=None):
+    """An fp16 twin of model folder `src` in `dst`: UNet + VAE encoder/decoder (and a ControlNet + ControlNet-UNet
+    pair, when `src` has one) converted, the rest (text encoder, tokenizer) referenced from `src` by relative path.
+    fuse: None (plain, runs on any EP) or "cuda"."""
+    src, dst = os.path.abspath(src), os.path.abspath(dst)
+    manifest = read_manifest(src)
+    os.makedirs(dst, exist_ok=True)
+    files = dict(manifest["files"])
+    for role, rel in manifest["files"].items():
+        path = os.path.normpath(os.path.join(src, rel))
+        if role in FP16_ROLES or role in FP16_CONTROLNET_ROLES:
+            out_name = os.path.basename(rel)
+            t = time.time()
+            print(f"{role}: {path} -> fp16{' fused' if fuse else ''}", flush=True)
+            model = (_fused_fp16(path, "vae" if role.startswith("vae") else "unet") if fuse
+                     else _plain_fp16(path, op_block_list))
+            save_onnx(model, os.path.join(dst, out_name))
+            print(f"  {time.time() - t:.1f}s", flush=True)
+            files[role] = out_name
+        else:
+            files[role] = os.path.relpath(path, dst)
+    manifest["files"] = files
+    manifest["name"] = name or os.path.basename(dst)
+    how = ("fused by ONNX Runtime's transformers optimizer for the CUDA EP (contrib ops: CUDA only), " if fuse
+           else "plain conversion (runs on any EP), ")
+    desc = manifest.get("description", "")
+    what = "UNet, VAE and ControlNet" if "controlnet" in files else "UNet and VAE"
+    manifest["description"] = (f"FLOAT16 twin of {os.path.basename(src)}: {what} in float16 with float16 "
+                               f"inputs/outputs, {how}text encoder float32. " + desc)
+    write_manifest_dict(dst, manifest, f"Written by scripts/export_models.py fp16 from {os.path.basename(src)}.")
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fp16 check: the twin against its source, with ONNX Runtime on the CPU
+
+
+def _lcm_scalars(t, num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012):
+    """alphas_cumprod[t] (scaled_linear betas, float64) and LCM's boundary c_skip, c_out (timestep_scaling 10)."""
+    import numpy as np
+
+    betas = np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=np.float64) ** 2
+    a = float(np.cumprod(1.0 - betas)[t])
+    st = t * 10.0
+    return a, 0.25 / (st * st + 0.25), st / math.sqrt(st * st + 0.25)
+
+
+class _Model:
+    """One ONNX session fed by port name, converting inputs to whatever element type the model declares."""
+
+    def __init__(self, path):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        self.s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.types = {i.name: i.type for i in self.s.get_inputs()}
+        self.shapes = {i.name: i.shape for i in self.s.get_inputs()}
+
+    def signature(self):
+        ins = ", ".join(f"{i.name}: {i.type}{i.shape}" for i in self.s.get_inputs())
+        outs = ", ".join(f"{o.name}: {o.type}{o.shape}" for o in self.s.get_outputs())
+        return f"({ins}) -> ({outs})"
+
+    def one(self, x):
+        """A single-input model (a VAE: `sample`, `latent_sample`, or taesd-style `image` / `latent`)."""
+        return self(**{self.s.get_inputs()[0].name: x})
+
+    def __call__(self, **feeds):
+        import numpy as np
+
+        np_types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                    "tensor(int32)": np.int32, "tensor(double)": np.float64}
+        cast = {k: np.asarray(v).astype(np_types[self.types[k]]) for k, v in feeds.items() if k in self.types}
+        return self.s.run(None, cast)[0].astype(np.float64)
+
+
+def _psnr(a, b, peak=1.0):
+    import numpy as np
+
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+
+def _rel(a, b):
+    import numpy as np
+
+    return float(np.sqrt(np.mean((a - b) ** 2)) / (np.sqrt(np.mean(b ** 2)) + 1e-12))
+
+
+def check_fp16(src, dst, size=256, strength_t=499, seed=0):
+    """Runs the fp32 folder `src` and its fp16 twin `dst` on the same random inputs with ONNX Runtime's CPU EP and
+    prints each model's error and the PSNR of a whole 1-step LCM img2img round trip (encode, noise to t, UNet, LCM
+    step, decode) over the decoded image in 0..1. Returns the dict of numbers."""
+    import numpy as np
+
+    m32, m16 = read_manifest(src), read_manifest(dst)
+    rng = np.random.default_rng(seed)
+    models = {}
+    for tag, folder, man in (("fp32", src, m32), ("fp16", dst, m16)):
+        models[tag] = {role: _Model(os.path.normpath(os.path.join(folder, man["files"][role]))) for role in FP16_ROLES}
+    for role in FP16_ROLES:
+        print(f"  {role} fp32 {models['fp32'][role].signature()}", flush=True)
+        print(f"  {role} fp16 {models['fp16'][role].signature()}", flush=True)
+    zero_to_one = m32["image-range"] == "zero-to-one"
+    scale = float(m32["latent-scale"])
+    channels = int(m32["latent-channels"])
+    unet32 = models["fp32"]["unet"]
+    ctx_dim = unet32.shapes["encoder_hidden_states"][2]
+    if not isinstance(ctx_dim, int):
+        raise SystemExit("encoder_hidden_states has no static width; cannot make random prompt embeddings")
+    lat = size // 8
+
+    # A random image with structure (smooth colour field + noise), and random prompt embeddings at CLIP's scale.
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image01 = np.stack([0.5 + 0.4 * np.sin(6 * xx + 2 * c) * np.cos(5 * yy - c) for c in range(3)])[None]
+    image01 = np.clip(image01 + 0.05 * rng.standard_normal(image01.shape), 0, 1)
+    image = image01 if zero_to_one else image01 * 2 - 1
+    ehs = rng.standard_normal((1, 77, ctx_dim))
+    noise = rng.standard_normal((1, channels, lat, lat))
+    latent_in = rng.standard_normal((1, channels, lat, lat))
+    a, c_skip, c_out = _lcm_scalars(strength_t)
+    res = {}
+
+    def timestep_feed(model):
+        shape = model.shapes["timestep"]
+        return np.full((1,), strength_t) if len(shape) == 1 else np.array(float(strength_t))
+
+    def unet_feeds(model, sample):
+        feeds = dict(sample=sample, timestep=timestep_feed(model), encoder_hidden_states=ehs)
+        if "timestep_cond" in model.types:
+            feeds["timestep_cond"] = np.zeros((1, model.shapes["timestep_cond"][1]))
+        return feeds
+
+    def to01(x):
+        return np.clip(x if zero_to_one else x * 0.5 + 0.5, 0, 1)
+
+    out = {}
+    for tag in ("fp32", "fp16"):
+        m = models[tag]
+        enc = m["vae-encoder"].one(image)
+        eps_rand = m["unet"](**unet_feeds(m["unet"], latent_in))
+        dec_rand = to01(m["vae-decoder"].one(latent_in))
+        x = enc * scale
+        noisy = math.sqrt(a) * x + math.sqrt(1 - a) * noise
+        eps = m["unet"](**unet_feeds(m["unet"], noisy))
+        x0 = (noisy - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        denoised = c_out * x0 + c_skip * noisy
+        img = to01(m["vae-decoder"].one(denoised / scale))
+        rt0 = to01(m["vae-decoder"].one(enc))  # strength 0: a plain VAE round trip
+        out[tag] = dict(enc=enc, eps_rand=eps_rand, dec_rand=dec_rand, img=img, rt0=rt0)
+    o32, o16 = out["fp32"], out["fp16"]
+    res["vae_encoder_rel_rms"] = _rel(o16["enc"], o32["enc"])
+    res["unet_rel_rms"] = _rel(o16["eps_rand"], o32["eps_rand"])
+    res["unet_max_abs"] = float(np.max(np.abs(o16["eps_rand"] - o32["eps_rand"])))
+    res["vae_decoder_psnr_db"] = _psnr(o16["dec_rand"], o32["dec_rand"])
+    res["vae_round_trip_psnr_db"] = _psnr(o16["rt0"], o32["rt0"])
+    res["img2img_psnr_db"] = _psnr(o16["img"], o32["img"])
+    res["img2img_fp32_image_std"] = float(np.std(o32["img"]))
+    res["size"] = size
+    res["timestep"] = strength_t
+    print(f"fp16 vs fp32 at {size}x{size} (latents {lat}x{lat}), ONNX Runtime CPU EP:", flush=True)
+    print(f"  VAE encoder  relative RMS error {res['vae_encoder_rel_rms']:.2e}", flush=True)
+    print(f"  UNet         relative RMS error {res['unet_rel_rms']:.2e} (max |d| {res['unet_max_abs']:.2e})",
+          flush=True)
+    print(f"  VAE decoder  PSNR {res['vae_decoder_psnr_db']:.1f} dB (random latents, image in 0..1)", flush=True)
+    print(f"  VAE round trip (strength 0)      PSNR {res['vae_round_trip_psnr_db']:.1f} dB", flush=True)
+    print(f"  img2img 1 step LCM (t={strength_t})  PSNR {res['img2img_psnr_db']:.1f} dB "
+          f"(fp32 output's std {res['img2img_fp32_image_std']:.3f})", flush=True)
+    return res
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,11 +737,25 @@ PRESETS = {
 }
 
 
-def export_real(preset, out, vae_choice, timestep_kind):
+# `real ... --controlnet NAME`: hub id, and the presets whose UNet it fits (SD1.5 architecture, CLIP-L 768).
+CONTROLNETS = {
+    "openpose": dict(repo="lllyasviel/control_v11p_sd15_openpose", presets=("sd15-lcm-lora", "lcm-dreamshaper-v7")),
+}
+
+
+def fp16_folder_for(out):
+    return os.path.normpath(os.path.abspath(out)) + "-fp16"
+
+
+def export_real(preset, out, vae_choice, timestep_kind, fp16=False, controlnet=None):
+    import torch
     from diffusers import AutoencoderTiny, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     p = PRESETS[preset]
+    if controlnet is not None and preset not in CONTROLNETS[controlnet]["presets"]:
+        raise SystemExit(f"--controlnet {controlnet} ({CONTROLNETS[controlnet]['repo']}) fits "
+                         f"{', '.join(CONTROLNETS[controlnet]['presets'])}, not {preset}")
     os.makedirs(out, exist_ok=True)
     pipe = StableDiffusionPipeline.from_pretrained(p["repo"], torch_dtype=torch.float32, safety_checker=None)
     if p["lora"]:
@@ -224,6 +764,13 @@ def export_real(preset, out, vae_choice, timestep_kind):
         pipe.unload_lora_weights()  # keeps the fused weights, drops the adapter layers from the graph
     export_text_encoder(pipe.text_encoder, os.path.join(out, "text_encoder.onnx"))
     export_unet(pipe.unet, os.path.join(out, "unet.onnx"), timestep_kind, latent_hw=64)
+    controlnet_files = {}
+    if controlnet is not None:
+        from diffusers import ControlNetModel
+
+        cn = ControlNetModel.from_pretrained(CONTROLNETS[controlnet]["repo"], torch_dtype=torch.float32).eval()
+        controlnet_files = export_controlnet_pair(cn, pipe.unet, out, timestep_kind, latent_hw=64)
+        del cn
     tok = CLIPTokenizer.from_pretrained(p["repo"], subfolder="tokenizer")
     save_tokenizer(tok, os.path.join(out, "tokenizer.json"))
     if vae_choice == "taesd":
@@ -237,12 +784,95 @@ def export_real(preset, out, vae_choice, timestep_kind):
     scheduler = {"prediction-type": sched.get("prediction_type", "epsilon")}
     write_manifest(out, name=os.path.basename(os.path.abspath(out)),
                    description=f"{p['repo']}" + (f" + {p['lora']} (fused)" if p["lora"] else "") +
-                   (" with madebyollin/taesd" if vae_choice == "taesd" else ""),
+                   (" with madebyollin/taesd" if vae_choice == "taesd" else "") +
+                   (f" + ControlNet {CONTROLNETS[controlnet]['repo']}" if controlnet else ""),
                    latent_channels=pipe.unet.config.in_channels, latent_scale=scale, image_range=image_range,
                    files={"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx",
-                          "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json"},
+                          "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json", **controlnet_files},
                    pad_token=p["pad"], defaults=p["defaults"], scheduler=scheduler,
                    size_multiple=8 * 2 ** (len(pipe.unet.config.block_out_channels) - 1))
+    if fp16:
+        del pipe
+        convert_folder_fp16(out, fp16_folder_for(out), fuse="cuda")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random SD1.5-shaped models (speed checks): upstream configs as dicts, random weights, no download.
+
+# stable-diffusion-v1-5/stable-diffusion-v1-5 unet/config.json (860M parameters)
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280),
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                 cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
+                 flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, center_input_sample=False)
+# the same repo's vae/config.json (83M)
+SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                layers_per_block=2, norm_num_groups=32, act_fn="silu", sample_size=512, scaling_factor=0.18215)
+# madebyollin/taesd config.json (AutoencoderTiny defaults, 2.4M)
+TAESD = dict(in_channels=3, out_channels=3, encoder_block_out_channels=(64, 64, 64, 64),
+             decoder_block_out_channels=(64, 64, 64, 64), act_fn="relu", latent_channels=4, upsampling_scaling_factor=2,
+             num_encoder_blocks=(1, 3, 3, 3), num_decoder_blocks=(3, 3, 3, 1), latent_magnitude=3, latent_shift=0.5,
+             scaling_factor=1.0)
+# openai/clip-vit-large-patch14 text config (SD1.5's text encoder, 123M)
+CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+              max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407,
+              pad_token_id=49407)
+# --tiny: the same graph structure, shrunk, for smoke tests on a CPU
+SD15_TINY = dict(unet=dict(block_out_channels=(32, 64, 64, 64), norm_num_groups=16, cross_attention_dim=64,
+                           attention_head_dim=4, sample_size=32),
+                 vae=dict(block_out_channels=(16, 16, 32, 32), norm_num_groups=8),
+                 taesd=dict(encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16)),
+                 clip=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4))
+
+
+def random_sd15_modules(vae="taesd", tiny=False, seed=0):
+    """(unet, vae, text_encoder) with random weights, built on the CPU in a fixed order from `seed`: anyone who calls
+    this with the same arguments (scripts/gpu_bench.py's torch baseline) gets the same weights as the ONNX export."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    def cfg(base, key):
+        return {**base, **(SD15_TINY[key] if tiny else {})}
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**cfg(SD15_UNET, "unet")).eval()
+    ae = (AutoencoderTiny(**cfg(TAESD, "taesd")) if vae == "taesd" else AutoencoderKL(**cfg(SD15_VAE, "vae"))).eval()
+    clip_cfg = cfg(CLIP_L, "clip")
+    if tiny:
+        clip_cfg["hidden_size"] = SD15_TINY["unet"]["cross_attention_dim"]
+    text = CLIPTextModel(CLIPTextConfig(**clip_cfg)).eval()
+    return unet, ae, text
+
+
+def build_random_sd15(out, vae="taesd", tiny=False, fp16=False, timestep_kind="float32-batch", image_hw=512):
+    t = time.time()
+    unet, ae, text = random_sd15_modules(vae, tiny)
+    n = sum(p.numel() for p in unet.parameters()) / 1e6
+    print(f"random SD1.5-shaped modules built in {time.time() - t:.1f}s (UNet {n:.1f}M parameters)", flush=True)
+    os.makedirs(out, exist_ok=True)
+    export_text_encoder(text, os.path.join(out, "text_encoder.onnx"))
+    export_unet(unet, os.path.join(out, "unet.onnx"), timestep_kind, latent_hw=image_hw // 8)
+    zero_to_one = vae == "taesd"
+    export_vae(ae, out, zero_to_one=zero_to_one, image_hw=image_hw)
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "tiny-clip", "tokenizer.json"),
+                os.path.join(out, "tokenizer.json"))
+    what = "TAESD" if zero_to_one else "SD VAE"
+    write_manifest(out, name=os.path.basename(os.path.abspath(out)),
+                   description=f"RANDOM weights with SD1.5 UNet / {what} / CLIP-L shapes{' (TINY)' if tiny else ''}: "
+                   "speed checks only, the output is noise",
+                   latent_channels=4, latent_scale=1.0 if zero_to_one else 0.18215,
+                   image_range="zero-to-one" if zero_to_one else "minus-one-to-one",
+                   files={"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx",
+                          "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json"},
+                   pad_token="<|endoftext|>", defaults=dict(steps=1, strength=0.5, guidance=1.0),
+                   size_multiple=8 * 2 ** (len(unet.config.block_out_channels) - 1),
+                   scheduler={"prediction-type": "epsilon"})
+    if fp16:
+        del unet, ae, text
+        convert_folder_fp16(out, fp16_folder_for(out), fuse="cuda")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -288,6 +918,21 @@ def tiny_taesd():
                            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4).eval()
 
 
+def tiny_controlnet(unet):
+    """A ControlNet shaped like `unet`'s encoder (ControlNetModel.from_unet: same blocks, channels, cross-attention
+    width), with random weights of its own and a small conditioning embedding (3 -> 8, 8, 16, 16 channels, /8).
+    diffusers zero-initialises the "zero convolutions" (every residual's 1x1 conv and the conditioning embedding's
+    output conv: a fresh ControlNet is a no-op); here they are random too, or every residual would be zero and the
+    tests would check nothing."""
+    from diffusers import ControlNetModel
+
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16),
+                                   load_weights_from_unet=False)
+    for conv in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:
+        conv.reset_parameters()
+    return cn.eval()
+
+
 TINY_FILES_SHARED = {"text-encoder": "../tiny-clip/text_encoder.onnx", "tokenizer": "../tiny-clip/tokenizer.json"}
 
 # name -> (what it mimics, VAE kind, timestep kind, time_cond_proj_dim, pad token, linear projection)
@@ -299,16 +944,27 @@ TINY_MODELS = {
     "tiny-sd-turbo": ("SD-Turbo with TAESD (pad token '!', float32 scalar timestep, linear attention projections)",
                       "taesd", "float32-scalar", None, "!", True),
 }
+# ControlNet folders: name -> the tiny model whose UNet, VAE, text encoder and tokenizer it references (its own files:
+# controlnet.onnx and unet_controlnet.onnx, the referenced UNet's weights with residual inputs).
+TINY_CONTROLNETS = {"tiny-sd15-lcm-lora-controlnet": "tiny-sd15-lcm-lora"}
+# fp16 twins made by `fp16` (plain conversion, runs on the CPU EP): name -> source folder
+TINY_FP16_TWINS = {"tiny-sd15-lcm-lora-fp16": "tiny-sd15-lcm-lora"}
 
 
 def tiny_modules():
     """Every tiny torch module, built in a fixed order from one seed: the exported ONNX files and the golden
     scripts (scripts/golden/img2img.py) get the same weights."""
+    import torch
+
     torch.manual_seed(0)
     mods = {"text_encoder": tiny_text_encoder()}
     for name, (_, vae_kind, _, cond_dim, _, linear) in TINY_MODELS.items():
         mods[name] = {"unet": tiny_unet(4, cond_dim, linear), "vae": tiny_sd_vae() if vae_kind == "sd" else tiny_taesd()}
     mods["taef2-tiny"] = {"unet": tiny_unet(32)}
+    # Each ControlNet from a seed of its own, after everything above: adding one moves no earlier weights.
+    for i, (name, base) in enumerate(TINY_CONTROLNETS.items()):
+        torch.manual_seed(1 + i)
+        mods[name] = {"controlnet": tiny_controlnet(mods[base]["unet"]), "unet": mods[base]["unet"]}
     return mods
 
 
@@ -351,6 +1007,26 @@ def build_tiny(models_dir):
                    latent_channels=32, latent_scale=1.0, image_range="zero-to-one", files=files,
                    pad_token="<|endoftext|>", defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16)
 
+    for name, base in TINY_CONTROLNETS.items():
+        print(name, flush=True)
+        folder = os.path.join(models_dir, name)
+        os.makedirs(folder, exist_ok=True)
+        what, vae_kind, ts_kind, _, pad, _ = TINY_MODELS[base]
+        assert vae_kind == "sd", "the manifest below assumes the SD VAE"
+        files = {"unet": f"../{base}/unet.onnx", "vae-encoder": f"../{base}/vae_encoder.onnx",
+                 "vae-decoder": f"../{base}/vae_decoder.onnx"}
+        files.update(TINY_FILES_SHARED)
+        files.update(export_controlnet_pair(mods[name]["controlnet"], mods[name]["unet"], folder, ts_kind))
+        write_manifest(folder, name=name,
+                       description=f"TINY RANDOM weights for tests: {base} (UNet, VAE, text encoder referenced) with "
+                       "a tiny random ControlNet (zero convolutions randomised) and the same UNet taking its residuals",
+                       latent_channels=4, latent_scale=0.18215, image_range="minus-one-to-one", files=files,
+                       pad_token=pad, defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16)
+
+    for twin, source in TINY_FP16_TWINS.items():
+        print(twin, flush=True)
+        convert_folder_fp16(os.path.join(models_dir, source), os.path.join(models_dir, twin))
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -361,11 +1037,39 @@ def main():
     real.add_argument("--vae", choices=["sd", "taesd"], default="sd")
     real.add_argument("--timestep", choices=TIMESTEP_KINDS, default="float32-batch",
                       help="timestep input type of the exported UNet (latentcam accepts all three)")
+    real.add_argument("--fp16", action="store_true",
+                      help="also write OUT-fp16: fp16 UNet + VAE fused for the CUDA EP (text encoder referenced)")
+    real.add_argument("--controlnet", choices=sorted(CONTROLNETS), default=None,
+                      help="also export a ControlNet (controlnet.onnx) and the UNet with residual inputs "
+                      "(unet_controlnet.onnx); model.toml gets `controlnet` and `unet-controlnet`")
     tiny = sub.add_parser("tiny", help="build the tiny random test models (no download)")
     tiny.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
+    rnd = sub.add_parser("random-sd15", help="random weights, real SD1.5 shapes (no download): speed checks")
+    rnd.add_argument("out")
+    rnd.add_argument("--vae", choices=["sd", "taesd"], default="taesd")
+    rnd.add_argument("--timestep", choices=TIMESTEP_KINDS, default="float32-batch")
+    rnd.add_argument("--fp16", action="store_true", help="also write OUT-fp16 (fused for the CUDA EP)")
+    rnd.add_argument("--tiny", action="store_true", help="shrunk channels (same graph structure): CPU smoke test")
+    rnd.add_argument("--size", type=int, default=512, help="image side the export traces at (axes stay dynamic)")
+    f16 = sub.add_parser("fp16", help="fp16 twin of a model folder (UNet + VAE), checked against it")
+    f16.add_argument("src")
+    f16.add_argument("dst")
+    f16.add_argument("--fuse", choices=["cuda"], default=None,
+                     help="fuse with ONNX Runtime's transformers optimizer first (the result needs the CUDA EP)")
+    f16.add_argument("--op-block-list", default="", help="comma-separated op types to keep in float32")
+    f16.add_argument("--name", default=None, help="model name in model.toml (default: DST's folder name)")
+    f16.add_argument("--check-size", type=int, default=256,
+                     help="side of the random image of the fp16-vs-fp32 check (0: no check; --fuse: no check)")
     a = ap.parse_args()
     if a.mode == "real":
-        export_real(a.preset, a.out, a.vae, a.timestep)
+        export_real(a.preset, a.out, a.vae, a.timestep, a.fp16, a.controlnet)
+    elif a.mode == "random-sd15":
+        build_random_sd15(a.out, a.vae, a.tiny, a.fp16, a.timestep, a.size)
+    elif a.mode == "fp16":
+        blocks = [b for b in a.op_block_list.split(",") if b]
+        convert_folder_fp16(a.src, a.dst, fuse=a.fuse, op_block_list=blocks, name=a.name)
+        if a.check_size and not a.fuse:
+            check_fp16(a.src, a.dst, size=a.check_size)
     else:
         build_tiny(os.path.normpath(a.models_dir))
 
