@@ -66,6 +66,8 @@ pub struct ConvertRequest {
     pub size: Option<String>,
     pub quality: i64,
     pub audio: bool,
+    /// `--stream-batch`, `--similarity-threshold` as given (checked with the pipeline file's rules).
+    pub engine: crate::config::file::EngineFile,
 }
 
 impl ConvertRequest {
@@ -95,6 +97,7 @@ impl ConvertRequest {
             },
             model: ModelFile { dir: self.diffusion.model.clone(), size },
             params: self.diffusion.params_file(),
+            engine: self.engine.clone(),
             sinks: vec![SinkFile::File {
                 path: Some(toml::Value::String(self.output.display().to_string())),
                 view: None,
@@ -263,6 +266,14 @@ pub fn check_model(runtime: &Runtime, dir: &Path) -> Result<String> {
             m.describe_outputs()
         );
     }
+    let ty = |m: &crate::infer::Model| crate::infer::tensor::type_name(m.input_type(0));
+    out += &format!(
+        "  precision (first float input): UNet {}, VAE encoder {}, VAE decoder {} (f16 and f32 ports both work; \
+         the frame path converts at the model's edge)\n",
+        crate::infer::tensor::type_name(unet.model().input_type(crate::infer::contract::unet::SAMPLE)),
+        ty(diffusion.vae_encoder().model()),
+        ty(diffusion.vae_decoder().model()),
+    );
     out += &format!(
         "  UNet timestep: {}; timestep_cond: {}\n",
         unet.timestep.describe(),
@@ -287,34 +298,157 @@ pub fn check_model(runtime: &Runtime, dir: &Path) -> Result<String> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BenchRequest {
     pub diffusion: DiffusionRequest,
+    /// Working sizes, `WxH` each.
     pub sizes: Vec<String>,
+    /// Frames of the throughput runs (`--frames`).
+    pub frames: i64,
+    /// `--set KEY=VALUE` on the pipeline the bench builds, as `run --set` takes them.
+    pub overrides: Vec<String>,
     pub iterations: i64,
     pub warmup: i64,
 }
 
+/// `--frames` accepted.
+pub const MAX_BENCH_FRAMES: i64 = 1_000_000;
+/// The prompt timed when none is given.
+const BENCH_PROMPT: &str = "a portrait in the style of van gogh";
+/// Keys of the bench's pipeline that the bench decides itself (`--size`, `--frames`); `--set` may not touch them.
+const BENCH_OWNED_KEYS: [&str; 5] = ["mode", "stats-interval-s", "source", "sink", "model.size"];
+
+/// A checked benchmark: one pipeline per working size, nothing loaded until [`BenchJob::run`].
+#[derive(Clone, Debug)]
+pub struct BenchJob {
+    /// Offline, a test pattern of `frames` frames at the working size, a null sink; `--set` applied.
+    pub pipelines: Vec<Pipeline>,
+    pub frames: u64,
+    pub live_frames: u64,
+    pub iterations: usize,
+    pub warmup: usize,
+}
+
 impl BenchRequest {
-    pub fn run(&self, runtime: &Runtime) -> Result<Vec<crate::bench::BenchReport>> {
-        let (folder, mut params, schedule) = self.diffusion.resolve()?;
-        if params.prompt.is_empty() {
-            params.prompt = "a portrait in the style of van gogh".into();
-        }
-        let multiple = folder.size_multiple_for(&schedule);
-        let sizes = self
-            .sizes
-            .iter()
-            .map(|s| {
-                let (w, h) = parse_wxh(s, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e))?;
-                config::WorkingSize::new(w, h, multiple).map_err(|e| Error::invalid("--size", e))
-            })
-            .collect::<Result<Vec<_>>>()?;
+    /// Every flag checked (each error names its flag), the model's manifest read, no session loaded.
+    pub fn check(&self) -> Result<BenchJob> {
+        let frames = config::values::parse_int::<u64>(self.frames, 1, MAX_BENCH_FRAMES)
+            .map_err(|e| Error::invalid("--frames", e))?;
         let iterations = config::values::parse_int::<usize>(self.iterations, 1, 100_000)
             .map_err(|e| Error::invalid("--iterations", e))?;
         let warmup =
             config::values::parse_int::<usize>(self.warmup, 0, 10_000).map_err(|e| Error::invalid("--warmup", e))?;
-        let mut diffusion = Diffusion::load(runtime, &folder)?;
-        sizes
+        if self.sizes.is_empty() {
+            return Err(Error::invalid("--size", "no size given"));
+        }
+        let sizes = self
+            .sizes
+            .iter()
+            .map(|s| parse_wxh(s, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e)))
+            .collect::<Result<Vec<_>>>()?;
+        for o in &self.overrides {
+            let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
+            if BENCH_OWNED_KEYS
+                .iter()
+                .any(|owned| key == *owned || key.strip_prefix(owned).is_some_and(|r| r.starts_with('.')))
+            {
+                return Err(Error::invalid(
+                    "--set",
+                    format!("{o}: the bench sets {key} itself (the working size is --size, the frames --frames)"),
+                ));
+            }
+        }
+        // The diffusion flags first, so their errors name them; then the pipeline they make, with `--set` on top.
+        let (folder, _, _) = self.diffusion.resolve()?;
+        let mut params = self.diffusion.params_file();
+        if params.prompt.as_deref().is_none_or(str::is_empty) {
+            params.prompt = Some(BENCH_PROMPT.into());
+        }
+        let text = bench_pipeline_text(&folder.dir, &params)?;
+        let base = Pipeline::parse_str(&text, Path::new("bench"), &self.overrides).map_err(|e| match e {
+            Error::Pipeline { problem, .. } => Error::InvalidParameter {
+                what: "--set",
+                problem: problem.strip_prefix("--set ").unwrap_or(&problem).into(),
+            },
+            other => other,
+        })?;
+        let pipelines = sizes
             .into_iter()
-            .map(|size| crate::bench::run(&mut diffusion, &params, size.width(), size.height(), warmup, iterations))
+            .map(|(width, height)| {
+                let size = config::WorkingSize::new(width, height, base.multiple)
+                    .map_err(|e| Error::invalid("--size", format!("{e} ({})", base.model.name)))?;
+                let mut pipeline = base.clone();
+                pipeline.size = Some(size);
+                pipeline.source = config::SourceSpec::TestPattern {
+                    width,
+                    height,
+                    fps: crate::frame::Fps::whole(crate::bench::LIVE_FPS),
+                    frames: Some(frames),
+                };
+                Ok(pipeline)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let live_frames = frames.clamp(crate::bench::LIVE_MIN_FRAMES, crate::bench::LIVE_MAX_FRAMES);
+        Ok(BenchJob { pipelines, frames, live_frames, iterations, warmup })
+    }
+}
+
+/// The bench's pipeline before `--set`: offline, the model and parameters of the flags, a null sink (the
+/// source and working size are filled in per size).
+fn bench_pipeline_text(dir: &Path, params: &ParamsFile) -> Result<String> {
+    use toml::Value;
+    let mut p = toml::Table::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            p.insert(key.into(), v);
+        }
+    };
+    put("prompt", params.prompt.clone().map(Value::String));
+    put("negative-prompt", params.negative_prompt.clone().map(Value::String));
+    put("steps", params.steps.map(Value::Integer));
+    put("strength", params.strength.map(Value::Float));
+    put("guidance", params.guidance.map(Value::Float));
+    put("seed", params.seed.map(Value::Integer));
+    put("timesteps", params.timesteps.as_ref().map(|t| Value::Array(t.iter().map(|&v| Value::Integer(v)).collect())));
+    let mut model = toml::Table::new();
+    model.insert("dir".into(), Value::String(dir.display().to_string()));
+    let mut source = toml::Table::new();
+    source.insert("kind".into(), Value::String("test-pattern".into()));
+    let mut sink = toml::Table::new();
+    sink.insert("kind".into(), Value::String("null".into()));
+    let mut file = toml::Table::new();
+    file.insert("mode".into(), Value::String("offline".into()));
+    file.insert("stats-interval-s".into(), Value::Float(0.0));
+    file.insert("source".into(), Value::Table(source));
+    file.insert("model".into(), Value::Table(model));
+    file.insert("params".into(), Value::Table(p));
+    file.insert("sink".into(), Value::Array(vec![Value::Table(sink)]));
+    toml::to_string(&file).map_err(|e| Error::internal("bench", format!("cannot write its pipeline: {e}")))
+}
+
+impl BenchJob {
+    /// Per working size: build the pipeline (load, warm up), the three throughput runs on its processor; then
+    /// the stage table, on sessions of its own loaded once for every size.
+    pub fn run(&self, runtime: &Runtime) -> Result<Vec<crate::bench::SizeReport>> {
+        let mut throughput = Vec::with_capacity(self.pipelines.len());
+        for pipeline in &self.pipelines {
+            let started = Instant::now();
+            let built = crate::pipeline::build(pipeline, &crate::pipeline::BuildOptions { runtime, display: false })?;
+            let startup = started.elapsed();
+            // The warm-up ran inside build, once, at the working size.
+            let warm_up = Some(built.warm_up);
+            let size = built.size;
+            tracing::info!(size = %size, frames = self.frames, live_frames = self.live_frames, "bench: throughput runs");
+            throughput.push(crate::bench::throughput(built.parts, self.frames, self.live_frames, startup, warm_up)?);
+        }
+        let first = &self.pipelines[0];
+        let mut diffusion = Diffusion::load(runtime, &first.model)?;
+        self.pipelines
+            .iter()
+            .zip(throughput)
+            .map(|(pipeline, throughput)| {
+                let (width, height) = pipeline.size.map_or((0, 0), |s| s.dims());
+                let stages =
+                    crate::bench::run(&mut diffusion, &pipeline.params, width, height, self.warmup, self.iterations)?;
+                Ok(crate::bench::SizeReport { stages, throughput })
+            })
             .collect()
     }
 }

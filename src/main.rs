@@ -61,7 +61,7 @@ enum Command {
     /// Model folders: check them.
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// Time each stage (text encoder, VAE encode, UNet step, VAE decode, whole frame).
+    /// Time each stage, and the pipeline's throughput against the processor alone, and its live latency.
     Bench(BenchArgs),
     /// Run a pipeline file (source -> diffusion -> sinks) until its source ends or Ctrl-C.
     Run(RunArgs),
@@ -108,6 +108,14 @@ struct ConvertArgs {
     /// Do not carry the audio over.
     #[arg(long)]
     no_audio: bool,
+    /// Frames per UNet batch with 1 step, or the denoising batch (= --steps) with more: faster on GPUs, the
+    /// output the same; 1 to 8.
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    stream_batch: Option<i64>,
+    /// Reuse the last output for a frame that differs from the last converted one by less than this (0 to 1;
+    /// default 0 = off: every frame is converted).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    similarity_threshold: Option<f64>,
     /// Write the final statistics here as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
@@ -209,16 +217,25 @@ struct ScheduleArgs {
 struct BenchArgs {
     #[command(flatten)]
     diffusion: DiffusionArgs,
-    /// Image sizes to time, WxH (repeat or comma-separate).
-    #[arg(long = "size", value_delimiter = ',', default_values_t = ["256x256".to_string(), "512x512".to_string()])]
+    /// Working sizes WxH (repeat or comma-separate; default 256x256): each gets the stage table and the
+    /// throughput figures.
+    #[arg(long = "size", value_delimiter = ',', default_values_t = ["256x256".to_string()])]
     sizes: Vec<String>,
-    /// Timed iterations per stage, 1 to 100000.
+    /// Frames of the throughput runs (the processor alone, the offline pipeline), 1 to 1000000; the live run
+    /// at 30 fps takes this many, at least 60 and at most 300.
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    frames: i64,
+    /// Override a value of the pipeline the bench builds, as `run --set` does: engine.stream-batch=4,
+    /// params.steps=1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Timed iterations per stage of the stage table, 1 to 100000.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     iterations: i64,
-    /// Untimed iterations first, 0 to 10000.
+    /// Untimed iterations per stage first, 0 to 10000.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     warmup: i64,
-    /// Also write the reports as JSON here.
+    /// Also write the figures as JSON here: one object (several sizes: {"sizes": [one object per size]}).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
@@ -270,6 +287,7 @@ fn runtime(args: &RuntimeArgs) -> anyhow::Result<Runtime> {
         library: args.ort_lib.clone(),
         execution_provider: args.ep,
         intra_op_threads: args.threads.map(usize::from),
+        cuda_graph: false,
     })?)
 }
 
@@ -347,6 +365,11 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
         size: args.size.clone(),
         quality: args.quality,
         audio: !args.no_audio,
+        engine: latentcam::config::file::EngineFile {
+            stream_batch: args.stream_batch,
+            similarity_threshold: args.similarity_threshold,
+            ..Default::default()
+        },
     };
     let config = request.pipeline()?;
     let runtime = runtime(rt)?;
@@ -468,16 +491,27 @@ fn bench(rt: &RuntimeArgs, args: BenchArgs) -> anyhow::Result<()> {
     let request = BenchRequest {
         diffusion: args.diffusion.request(),
         sizes: args.sizes,
+        frames: args.frames,
+        overrides: args.overrides,
         iterations: args.iterations,
         warmup: args.warmup,
     };
+    let job = request.check()?;
+    if let Some(path) = &args.json {
+        // A JSON file that cannot be written fails now, not after minutes of timing.
+        latentcam::paths::probe_writable_folder(path, &latentcam::paths::parent_folder(path))?;
+    }
     let runtime = runtime(rt)?;
-    let reports = request.run(&runtime)?;
+    let reports = job.run(&runtime)?;
     for report in &reports {
-        println!("{}", report.table());
+        println!("{}", report.text());
     }
     if let Some(path) = &args.json {
-        write_text(path, &serde_json::to_string_pretty(&reports)?)?;
+        let json = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            several => serde_json::to_string_pretty(&serde_json::json!({ "sizes": several }))?,
+        };
+        write_text(path, &json)?;
     }
     Ok(())
 }

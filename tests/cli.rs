@@ -281,3 +281,92 @@ fn runtime_problems_give_exit_code_2_with_advice() {
     let bad_ep = latentcam(&["--ep", "metal", "schedule"]);
     assert_eq!(bad_ep.status.code(), Some(2), "{}", stderr(&bad_ep));
 }
+
+/// `latentcam bench` on the tiny model, 8 frames, one stage-table iteration, JSON to `json`.
+fn bench(json: &Path, extra: &[&str]) -> std::process::Output {
+    let model = common::model_dir("tiny-sd15-lcm-lora");
+    let mut args = vec!["bench", "--model", path_str(&model), "--frames", "8", "--iterations", "1", "--warmup", "0"];
+    args.extend_from_slice(&["--json", path_str(json)]);
+    args.extend_from_slice(extra);
+    latentcam(&args)
+}
+
+/// One size's bench figures: every key there, finite and positive, the ratio what it says.
+fn check_bench_figures(v: &serde_json::Value, width: u64, height: u64) {
+    let figure = |key: &str| {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number: {v:#}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+        x
+    };
+    let (pipeline, bare, ratio) = (figure("pipeline_fps"), figure("bare_fps"), figure("pipeline_over_bare"));
+    assert!((ratio - pipeline / bare).abs() <= 1e-9 * ratio, "{ratio} != {pipeline} / {bare}");
+    let (p50, p95) = (figure("latency_p50_ms"), figure("latency_p95_ms"));
+    assert!(p95 >= p50, "p95 {p95} < p50 {p50}");
+    figure("first_frame_ms");
+    figure("startup_ms");
+    // The warm-up's own duration (startup_ms includes it).
+    let warm_up = figure("warm_up_ms");
+    assert!(warm_up <= figure("startup_ms"), "warm-up {warm_up} ms is part of start-up");
+    assert_eq!(v["frames"], 8);
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(width), Some(height)));
+    assert_eq!(v["execution_provider"], "cpu");
+    assert_eq!(v["model"], "tiny-sd15-lcm-lora");
+    assert_eq!(v["stream_batch"], 1);
+    let stages = v["stages"].as_array().expect("stages");
+    let names: Vec<&str> = stages.iter().filter_map(|s| s["stage"].as_str()).collect();
+    assert_eq!(names, ["text encoder", "VAE encode", "UNet step", "VAE decode", "img2img frame"]);
+    for s in stages {
+        assert!(s["median_ms"].as_f64().is_some_and(|ms| ms.is_finite() && ms > 0.0), "{s}");
+    }
+}
+
+#[test]
+fn bench_reports_pipeline_bare_and_live_figures_as_json() {
+    let tmp = common::temp_dir();
+    let json = tmp.path().join("bench.json");
+    let out = bench(&json, &["--size", "64x64", "--set", "params.steps=1"]);
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_bench_figures(&v, 64, 64);
+    assert_eq!(v["steps"], 1, "--set reached the pipeline (the model's default is 2 steps)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in ["img2img frame", "bare_fps", "pipeline_fps", "pipeline_over_bare", "p95", "first frame"] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn bench_with_several_sizes_writes_one_object_per_size() {
+    let tmp = common::temp_dir();
+    let json = tmp.path().join("bench.json");
+    ok(&bench(&json, &["--size", "64x64,128x64"]));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let sizes = v["sizes"].as_array().unwrap_or_else(|| panic!("no sizes array: {v:#}"));
+    assert_eq!(sizes.len(), 2);
+    check_bench_figures(&sizes[0], 64, 64);
+    check_bench_figures(&sizes[1], 128, 64);
+}
+
+#[test]
+fn bench_bad_flags_give_exit_code_2_and_name_the_flag() {
+    let tmp = common::temp_dir();
+    let json = tmp.path().join("bench.json");
+    for (args, needle) in [
+        (&["--frames", "0"][..], "--frames"),
+        (&["--frames", "-3"][..], "--frames"),
+        (&["--size", "7x7"][..], "--size"),
+        (&["--size", "64x64,big"][..], "--size"),
+        (&["--iterations", "0"][..], "--iterations"),
+        (&["--steps", "9"][..], "--steps"),
+        (&["--set", "novalue"][..], "--set"),
+        (&["--set", "params.steps=9"][..], "--set"),
+        (&["--set", "params.stepz=1"][..], "stepz"),
+        (&["--set", "engine.no-such-key=1"][..], "--set"),
+        (&["--set", "source.width=64"][..], "--set"),
+        (&["--set", "mode=live"][..], "--set"),
+    ] {
+        assert_bad_input(&bench(&json, args), needle);
+    }
+    assert_bad_input(&bench(&tmp.path().join("no/such/dir/b.json"), &[]), "does not exist");
+    assert!(!json.exists(), "no JSON written on failure");
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use latentcam::diffusion::noise::NoiseBank;
-use latentcam::diffusion::{Diffusion, Params};
+use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Params};
 use latentcam::imaging;
 use latentcam::model::ModelFolder;
 use ndarray::{Array4, Array5, ArrayView4, Axis};
@@ -52,6 +52,7 @@ fn img2img_matches_diffusers_pipelines() {
         let latent_err = max_abs_diff(latents.view(), want_latents.view());
 
         let decoded = diffusion.run_with_noise(&prepared, image.view(), &noise).unwrap();
+        let (w, h) = input.dimensions();
         let want_decoded: Array4<f32> = read_npy(dir.join(format!("{name}_decoded.npy"))).unwrap();
         let decoded_err = max_abs_diff(decoded.view(), want_decoded.view());
 
@@ -66,5 +67,15 @@ fn img2img_matches_diffusers_pipelines() {
         assert!(latent_err <= 1e-5, "{name}: latents differ by {latent_err}");
         assert!(decoded_err <= 5e-5, "{name}: decoded image differs by {decoded_err}");
         assert!(pixel_err <= 1, "{name}: 8-bit output differs by {pixel_err} levels");
+
+        // The frame path (the pipeline's: small graphs + IoBinding, 8-bit in and out) on the same noise.
+        let mut path = FramePath::new(&runtime, diffusion, &params, (w, h), BatchMode::Single, Some(noise)).unwrap();
+        let mut frame_out = Vec::new();
+        path.push(input.as_raw(), |out| frame_out = out.to_vec()).unwrap();
+        let path_err = frame_out.iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        let host_err = frame_out.iter().zip(ours.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        eprintln!("{name}: frame path 8-bit |Δ| {path_err} vs diffusers, {host_err} vs the host loop");
+        assert_eq!(frame_out.len(), theirs.as_raw().len(), "{name}: frame path output size");
+        assert!(path_err <= 1, "{name}: the frame path's 8-bit output differs from diffusers by {path_err} levels");
     }
 }

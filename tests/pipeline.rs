@@ -121,6 +121,66 @@ fn offline_mode_delivers_every_frame_in_order_and_drops_none() {
     }
 }
 
+/// Holds frames back like a stream batch of `k`: nothing until k frames are in, then k outputs at once.
+struct Batching {
+    k: usize,
+    held: Vec<RgbImage>,
+}
+
+impl Processor for Batching {
+    fn size(&self) -> (u32, u32) {
+        (64, 48)
+    }
+    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
+        Ok(input.clone())
+    }
+    fn lag_frames(&self) -> usize {
+        self.k - 1
+    }
+    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.held.push(input.clone());
+        if self.held.len() == self.k {
+            ready.append(&mut self.held);
+        }
+        Ok(())
+    }
+    fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
+        ready.append(&mut self.held);
+        Ok(())
+    }
+}
+
+#[test]
+fn offline_mode_with_a_stream_batch_delivers_every_frame_in_order_with_its_own_input() {
+    struct Checking(Arc<Mutex<Recorded>>);
+    impl Sink for Checking {
+        fn write(&mut self, frame: &Processed) -> Result<()> {
+            // The output travels with the input (and timestamps) of the frame it was made from.
+            assert_eq!(*frame.output, *frame.input, "frame {} got another frame's output", frame.sequence);
+            self.0.lock().unwrap().sequences.push(frame.sequence);
+            Ok(())
+        }
+        fn finish(&mut self, end: StreamEnd) -> Result<()> {
+            self.0.lock().unwrap().end = Some(end);
+            Ok(())
+        }
+    }
+    let record = Arc::new(Mutex::new(Recorded::default()));
+    // 23 frames, batches of 4: the last 3 come out of `finish`.
+    let p = Parts {
+        source: Box::new(TestPattern::new(64, 48, fps(25), Some(23), false)),
+        processor: Box::new(Batching { k: 4, held: Vec::new() }),
+        sinks: vec![("check".into(), Box::new(Checking(record.clone())))],
+        window: None,
+        mode: Mode::Offline,
+    };
+    let report = pipeline::run(p, Arc::default(), &mut |_| {}).unwrap();
+    let recorded = record.lock().unwrap();
+    assert_eq!(recorded.sequences, (0..23).collect::<Vec<u64>>());
+    assert_eq!(report.stats.dropped_total, 0);
+    assert_eq!(recorded.end, Some(StreamEnd::Complete));
+}
+
 #[test]
 fn a_failing_sink_stops_the_pipeline_with_its_error() {
     struct Failing;
@@ -227,6 +287,46 @@ fn run_writes_pngs_and_statistics() {
     assert_eq!(json["dropped_total"], 0);
     // The first picture's wait is reported (the models ran once before the source started).
     assert!(json["first_frame_latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{json}");
+}
+
+#[test]
+fn a_stream_batch_run_writes_the_same_frames_as_an_unbatched_run() {
+    let tmp = common::temp_dir();
+    let run = |name: &str, sets: &[&str]| {
+        let frames = tmp.path().join(name);
+        let file = write_pipeline(tmp.path(), &format!("{name}.toml"), &SMALL.replace("DIR", path_str(&frames)));
+        let mut args = vec!["run", path_str(&file)];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = latentcam(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut names: Vec<_> = std::fs::read_dir(&frames).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        names.into_iter().map(|p| image::open(p).unwrap().to_rgb8()).collect::<Vec<_>>()
+    };
+    let alone = run("alone", &[]);
+    // 6 frames in batches of 4: the last 2 come from a padded batch at the end of the stream.
+    let batched = run("batched", &["engine.stream-batch=4"]);
+    assert_eq!(alone.len(), 6);
+    assert_eq!(batched.len(), 6);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        let d = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+        assert!(d <= 1, "frame {i}: {d} levels apart");
+    }
+    // The denoising batch for 2 steps.
+    let alone = run("alone2", &["params.steps=2"]);
+    let batched = run("batched2", &["params.steps=2", "engine.stream-batch=2"]);
+    assert_eq!(batched.len(), 6);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        let d = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+        assert!(d <= 1, "2 steps, frame {i}: {d} levels apart");
+    }
+    let bad = write_pipeline(tmp.path(), "bad.toml", &SMALL.replace("DIR", "x"));
+    assert_bad_input(
+        &latentcam(&["check", path_str(&bad), "--set", "params.steps=3", "--set", "engine.stream-batch=2"]),
+        "engine.stream-batch",
+    );
 }
 
 #[test]

@@ -67,6 +67,10 @@ const KEYS: &[&str] = &[
     "params.seed",
     "params.timesteps",
     "params.stepz",
+    "engine.stream-batch",
+    "engine.cuda-graph",
+    "engine.similarity-threshold",
+    "engine.similarity-max-skips",
     "sink.0.path",
     "sink.0.quality",
     "sink.0.view",
@@ -95,6 +99,8 @@ size = [64, 64]
 prompt = "a cat"
 steps = 1
 strength = 0.5
+[engine]
+cuda-graph = false
 [[sink]]
 kind = "file"
 path = "out.mp4"
@@ -149,6 +155,11 @@ fn valid(key: &str, v: &Val) -> bool {
             }
             _ => false,
         },
+        // BASE runs 1 step: any stream batch from 1 to 8 is a frame batch.
+        "engine.stream-batch" => int_in(1, 8),
+        "engine.cuda-graph" => matches!(v, Val::Bool(_)),
+        "engine.similarity-threshold" => number_in(0.0, 1.0),
+        "engine.similarity-max-skips" => int_in(1, 600),
         "sink.0.path" => matches!(v, Val::Str(s) if {
             let ext = Path::new(s).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
             !s.trim().is_empty() && ["mp4", "mkv", "mov"].contains(&ext.as_str())
@@ -526,6 +537,7 @@ fn command_line_flags_are_parsed_or_refused_never_panic() {
                 size: f.size.clone(),
                 quality: f.quality,
                 audio: true,
+                engine: Default::default(),
             };
             let expected = flags_valid(&f);
             match convert.pipeline() {

@@ -18,6 +18,8 @@ pub struct PipelineFile {
     pub model: ModelFile,
     #[serde(default)]
     pub params: ParamsFile,
+    #[serde(default)]
+    pub engine: EngineFile,
     #[serde(rename = "sink", default)]
     pub sinks: Vec<SinkFile>,
     /// Seconds between statistics log lines (0 = only at the end).
@@ -81,6 +83,20 @@ pub struct ParamsFile {
     pub guidance: Option<f64>,
     pub seed: Option<i64>,
     pub timesteps: Option<Vec<i64>>,
+}
+
+/// How frames run through the models (`[engine]`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineFile {
+    /// Frames per UNet batch (1 step) or the denoising batch (= steps).
+    pub stream_batch: Option<i64>,
+    /// ONNX Runtime CUDA graphs for the models (CUDA / TensorRT providers).
+    pub cuda_graph: Option<bool>,
+    /// Re-emit the last output when a frame differs from the last processed one by less than this (0 = off).
+    pub similarity_threshold: Option<f64>,
+    /// At most this many re-emitted frames in a row.
+    pub similarity_max_skips: Option<i64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -28,14 +28,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use self::file::{Any, ParamsFile, PipelineFile, SinkFile, SourceFile};
+use self::file::{Any, EngineFile, ParamsFile, PipelineFile, SinkFile, SourceFile};
 pub use self::values::{Host, StreamUrl, WorkingSize};
 use self::values::{MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show};
+use crate::diffusion::frame_path::MAX_STREAM_BATCH;
 use crate::diffusion::scheduler::{Lcm, MAX_STEPS, Schedule};
-use crate::diffusion::{MAX_GUIDANCE, Params};
+use crate::diffusion::{BatchMode, MAX_GUIDANCE, Params};
 use crate::error::{Error, Result};
 use crate::frame::Fps;
 use crate::model::{self, ModelFolder, one_line};
+use crate::similarity::{self, SimilaritySettings};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -236,6 +238,8 @@ fn flag_for(key: &str) -> &'static str {
         "quality" => "--quality",
         "prompt" => "--prompt",
         "negative-prompt" => "--negative-prompt",
+        "stream-batch" => "--stream-batch",
+        "similarity-threshold" => "--similarity-threshold",
         "path" => "output",
         "uri" => "input",
         _ => "option",
@@ -258,7 +262,42 @@ pub struct Pipeline {
     pub multiple: u32,
     pub params: Params,
     pub schedule: Schedule,
+    pub engine: Engine,
     pub sinks: Vec<SinkSpec>,
+}
+
+/// How frames run through the models (`[engine]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Engine {
+    /// `stream-batch`: 1 frame at a time, k frames per batch (1 step), or the denoising batch (= steps).
+    pub batch: BatchMode,
+    /// `cuda-graph`: capture the models' CUDA graphs (CUDA / TensorRT providers; ignored on the CPU).
+    pub cuda_graph: bool,
+    /// `similarity-threshold`, `similarity-max-skips`: live runs reuse the last output for a near-identical
+    /// frame by default; offline runs convert every frame unless the file asks.
+    pub similarity: SimilaritySettings,
+}
+
+impl Engine {
+    fn parse(file: &EngineFile, mode: Mode, schedule: &Schedule, origin: &Origin) -> Result<Engine> {
+        let err = |key: &str, problem: String| origin.error(key, problem);
+        let steps = schedule.timesteps().len();
+        let batch = match file.stream_batch {
+            None => BatchMode::Single,
+            Some(k) => {
+                let k = parse_int::<usize>(k, 1, MAX_STREAM_BATCH as i64).map_err(|e| err("engine.stream-batch", e))?;
+                BatchMode::choose(k, steps).map_err(|e| err("engine.stream-batch", e))?
+            }
+        };
+        let mut similarity = SimilaritySettings::default_for(mode == Mode::Live);
+        if let Some(t) = file.similarity_threshold {
+            similarity.threshold = similarity::check_threshold(t).map_err(|e| err("engine.similarity-threshold", e))?;
+        }
+        if let Some(n) = file.similarity_max_skips {
+            similarity.max_skips = similarity::check_max_skips(n).map_err(|e| err("engine.similarity-max-skips", e))?;
+        }
+        Ok(Engine { batch, cuda_graph: file.cuda_graph.unwrap_or(false), similarity })
+    }
 }
 
 /// Seconds between statistics lines: 0 (only at the end) to a day.
@@ -323,7 +362,20 @@ impl Pipeline {
             }
             Some(other) => return Err(err("model.size", format!("{other:?}: expected [width, height]"))),
         };
-        Ok(Pipeline { origin, mode: file.mode, stats_interval, source, model, size, multiple, params, schedule, sinks })
+        let engine = Engine::parse(&file.engine, file.mode, &schedule, &origin)?;
+        Ok(Pipeline {
+            origin,
+            mode: file.mode,
+            stats_interval,
+            source,
+            model,
+            size,
+            multiple,
+            params,
+            schedule,
+            engine,
+            sinks,
+        })
     }
 
     /// The sinks that apply on this machine (their `only-when`), checked against it: at least one, and a window

@@ -86,6 +86,19 @@ impl Prepared {
         self.cfg_scale.is_some()
     }
 
+    /// The prompt embeddings (`[1 or 2, tokens, width]`); a VAE-only run has none (asking for them is a bug).
+    pub(crate) fn context_view(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
+        self.context()
+    }
+    /// The guidance embedding `[1, cond_dim]` of full LCM models.
+    pub(crate) fn timestep_cond_view(&self) -> Option<ndarray::ArrayView2<'_, f32>> {
+        self.timestep_cond.as_ref().map(|c| c.view())
+    }
+    /// The classifier-free guidance scale, when the run uses it.
+    pub(crate) fn cfg_scale_value(&self) -> Option<f32> {
+        self.cfg_scale
+    }
+
     /// The prompt embeddings; a VAE-only run has none (asking for them is a bug).
     fn context(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
         self.context
@@ -101,6 +114,8 @@ pub struct StageTimes {
     pub vae_encode_ms: f64,
     pub unet_ms: f64,
     pub vae_decode_ms: f64,
+    /// latentcam's own small graphs (frame path only): pre/post-processing, noise, LCM step.
+    pub graphs_ms: f64,
 }
 
 pub struct Diffusion {
@@ -164,6 +179,15 @@ impl Diffusion {
     }
     pub fn vae_decoder(&self) -> &VaeDecoder {
         &self.vae_decoder
+    }
+    pub(crate) fn unet_mut(&mut self) -> &mut Unet {
+        &mut self.unet
+    }
+    pub(crate) fn vae_encoder_mut(&mut self) -> &mut VaeEncoder {
+        &mut self.vae_encoder
+    }
+    pub(crate) fn vae_decoder_mut(&mut self) -> &mut VaeDecoder {
+        &mut self.vae_decoder
     }
     pub fn last_times(&self) -> StageTimes {
         self.last_times

@@ -1,6 +1,7 @@
 //! Diffusion maths and the models it drives: scheduler, prompt encoding, VAE, UNet and the img2img loop.
 //! No file or device I/O here.
 
+pub mod frame_path;
 pub mod img2img;
 pub mod noise;
 pub mod scheduler;
@@ -8,4 +9,5 @@ pub mod text;
 pub mod unet;
 pub mod vae;
 
+pub use frame_path::{BatchMode, FramePath};
 pub use img2img::{Diffusion, MAX_GUIDANCE, Params, Prepared, StageTimes};

@@ -6,6 +6,7 @@ use ort::value::{TensorElementType, TensorRef};
 
 use crate::error::{Error, Result};
 use crate::infer::contract::unet as port;
+use crate::infer::tensor::host_tensor;
 use crate::infer::{Model, Runtime};
 
 /// The `timestep` input as the model declares it (read from the session, never assumed).
@@ -19,6 +20,10 @@ pub enum TimestepInput {
     I64Batch,
     /// int64 scalar
     I64Scalar,
+    /// float16 [batch] (fp16 exports)
+    F16Batch,
+    /// float16 scalar
+    F16Scalar,
 }
 
 impl TimestepInput {
@@ -28,7 +33,14 @@ impl TimestepInput {
             TimestepInput::F32Scalar => "float32 scalar",
             TimestepInput::I64Batch => "int64 [batch]",
             TimestepInput::I64Scalar => "int64 scalar",
+            TimestepInput::F16Batch => "float16 [batch]",
+            TimestepInput::F16Scalar => "float16 scalar",
         }
+    }
+
+    /// True when the model takes one timestep per batch item (a denoising batch needs that).
+    pub fn per_item(self) -> bool {
+        matches!(self, TimestepInput::F32Batch | TimestepInput::I64Batch | TimestepInput::F16Batch)
     }
 }
 
@@ -51,6 +63,8 @@ impl Unet {
         let timestep = match (ts.ty, ts.shape.len()) {
             (TensorElementType::Float32, 1) => TimestepInput::F32Batch,
             (TensorElementType::Float32, _) => TimestepInput::F32Scalar,
+            (TensorElementType::Float16, 1) => TimestepInput::F16Batch,
+            (TensorElementType::Float16, _) => TimestepInput::F16Scalar,
             (_, 1) => TimestepInput::I64Batch,
             _ => TimestepInput::I64Scalar,
         };
@@ -70,6 +84,9 @@ impl Unet {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+    pub(crate) fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
     }
 
     /// Width of `encoder_hidden_states` the model expects, when fixed.
@@ -108,15 +125,23 @@ impl Unet {
                 ts_i64_scalar = Array0::from_elem((), i64::from(t));
                 TensorRef::from_array_view(&ts_i64_scalar).map_err(err)?.into()
             }
+            TimestepInput::F16Batch => {
+                let values = Array1::from_elem(batch, t as f32);
+                host_tensor(TensorElementType::Float16, values.view().into_dyn())?.into_dyn().into()
+            }
+            TimestepInput::F16Scalar => {
+                let value = Array0::from_elem((), t as f32);
+                host_tensor(TensorElementType::Float16, value.view().into_dyn())?.into_dyn().into()
+            }
         };
         let mut inputs: Vec<(std::borrow::Cow<str>, SessionInputValue)> = vec![
-            (b.input(port::SAMPLE).name.clone().into(), TensorRef::from_array_view(sample).map_err(err)?.into()),
+            (b.input(port::SAMPLE).name.clone().into(), self.model.input_value(port::SAMPLE, sample)?),
             (b.input(port::TIMESTEP).name.clone().into(), timestep),
-            (b.input(port::CONTEXT).name.clone().into(), TensorRef::from_array_view(context).map_err(err)?.into()),
+            (b.input(port::CONTEXT).name.clone().into(), self.model.input_value(port::CONTEXT, context)?),
         ];
         match (&b.inputs[port::TIMESTEP_COND], cond) {
             (Some(bound), Some(cond)) => {
-                inputs.push((bound.name.clone().into(), TensorRef::from_array_view(cond).map_err(err)?.into()))
+                inputs.push((bound.name.clone().into(), self.model.input_value(port::TIMESTEP_COND, cond)?))
             }
             (Some(bound), None) => {
                 return Err(Error::inference("UNet", format!("the model needs `{}` but none was given", bound.name)));

@@ -37,6 +37,9 @@ impl VaeEncoder {
     pub fn model(&self) -> &Model {
         &self.model
     }
+    pub(crate) fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
 
     /// `image`: [1, 3, H, W] RGB in 0..1. Returns scaled latents [1, C, H/8, W/8] ready for the UNet.
     pub fn encode(&mut self, image: ArrayView4<f32>) -> Result<Array4<f32>> {
@@ -100,6 +103,9 @@ impl VaeDecoder {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+    pub(crate) fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
     }
 
     /// Scaled latents [1, C, h, w] -> RGB [1, 3, 8h, 8w] in 0..1 (not clamped; the caller quantizes).

@@ -175,7 +175,10 @@ fn bind_side(
     Ok(bound)
 }
 
-use TensorElementType::{Float32, Int32, Int64};
+use TensorElementType::{Float16, Float32, Int32, Int64};
+
+/// Float ports take f32 or f16 (fp16 exports); latentcam reads which from the model.
+const FLOAT: &[TensorElementType] = &[Float32, Float16];
 
 /// Index constants for each role's ports, so call sites read `unet::SAMPLE` rather than `0`.
 pub mod text_encoder {
@@ -184,7 +187,7 @@ pub mod text_encoder {
     pub const HIDDEN: usize = 0;
     pub static CONTRACT: Contract = Contract {
         inputs: &[Port { names: &["input_ids"], types: &[Int32, Int64], ranks: &[2], required: true }],
-        outputs: &[Port { names: &["last_hidden_state"], types: &[Float32], ranks: &[3], required: true }],
+        outputs: &[Port { names: &["last_hidden_state"], types: FLOAT, ranks: &[3], required: true }],
     };
 }
 
@@ -197,14 +200,14 @@ pub mod unet {
     pub const OUT: usize = 0;
     pub static CONTRACT: Contract = Contract {
         inputs: &[
-            Port { names: &["sample"], types: &[Float32], ranks: &[4], required: true },
-            // float32 [B] (diffusers' scripts), float32 scalar, or int64 [B] (optimum)
-            Port { names: &["timestep"], types: &[Float32, Int64], ranks: &[0, 1], required: true },
-            Port { names: &["encoder_hidden_states"], types: &[Float32], ranks: &[3], required: true },
+            Port { names: &["sample"], types: FLOAT, ranks: &[4], required: true },
+            // float32 [B] (diffusers' scripts), float32 scalar, int64 [B] (optimum), or float16 (fp16 exports)
+            Port { names: &["timestep"], types: &[Float32, Float16, Int64], ranks: &[0, 1], required: true },
+            Port { names: &["encoder_hidden_states"], types: FLOAT, ranks: &[3], required: true },
             // Full LCM models (LCM-Dreamshaper): the guidance-scale embedding
-            Port { names: &["timestep_cond"], types: &[Float32], ranks: &[2], required: false },
+            Port { names: &["timestep_cond"], types: FLOAT, ranks: &[2], required: false },
         ],
-        outputs: &[Port { names: &["out_sample"], types: &[Float32], ranks: &[4], required: true }],
+        outputs: &[Port { names: &["out_sample"], types: FLOAT, ranks: &[4], required: true }],
     };
 }
 
@@ -213,11 +216,11 @@ pub mod vae_encoder {
     pub const IMAGE: usize = 0;
     pub const LATENT: usize = 0;
     pub static CONTRACT: Contract = Contract {
-        inputs: &[Port { names: &["sample", "image"], types: &[Float32], ranks: &[4], required: true }],
+        inputs: &[Port { names: &["sample", "image"], types: FLOAT, ranks: &[4], required: true }],
         // latent_sample: C channels; latent_parameters: mean and log-variance, 2C channels; latent: taesd's name
         outputs: &[Port {
             names: &["latent_sample", "latent_parameters", "latent"],
-            types: &[Float32],
+            types: FLOAT,
             ranks: &[4],
             required: true,
         }],
@@ -229,7 +232,7 @@ pub mod vae_decoder {
     pub const LATENT: usize = 0;
     pub const IMAGE: usize = 0;
     pub static CONTRACT: Contract = Contract {
-        inputs: &[Port { names: &["latent_sample", "latent"], types: &[Float32], ranks: &[4], required: true }],
-        outputs: &[Port { names: &["sample", "image"], types: &[Float32], ranks: &[4], required: true }],
+        inputs: &[Port { names: &["latent_sample", "latent"], types: FLOAT, ranks: &[4], required: true }],
+        outputs: &[Port { names: &["sample", "image"], types: FLOAT, ranks: &[4], required: true }],
     };
 }

@@ -1,9 +1,13 @@
 //! ONNX Runtime: one environment per process, session creation with the execution-provider choice, and the
 //! I/O contract check every model goes through at load.
 
+pub mod bound;
 pub mod contract;
 pub mod ep;
+pub mod graph;
 pub mod library;
+pub mod tensor;
+mod trt;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -25,6 +29,8 @@ pub struct RuntimeOptions {
     pub execution_provider: ExecutionProvider,
     /// Threads ONNX Runtime uses inside one operator; `None` lets it choose (one per core).
     pub intra_op_threads: Option<usize>,
+    /// CUDA graphs for the frame path's sessions (see [`Runtime::with_cuda_graph`]).
+    pub cuda_graph: bool,
 }
 
 /// The loaded ONNX Runtime and the session settings. Cheap to clone.
@@ -45,6 +51,14 @@ impl Runtime {
         let library = library::locate(options.library.as_deref())?;
         let env = load_environment(&library, options.intra_op_threads)?;
         Ok(Runtime { env, options, library, logged_ep: Default::default() })
+    }
+
+    /// This runtime with ONNX Runtime's CUDA graphs on or off for the sessions the frame path runs through
+    /// IoBindings (UNet, VAE, the frame path's graphs); the text encoder never uses them. CPU: no effect.
+    pub fn with_cuda_graph(&self, on: bool) -> Runtime {
+        let mut runtime = self.clone();
+        runtime.options.cuda_graph = on;
+        runtime
     }
 
     pub fn library(&self) -> &Path {
@@ -104,10 +118,42 @@ impl Runtime {
         }
     }
 
+    /// A session for a graph latentcam built ([`graph::GraphBuilder`]), on `ep` (where the models run).
+    /// `device_io`: every input and output stays on the device, so the runtime's CUDA-graph setting may apply
+    /// (graphs that take the camera frame from host memory or hand the picture back cannot be captured).
+    pub fn graph_session(
+        &self,
+        ep: ExecutionProvider,
+        role: &'static str,
+        model: ort::editor::Model,
+        device_io: bool,
+    ) -> Result<Session> {
+        let err = |e: ort::Error| Error::internal("graph session", format!("the {role} graph: {e}"));
+        let mut builder = Session::builder(&self.env).map_err(err)?;
+        let dispatch = ep.dispatch(&ep::SessionSettings {
+            model_path: PathBuf::from(role),
+            ort_library: self.library.clone(),
+            cuda_graph: self.options.cuda_graph && device_io,
+            ..Default::default()
+        })?;
+        if !dispatch.is_empty() {
+            builder = builder.with_execution_providers(dispatch).map_err(|e| Error::ExecutionProvider {
+                ep: ep.as_str(),
+                cause: crate::error::because(e.to_string()),
+            })?;
+        }
+        model.into_session(&builder).map_err(err)
+    }
+
     fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
         let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), cause: Box::new(e) };
         let mut builder = Session::builder(&self.env).map_err(load_err)?;
-        let dispatch = ep.dispatch()?;
+        let dispatch = ep.dispatch(&ep::SessionSettings {
+            model_path: path.to_path_buf(),
+            ort_library: self.library.clone(),
+            cuda_graph: self.options.cuda_graph && role != "text encoder",
+            ..Default::default()
+        })?;
         if !dispatch.is_empty() {
             builder = builder.with_execution_providers(dispatch).map_err(|e| Error::ExecutionProvider {
                 ep: ep.as_str(),
@@ -172,26 +218,56 @@ impl Model {
         Error::Contract { role: self.role, path: self.path.clone(), problem: problem.into() }
     }
 
-    /// Run with `inputs` and return the f32 output the contract bound as output `output`, owned.
+    /// Run with `inputs` and return the output the contract bound as output `output` as f32 (converted from
+    /// f16 for fp16 models), owned.
     pub(crate) fn run_output(&mut self, inputs: NamedInputs, output: usize) -> Result<ArrayD<f32>> {
         let stage = self.role;
         let err = |e: ort::Error| Error::inference(stage, e);
         let output_name = self.binding.output(output).name.clone();
         let outputs = self.session.run(inputs).map_err(err)?;
-        let out = outputs
-            .get(&output_name)
-            .ok_or_else(|| Error::inference(stage, format!("no output `{output_name}`")))?
-            .try_extract_array::<f32>()
-            .map_err(err)?;
-        Ok(out.to_owned())
+        let out =
+            outputs.get(&output_name).ok_or_else(|| Error::inference(stage, format!("no output `{output_name}`")))?;
+        tensor::to_f32(out)
     }
 
-    /// Run a model with one f32 rank-4 input and one f32 rank-4 output (the contract's first ports).
+    /// `values` as the value for input port `port`, in the element type the model declares (f32 values are
+    /// passed by reference; f16 ports get a converted copy).
+    pub(crate) fn input_value<'v, D: ndarray::Dimension + 'static>(
+        &self,
+        port: usize,
+        values: ndarray::ArrayView<'v, f32, D>,
+    ) -> Result<ort::session::SessionInputValue<'v>> {
+        let stage = self.role;
+        match self.binding.input(port).ty {
+            ort::value::TensorElementType::Float16 => {
+                Ok(tensor::host_tensor(ort::value::TensorElementType::Float16, values.into_dyn())?.into_dyn().into())
+            }
+            _ => Ok(ort::value::TensorRef::from_array_view(values).map_err(|e| Error::inference(stage, e))?.into()),
+        }
+    }
+
+    /// Run a model with one float rank-4 input and one float rank-4 output (the contract's first ports).
     pub(crate) fn run_image(&mut self, input: ArrayView4<f32>) -> Result<Array4<f32>> {
         let stage = self.role;
         let input_name = self.binding.input(0).name.clone();
-        let value = ort::value::TensorRef::from_array_view(input).map_err(|e| Error::inference(stage, e))?;
-        let out = self.run_output(ort::inputs![input_name.as_str() => value], 0)?;
+        let value = self.input_value(0, input)?;
+        let out = self.run_output(vec![(input_name.into(), value)], 0)?;
         out.into_dimensionality::<Ix4>().map_err(|e| Error::inference(stage, e))
+    }
+
+    /// The session, for the frame path's IoBindings (which run it through [`bound::run`]).
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+    pub(crate) fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Element type of input port `port` / output port `port`.
+    pub fn input_type(&self, port: usize) -> ort::value::TensorElementType {
+        self.binding.input(port).ty
+    }
+    pub fn output_type(&self, port: usize) -> ort::value::TensorElementType {
+        self.binding.output(port).ty
     }
 }

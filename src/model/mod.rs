@@ -72,6 +72,9 @@ struct Files {
     vae_decoder: PathBuf,
     text_encoder: PathBuf,
     tokenizer: PathBuf,
+    /// OpenPose ControlNet and the UNet that takes its residuals (optional: pose-guided generation).
+    controlnet: Option<PathBuf>,
+    unet_controlnet: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -127,6 +130,13 @@ impl Default for Defaults {
     }
 }
 
+/// The ControlNet of a model folder and the UNet variant that takes its residuals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlNetFiles {
+    pub controlnet: PathBuf,
+    pub unet: PathBuf,
+}
+
 /// A validated model folder: absolute file paths and typed settings.
 #[derive(Clone, Debug)]
 pub struct ModelFolder {
@@ -142,6 +152,8 @@ pub struct ModelFolder {
     pub vae_decoder: PathBuf,
     pub text_encoder: PathBuf,
     pub tokenizer_file: PathBuf,
+    /// `[files] controlnet` and `unet-controlnet`: both or neither.
+    pub controlnet: Option<ControlNetFiles>,
     pub tokenizer: TokenizerSettings,
     pub scheduler: LcmConfig,
     pub defaults: Defaults,
@@ -185,6 +197,17 @@ impl ModelFolder {
         let SchedulerSection::Lcm(scheduler) = m.scheduler;
         scheduler.validate().map_err(|e| bad(format!("[scheduler] {e}")))?;
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { normalize(&dir.join(p)) };
+        let controlnet = match (&m.files.controlnet, &m.files.unet_controlnet) {
+            (Some(c), Some(u)) => Some(ControlNetFiles { controlnet: resolve(c), unet: resolve(u) }),
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "[files] controlnet and unet-controlnet go together (the ControlNet and the UNet that takes its \
+                     residuals)"
+                        .into(),
+                ));
+            }
+        };
         Ok(ModelFolder {
             dir: dir.to_path_buf(),
             name: m.name,
@@ -198,6 +221,7 @@ impl ModelFolder {
             vae_decoder: resolve(&m.files.vae_decoder),
             text_encoder: resolve(&m.files.text_encoder),
             tokenizer_file: resolve(&m.files.tokenizer),
+            controlnet,
             tokenizer: m.tokenizer,
             scheduler,
             defaults: m.defaults,

@@ -24,6 +24,8 @@ pub struct Built {
     pub source: String,
     pub model: String,
     pub size: WorkingSize,
+    /// How long the warm-up run took (every session once at the working size).
+    pub warm_up: std::time::Duration,
 }
 
 pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
@@ -40,8 +42,10 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         None => WorkingSize::crop_of(format.width, format.height, pipeline.multiple)
             .map_err(|problem| pipeline.origin.error("model.size", format!("the source is {problem}")))?,
     };
-    let diffusion = Diffusion::load(options.runtime, &pipeline.model)?;
-    let mut processor = DiffusionProcessor::new(diffusion, &pipeline.params, size)?;
+    // CUDA graphs are captured for the sessions the frame path binds (the models and its graphs).
+    let runtime = options.runtime.with_cuda_graph(pipeline.engine.cuda_graph);
+    let diffusion = Diffusion::load(&runtime, &pipeline.model)?;
+    let mut processor = DiffusionProcessor::new(&runtime, diffusion, &pipeline.params, size, &pipeline.engine)?;
     // Every session runs once at the working size now, before frames flow (a live source meanwhile keeps only
     // its newest frame).
     let warm_up = processor.warm_up()?;
@@ -64,6 +68,7 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         source: source.describe(),
         model: pipeline.model.dir.display().to_string(),
         size,
+        warm_up,
         parts: Parts { source, processor: Box::new(processor), sinks, window, mode: pipeline.mode },
     })
 }

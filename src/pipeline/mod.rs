@@ -14,6 +14,7 @@
 pub mod build;
 pub mod stats;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,10 +25,12 @@ use image::RgbImage;
 pub use self::build::{BuildOptions, build};
 use self::stats::{Snapshot, Stats};
 use crate::config::{Mode, View, WorkingSize};
+use crate::diffusion::FramePath;
 use crate::error::{Error, Result};
 use crate::frame::{Frame, Processed};
 use crate::imaging;
 use crate::link::{LinkReceiver, LinkSender, Overflow, link};
+use crate::similarity::{Decision, SimilarityFilter, SimilaritySettings};
 use crate::sink::{LatestSlot, Sink, StreamEnd, WindowHost};
 use crate::source::Source;
 
@@ -38,7 +41,23 @@ pub type StopFlag = Arc<AtomicBool>;
 pub trait Processor: Send {
     /// The size frames must have when they reach `process`.
     fn size(&self) -> (u32, u32);
+    /// One frame in, its output out. Processors that hold frames back (stream batch) implement `push` and
+    /// `finish` instead and make this push one frame and finish.
     fn process(&mut self, input: &RgbImage) -> Result<RgbImage>;
+    /// Frames held back before the first output appears (stream batch: k-1); outputs still come in input order.
+    fn lag_frames(&self) -> usize {
+        0
+    }
+    /// Feed one frame; append the outputs that are ready, oldest first. The default is 1:1 through `process`.
+    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
+        ready.push(self.process(input)?);
+        Ok(())
+    }
+    /// End of stream: append the outputs of the frames still held back.
+    fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
+        let _ = ready;
+        Ok(())
+    }
     /// Run once on a frame of the working size before frames flow, so that the first real frame does not pay
     /// for the models' first run (kernel selection, allocations: seconds on a GPU). Returns how long it took.
     fn warm_up(&mut self) -> Result<Duration> {
@@ -261,30 +280,52 @@ fn process_loop(
     window: Option<Arc<LatestSlot>>,
     stats: &Stats,
 ) -> Result<()> {
-    while let Some(frame) = input.recv() {
-        let started = Instant::now();
-        let output = processor.process(&frame.image)?;
-        stats.stage("process", started.elapsed());
-        for (stage, elapsed) in processor.last_stage_times() {
-            stats.stage(stage, elapsed);
-        }
-        let processed = Arc::new(Processed {
-            input: frame.image,
-            output: Arc::new(output),
-            pts: frame.pts,
-            duration: frame.duration,
-            sequence: frame.sequence,
-            captured: frame.captured,
-        });
-        if let Some(slot) = &window {
-            slot.put(processed.clone());
-        }
-        for (_, tx) in &sinks {
-            if tx.send(processed.clone()).is_err() {
-                // That sink's thread ended on an error it reports itself (and the run is stopping): drain.
-                return Ok(());
+    // Frames whose outputs have not come back yet (a stream batch holds k-1); outputs come in input order.
+    let mut pending: VecDeque<Frame> = VecDeque::with_capacity(processor.lag_frames() + 1);
+    let mut ready = Vec::with_capacity(processor.lag_frames() + 1);
+    let deliver = |pending: &mut VecDeque<Frame>, ready: &mut Vec<RgbImage>| -> Result<bool> {
+        for output in ready.drain(..) {
+            let frame = pending
+                .pop_front()
+                .ok_or_else(|| Error::internal("process", "the processor returned more frames than it was given"))?;
+            let processed = Arc::new(Processed {
+                input: frame.image,
+                output: Arc::new(output),
+                pts: frame.pts,
+                duration: frame.duration,
+                sequence: frame.sequence,
+                captured: frame.captured,
+            });
+            if let Some(slot) = &window {
+                slot.put(processed.clone());
+            }
+            for (_, tx) in &sinks {
+                if tx.send(processed.clone()).is_err() {
+                    // That sink's thread ended on an error it reports itself (and the run is stopping): drain.
+                    return Ok(false);
+                }
             }
         }
+        Ok(true)
+    };
+    while let Some(frame) = input.recv() {
+        let started = Instant::now();
+        processor.push(&frame.image, &mut ready)?;
+        pending.push_back(frame);
+        if !ready.is_empty() {
+            stats.stage("process", started.elapsed());
+            for (stage, elapsed) in processor.last_stage_times() {
+                stats.stage(stage, elapsed);
+            }
+        }
+        if !deliver(&mut pending, &mut ready)? {
+            return Ok(());
+        }
+    }
+    // The source ended (or the run stops): frames still in a batch are finished, so offline runs keep every one.
+    if !pending.is_empty() {
+        processor.finish(&mut ready)?;
+        deliver(&mut pending, &mut ready)?;
     }
     Ok(())
 }
@@ -314,22 +355,29 @@ fn sink_loop(
     result.and(finished)
 }
 
-/// The processor for diffusion models.
+/// The processor for diffusion models: the frame path (small graphs and IoBinding around the models, a stream
+/// batch when asked for) behind the similarity filter.
 pub struct DiffusionProcessor {
-    diffusion: crate::diffusion::Diffusion,
-    prepared: crate::diffusion::Prepared,
+    path: FramePath,
+    similarity: SimilarityFilter,
+    /// The last output, re-emitted for a frame the filter finds near-identical to the last processed one.
+    last_output: Option<RgbImage>,
+    /// Whether the last `push` ran the models (stage times are reported only then).
+    ran: bool,
     size: (u32, u32),
 }
 
 impl DiffusionProcessor {
     /// `size` carries the multiple it was checked against; it must be this run's.
     pub fn new(
-        mut diffusion: crate::diffusion::Diffusion,
+        runtime: &crate::infer::Runtime,
+        diffusion: crate::diffusion::Diffusion,
         params: &crate::diffusion::Params,
         size: WorkingSize,
+        engine: &crate::config::Engine,
     ) -> Result<DiffusionProcessor> {
-        let prepared = diffusion.prepare(params)?;
-        let multiple = diffusion.size_multiple(&prepared);
+        let path = FramePath::new(runtime, diffusion, params, size.dims(), engine.batch, None)?;
+        let multiple = path.diffusion().size_multiple(path.prepared());
         // The size's sides are multiples of size.multiple(); that satisfies the run only if it is itself a
         // multiple of what the run needs.
         if !size.multiple().is_multiple_of(multiple) {
@@ -338,8 +386,35 @@ impl DiffusionProcessor {
                 format!("size {size} was checked for multiples of {}, the run needs {multiple}", size.multiple()),
             ));
         }
-        Ok(DiffusionProcessor { diffusion, prepared, size: size.dims() })
+        // A stream batch needs every frame in its slots, in order: the filter (which re-emits the last output
+        // in place of a model run) is only used without one.
+        let similarity = if path.lag_frames() == 0 { engine.similarity } else { SimilaritySettings::DISABLED };
+        Ok(DiffusionProcessor {
+            path,
+            similarity: SimilarityFilter::new(similarity),
+            last_output: None,
+            ran: false,
+            size: size.dims(),
+        })
     }
+}
+
+/// Run `step` on the frame path and append what it emits to `ready` as images.
+fn collect(
+    path: &mut FramePath,
+    (width, height): (u32, u32),
+    ready: &mut Vec<RgbImage>,
+    step: impl FnOnce(&mut FramePath, &mut dyn FnMut(&[u8])) -> Result<()>,
+) -> Result<()> {
+    let mut wrong_size = false;
+    step(path, &mut |bytes: &[u8]| match RgbImage::from_raw(width, height, bytes.to_vec()) {
+        Some(image) => ready.push(image),
+        None => wrong_size = true,
+    })?;
+    if wrong_size {
+        return Err(Error::internal("DiffusionProcessor", "an output frame of the wrong size"));
+    }
+    Ok(())
 }
 
 impl Processor for DiffusionProcessor {
@@ -347,22 +422,57 @@ impl Processor for DiffusionProcessor {
         self.size
     }
 
+    fn lag_frames(&self) -> usize {
+        self.path.lag_frames()
+    }
+
     fn warm_up(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        let (w, h) = self.size;
-        self.process(&RgbImage::from_pixel(w, h, image::Rgb([128, 128, 128])))?;
+        self.path.warm_up()?;
         Ok(started.elapsed())
     }
 
     fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-        let tensor = imaging::to_tensor(input);
-        let out = self.diffusion.run(&self.prepared, tensor.view())?;
-        Ok(imaging::from_tensor(out.view()))
+        let mut ready = Vec::with_capacity(1);
+        self.push(input, &mut ready)?;
+        self.finish(&mut ready)?;
+        ready.pop().ok_or_else(|| Error::internal("DiffusionProcessor", "no output for the frame"))
+    }
+
+    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.ran = false;
+        if let (Decision::Reuse, Some(last)) = (self.similarity.check(input), &self.last_output) {
+            ready.push(last.clone());
+            return Ok(());
+        }
+        let keep = self.similarity.settings().threshold > 0.0;
+        collect(&mut self.path, self.size, ready, |path, each| path.push(input.as_raw(), each))?;
+        self.ran = true;
+        if keep && let Some(last) = ready.last() {
+            self.last_output = Some(last.clone());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
+        collect(&mut self.path, self.size, ready, |path, each| path.finish(each))?;
+        if self.similarity.skipped_total() > 0 {
+            tracing::info!(frames = self.similarity.skipped_total(), "similarity filter reused the last output");
+        }
+        Ok(())
     }
 
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
-        let t = self.diffusion.last_times();
+        if !self.ran {
+            return Vec::new();
+        }
+        let t = self.path.last_times();
         let d = |ms: f64| Duration::from_secs_f64(ms / 1e3);
-        vec![("vae encode", d(t.vae_encode_ms)), ("unet", d(t.unet_ms)), ("vae decode", d(t.vae_decode_ms))]
+        vec![
+            ("vae encode", d(t.vae_encode_ms)),
+            ("unet", d(t.unet_ms)),
+            ("vae decode", d(t.vae_decode_ms)),
+            ("tensor graphs", d(t.graphs_ms)),
+        ]
     }
 }

@@ -39,6 +39,7 @@ pub fn runtime() -> Runtime {
             library: None,
             execution_provider: ExecutionProvider::Cpu,
             intra_op_threads: Some(2),
+            cuda_graph: false,
         })
         .unwrap_or_else(|e| panic!("ONNX Runtime is needed by this test: {e}"))
     })

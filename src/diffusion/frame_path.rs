@@ -1,0 +1,943 @@
+//! The per-frame path: 8-bit RGB in, 8-bit RGB out, with everything in between bound once.
+//!
+//! ```text
+//! frames u8 [N,H,W,3] ─pre─> image ─VAE enc─> latent ─noise─> unet_in ─UNet─> model_out ─step─> dec_in ─VAE dec─> decoded ─post─> frames u8
+//!                                                         (steps > 1: step -> unet_in -> UNet -> step ...)
+//! ```
+//!
+//! `pre`, `noise`, `step` and `post` are small ONNX graphs built here at load time ([`GraphBuilder`]), so they run
+//! on the models' execution provider: with CUDA only the 8-bit images cross the bus. Every session runs through
+//! an IoBinding whose inputs and outputs are buffers made when the path is built (on the device for GPU
+//! providers, host memory on the CPU); constants (prompt embeddings, timesteps, the guidance embedding, the LCM
+//! coefficients, the fixed noise) are bound once per parameter set. A frame costs one copy in, the runs, and one
+//! copy out, with no heap allocation on our side.
+//!
+//! Stream batch ([`BatchMode`]): `Frames(k)` runs k consecutive frames as one batch (1 step; k-1 frames of lag),
+//! `Denoising(n)` is StreamDiffusion's denoising batch (n steps; each batch item is a different frame at a
+//! different step; one frame in, one out, n-1 frames of lag). Both give every frame the same output it gets
+//! without batching (same fixed noise, same timesteps), up to float rounding in the batched convolutions.
+
+use std::time::Instant;
+
+use ndarray::{Array, Array1, ArrayD, IxDyn};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensor, Tensor, TensorElementType};
+
+use super::img2img::{Diffusion, Params, Prepared, StageTimes};
+use super::noise::NoiseBank;
+use super::scheduler::PredictionType;
+use super::unet::TimestepInput;
+use crate::error::{Error, Result};
+use crate::infer::bound::{self, Rebind};
+use crate::infer::contract::{unet as unet_port, vae_encoder as enc_port};
+use crate::infer::graph::GraphBuilder;
+use crate::infer::tensor::host_tensor;
+use crate::infer::{ExecutionProvider, Runtime};
+use crate::model::ImageRange;
+
+use TensorElementType::{Float32, Uint8};
+
+/// How frames share UNet batches (`[engine] stream-batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchMode {
+    /// One frame at a time; its steps run one after another.
+    Single,
+    /// k consecutive frames in one batch, 1 step: outputs come k at a time, k-1 frames late.
+    Frames(usize),
+    /// StreamDiffusion's denoising batch for n steps: n-1 frames late.
+    Denoising(usize),
+}
+
+/// Largest stream batch accepted.
+pub const MAX_STREAM_BATCH: usize = 8;
+
+impl BatchMode {
+    /// The mode for `stream_batch` frames and `steps` steps; the error says what is allowed.
+    pub fn choose(stream_batch: usize, steps: usize) -> std::result::Result<BatchMode, String> {
+        if stream_batch == 0 || stream_batch > MAX_STREAM_BATCH {
+            return Err(format!("{stream_batch} (expected 1 to {MAX_STREAM_BATCH})"));
+        }
+        match (stream_batch, steps) {
+            (1, _) | (_, 0) => Ok(BatchMode::Single),
+            (k, 1) => Ok(BatchMode::Frames(k)),
+            (k, n) if k == n => Ok(BatchMode::Denoising(n)),
+            (k, n) => Err(format!(
+                "{k} with {n} steps (with more than one step the stream batch is the denoising batch: 1 or {n})"
+            )),
+        }
+    }
+
+    /// Frames held back before the first output.
+    pub fn lag_frames(self) -> usize {
+        match self {
+            BatchMode::Single => 0,
+            BatchMode::Frames(k) | BatchMode::Denoising(k) => k - 1,
+        }
+    }
+}
+
+/// Which session a bound run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Pre,
+    Encode,
+    Noise,
+    Unet,
+    StepMid,
+    StepLast,
+    Decode,
+    Post,
+}
+
+struct Run {
+    stage: Stage,
+    binding: IoBinding,
+}
+
+/// The small graphs' sessions.
+struct Graphs {
+    pre: Session,
+    noise: Session,
+    step_mid: Option<Session>,
+    step_last: Option<Session>,
+    post: Session,
+}
+
+/// Sizes and element types every graph and buffer is built from.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    height: i64,
+    width: i64,
+    latent_h: i64,
+    latent_w: i64,
+    channels: i64,
+    /// Channels of the encoder's output (2C for a `latent_parameters` output: mean then log-variance).
+    encoder_channels: i64,
+    /// Frames per run going in (k for `Frames(k)`, else 1).
+    slots: i64,
+    /// Batch items the step maths works on (k, n or 1).
+    items: i64,
+    /// UNet batch (items, doubled for classifier-free guidance).
+    unet_batch: i64,
+    /// Frames per run coming out.
+    out_rows: i64,
+    cfg: bool,
+    vae_only: bool,
+    denoising: bool,
+    range: ImageRange,
+    latent_scale: f32,
+    prediction: PredictionType,
+    vae_in: TensorElementType,
+    vae_out: TensorElementType,
+    unet_in: TensorElementType,
+    unet_out: TensorElementType,
+    dec_in: TensorElementType,
+    dec_out: TensorElementType,
+}
+
+impl Layout {
+    fn latent(&self, batch: i64) -> [i64; 4] {
+        [batch, self.channels, self.latent_h, self.latent_w]
+    }
+    fn per_item(&self) -> [i64; 4] {
+        [self.items, 1, 1, 1]
+    }
+}
+
+pub struct FramePath {
+    runtime: Runtime,
+    diffusion: Diffusion,
+    prepared: Prepared,
+    mode: BatchMode,
+    width: u32,
+    height: u32,
+    ep: ExecutionProvider,
+    explicit_noise: Option<NoiseBank>,
+    graphs: Graphs,
+    runs: Vec<Run>,
+    frame_input: Rebind,
+    frames_in: DynTensor,
+    frames_out: DynTensor,
+    /// Intermediate device buffers and bound constants, kept alive with the bindings that use them.
+    _held: Vec<DynTensor>,
+    /// `Frames(k)`: slots written since the last run.
+    filled: usize,
+    /// `Denoising(n)`: frames pushed since the stream (re)started.
+    entered: usize,
+    times: StageTimes,
+}
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+impl FramePath {
+    /// Build the path for `width`×`height` frames (sides already checked against the model's multiple).
+    /// `noise`: explicit noise (golden tests); by default the seed's fixed noise.
+    pub fn new(
+        runtime: &Runtime,
+        mut diffusion: Diffusion,
+        params: &Params,
+        (width, height): (u32, u32),
+        mode: BatchMode,
+        noise: Option<NoiseBank>,
+    ) -> Result<FramePath> {
+        let prepared = diffusion.prepare(params)?;
+        let ep = diffusion.unet().model().ep;
+        let (graphs, runs, frames_in, frames_out, held, frame_input) =
+            build(runtime, &mut diffusion, &prepared, (width, height), mode, noise.as_ref(), ep)?;
+        Ok(FramePath {
+            runtime: runtime.clone(),
+            diffusion,
+            prepared,
+            mode,
+            width,
+            height,
+            ep,
+            explicit_noise: noise,
+            graphs,
+            runs,
+            frame_input,
+            frames_in,
+            frames_out,
+            _held: held,
+            filled: 0,
+            entered: 0,
+            times: StageTimes::default(),
+        })
+    }
+
+    pub fn mode(&self) -> BatchMode {
+        self.mode
+    }
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+    pub fn diffusion(&self) -> &Diffusion {
+        &self.diffusion
+    }
+    pub fn last_times(&self) -> StageTimes {
+        self.times
+    }
+    /// Frames held back before outputs start.
+    pub fn lag_frames(&self) -> usize {
+        self.mode.lag_frames()
+    }
+
+    /// New parameters: graphs, bindings and constants are built again and the stream batch starts empty. Call
+    /// [`FramePath::finish`] first to keep the frames still in a batch.
+    pub fn set_params(&mut self, params: &Params) -> Result<()> {
+        let prepared = self.diffusion.prepare(params)?;
+        let mode = match self.mode {
+            BatchMode::Denoising(_) => BatchMode::Denoising(prepared.plan.steps.len()),
+            other => other,
+        };
+        let (graphs, runs, frames_in, frames_out, held, frame_input) = build(
+            &self.runtime,
+            &mut self.diffusion,
+            &prepared,
+            (self.width, self.height),
+            mode,
+            self.explicit_noise.as_ref(),
+            self.ep,
+        )?;
+        // Bindings first: they hold the buffers of the old graphs.
+        self.runs = runs;
+        self.graphs = graphs;
+        self.frames_in = frames_in;
+        self.frames_out = frames_out;
+        self._held = held;
+        self.frame_input = frame_input;
+        self.prepared = prepared;
+        self.mode = mode;
+        self.filled = 0;
+        self.entered = 0;
+        Ok(())
+    }
+
+    fn frame_bytes(&self) -> usize {
+        self.width as usize * self.height as usize * 3
+    }
+
+    /// One frame in (RGB, `width*height*3` bytes); `each` gets the outputs that are ready, oldest first.
+    pub fn push(&mut self, rgb: &[u8], mut each: impl FnMut(&[u8])) -> Result<()> {
+        let bytes = self.frame_bytes();
+        if rgb.len() != bytes {
+            return Err(Error::internal("frame path", format!("a frame of {} bytes, expected {bytes}", rgb.len())));
+        }
+        let slot = match self.mode {
+            BatchMode::Frames(_) => self.filled,
+            _ => 0,
+        };
+        self.write_slot(slot, rgb);
+        match self.mode {
+            BatchMode::Single => {
+                self.run_all()?;
+                self.emit(1, &mut each);
+            }
+            BatchMode::Frames(k) => {
+                self.filled += 1;
+                if self.filled == k {
+                    self.run_all()?;
+                    self.filled = 0;
+                    self.emit(k, &mut each);
+                }
+            }
+            BatchMode::Denoising(n) => {
+                self.run_all()?;
+                self.entered += 1;
+                if self.entered >= n {
+                    self.emit(1, &mut each);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End of stream: the outputs of frames still held back. The stream starts empty afterwards.
+    pub fn finish(&mut self, mut each: impl FnMut(&[u8])) -> Result<()> {
+        match self.mode {
+            BatchMode::Single => {}
+            BatchMode::Frames(k) => {
+                let filled = self.filled;
+                if filled > 0 {
+                    // Pad the batch with the last frame; only the real frames come out.
+                    for slot in filled..k {
+                        self.copy_slot(filled - 1, slot);
+                    }
+                    self.run_all()?;
+                    self.emit(filled, &mut each);
+                }
+            }
+            BatchMode::Denoising(n) => {
+                // Each further run moves the batch one step on; the last frame (still in the input buffer)
+                // fills in behind.
+                let pending = self.entered.min(n - 1);
+                for _ in 0..pending {
+                    self.run_all()?;
+                    self.emit(1, &mut each);
+                }
+            }
+        }
+        self.filled = 0;
+        self.entered = 0;
+        Ok(())
+    }
+
+    /// Run the whole chain once on a mid-grey frame and start the stream empty (warm start).
+    pub fn warm_up(&mut self) -> Result<()> {
+        let grey = vec![128u8; self.frame_bytes()];
+        let slots = match self.mode {
+            BatchMode::Frames(k) => k,
+            _ => 1,
+        };
+        for slot in 0..slots {
+            self.write_slot(slot, &grey);
+        }
+        self.run_all()?;
+        self.filled = 0;
+        self.entered = 0;
+        Ok(())
+    }
+
+    fn host_bytes_mut(tensor: &mut DynTensor) -> &mut [u8] {
+        let count: usize = tensor.shape().iter().map(|&d| d as usize).product();
+        // SAFETY: `frames_in` is a u8 host tensor of `count` elements (made by `host_u8` in `build`).
+        unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr_mut().cast::<u8>(), count) }
+    }
+
+    fn write_slot(&mut self, slot: usize, rgb: &[u8]) {
+        let bytes = self.frame_bytes();
+        Self::host_bytes_mut(&mut self.frames_in)[slot * bytes..(slot + 1) * bytes].copy_from_slice(rgb);
+    }
+
+    fn copy_slot(&mut self, from: usize, to: usize) {
+        let bytes = self.frame_bytes();
+        Self::host_bytes_mut(&mut self.frames_in).copy_within(from * bytes..(from + 1) * bytes, to * bytes);
+    }
+
+    fn emit(&mut self, rows: usize, each: &mut impl FnMut(&[u8])) {
+        let bytes = self.frame_bytes();
+        let count: usize = self.frames_out.shape().iter().map(|&d| d as usize).product();
+        // SAFETY: `frames_out` is a u8 host tensor of `count` elements, written by the last run.
+        let out = unsafe { std::slice::from_raw_parts(self.frames_out.data_ptr().cast::<u8>(), count) };
+        for row in out.chunks_exact(bytes).take(rows) {
+            each(row);
+        }
+    }
+
+    fn session(&mut self, stage: Stage) -> Result<&mut Session> {
+        let missing = || Error::internal("frame path", format!("no session for {stage:?}"));
+        Ok(match stage {
+            Stage::Pre => &mut self.graphs.pre,
+            Stage::Noise => &mut self.graphs.noise,
+            Stage::StepMid => self.graphs.step_mid.as_mut().ok_or_else(missing)?,
+            Stage::StepLast => self.graphs.step_last.as_mut().ok_or_else(missing)?,
+            Stage::Post => &mut self.graphs.post,
+            Stage::Encode => self.diffusion.vae_encoder_mut().model_mut().session_mut(),
+            Stage::Unet => self.diffusion.unet_mut().model_mut().session_mut(),
+            Stage::Decode => self.diffusion.vae_decoder_mut().model_mut().session_mut(),
+        })
+    }
+
+    /// Every bound run in order; the camera frame is bound again first (a device copy on GPU providers).
+    fn run_all(&mut self) -> Result<()> {
+        let _span = tracing::trace_span!("frame").entered();
+        let mut times = StageTimes::default();
+        let mut runs = std::mem::take(&mut self.runs);
+        let result = (|| {
+            if let Some(first) = runs.first_mut() {
+                self.frame_input.bind(&mut first.binding, &self.frames_in, "frame path")?;
+            }
+            for run in &runs {
+                let started = Instant::now();
+                let name = stage_name(run.stage);
+                bound::run(self.session(run.stage)?, &run.binding, name)?;
+                let elapsed = ms(started);
+                match run.stage {
+                    Stage::Encode => times.vae_encode_ms += elapsed,
+                    Stage::Unet => times.unet_ms += elapsed,
+                    Stage::Decode => times.vae_decode_ms += elapsed,
+                    _ => times.graphs_ms += elapsed,
+                }
+            }
+            Ok(())
+        })();
+        self.runs = runs;
+        self.times = times;
+        result
+    }
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Pre => "pre-processing graph",
+        Stage::Encode => "VAE encoder",
+        Stage::Noise => "noise graph",
+        Stage::Unet => "UNet",
+        Stage::StepMid | Stage::StepLast => "LCM step graph",
+        Stage::Decode => "VAE decoder",
+        Stage::Post => "post-processing graph",
+    }
+}
+
+type Built = (Graphs, Vec<Run>, DynTensor, DynTensor, Vec<DynTensor>, Rebind);
+
+fn layout(diffusion: &Diffusion, prepared: &Prepared, (width, height): (u32, u32), mode: BatchMode) -> Result<Layout> {
+    let folder = diffusion.folder();
+    let channels = folder.latent_channels as i64;
+    let encoder = diffusion.vae_encoder().model();
+    let encoder_port = encoder.binding.output(enc_port::LATENT);
+    let encoder_channels =
+        encoder_port.dim(1).unwrap_or(if encoder_port.name == "latent_parameters" { 2 * channels } else { channels });
+    let (slots, items) = match mode {
+        BatchMode::Single => (1, 1),
+        BatchMode::Frames(k) => (k as i64, k as i64),
+        BatchMode::Denoising(n) => (1, n as i64),
+    };
+    let cfg = prepared.uses_cfg();
+    let unet = diffusion.unet().model();
+    Ok(Layout {
+        height: i64::from(height),
+        width: i64::from(width),
+        latent_h: i64::from(height) / 8,
+        latent_w: i64::from(width) / 8,
+        channels,
+        encoder_channels,
+        slots,
+        items,
+        unet_batch: if cfg { 2 * items } else { items },
+        out_rows: if matches!(mode, BatchMode::Denoising(_)) { 1 } else { slots },
+        cfg,
+        vae_only: prepared.vae_only(),
+        denoising: matches!(mode, BatchMode::Denoising(_)),
+        range: folder.image_range,
+        latent_scale: folder.latent_scale,
+        prediction: prepared.plan.prediction,
+        vae_in: encoder.input_type(enc_port::IMAGE),
+        vae_out: encoder.output_type(enc_port::LATENT),
+        unet_in: unet.input_type(unet_port::SAMPLE),
+        unet_out: unet.output_type(unet_port::OUT),
+        dec_in: diffusion.vae_decoder().model().input_type(0),
+        dec_out: diffusion.vae_decoder().model().output_type(0),
+    })
+}
+
+/// 8-bit HWC frames -> the VAE's range, NCHW, in the encoder's element type.
+fn pre_graph(l: &Layout) -> Result<ort::editor::Model> {
+    let mut g = GraphBuilder::new("pre-processing")?;
+    let frames = g.input("frames", Uint8, &[l.slots, l.height, l.width, 3]);
+    let x = g.cast(&frames, Uint8, Float32)?;
+    let x = g.transpose(&x, &[0, 3, 1, 2])?;
+    let max = g.scalar(255.0)?;
+    let mut x = g.binary("Div", &x, &max)?;
+    if l.range == ImageRange::MinusOneToOne {
+        let (two, one) = (g.scalar(2.0)?, g.scalar(1.0)?);
+        let doubled = g.binary("Mul", &x, &two)?;
+        x = g.binary("Sub", &doubled, &one)?;
+    }
+    let x = g.cast(&x, Float32, l.vae_in)?;
+    g.output(&x, "image", l.vae_in, &[l.slots, 3, l.height, l.width])?;
+    g.finish()
+}
+
+/// Encoded latents -> scaled, noised to the first timestep (and, for the denoising batch, stacked with the
+/// batch carried over from the last frame) -> the UNet's input. VAE-only runs go straight to the decoder input.
+fn noise_graph(l: &Layout) -> Result<ort::editor::Model> {
+    let mut g = GraphBuilder::new("noise")?;
+    let latent = g.input("latent", l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w]);
+    let mut x = g.cast(&latent, l.vae_out, Float32)?;
+    if l.encoder_channels != l.channels {
+        // latent_parameters: the mean is the deterministic encoding (sampling would add flicker).
+        x = g.slice(&x, 1, 0, l.channels)?;
+    }
+    // (Constants are only made where used: ONNX Runtime refuses a graph with a dangling Constant node.)
+    if l.latent_scale != 1.0 {
+        let scale = g.scalar(l.latent_scale)?;
+        x = g.binary("Mul", &x, &scale)?;
+    }
+    if l.vae_only {
+        let x = if l.latent_scale != 1.0 {
+            let scale = g.scalar(l.latent_scale)?;
+            g.binary("Div", &x, &scale)?
+        } else {
+            x
+        };
+        let x = g.cast(&x, Float32, l.dec_in)?;
+        g.output(&x, "dec_in", l.dec_in, &l.latent(l.slots))?;
+        return g.finish();
+    }
+    let noise = g.input("noise", Float32, &l.latent(l.slots));
+    let per_slot = [l.slots, 1, 1, 1];
+    let (a, b) = (g.input("a", Float32, &per_slot), g.input("b", Float32, &per_slot));
+    let mut sample = g.mix(&a, &x, &b, &noise)?;
+    if l.denoising && l.items > 1 {
+        let carry = g.input("carry", Float32, &l.latent(l.items));
+        let older = g.slice(&carry, 0, 0, l.items - 1)?;
+        sample = g.concat(&[&sample, &older], 0)?;
+    }
+    g.output(&sample, "sample", Float32, &l.latent(l.items))?;
+    let unet_in = if l.cfg { g.concat(&[&sample, &sample], 0)? } else { sample };
+    let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
+    g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+    g.finish()
+}
+
+/// One LCM step (diffusers' `LCMScheduler.step`, the same order of operations as the host code): guidance,
+/// the x0 estimate, the boundary-condition mix, then re-noising (`renoise`) and/or the decoder input (`last`).
+fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<ort::editor::Model> {
+    let mut g = GraphBuilder::new("LCM step")?;
+    let x = g.input("sample", Float32, &l.latent(l.items));
+    let out = g.input("model_out", l.unet_out, &l.latent(l.unet_batch));
+    let mut m = g.cast(&out, l.unet_out, Float32)?;
+    if l.cfg {
+        let guidance = g.input("guidance", Float32, &[1]);
+        let uncond = g.slice(&m, 0, 0, l.items)?;
+        let text = g.slice(&m, 0, l.items, 2 * l.items)?;
+        let diff = g.binary("Sub", &text, &uncond)?;
+        let scaled = g.binary("Mul", &guidance, &diff)?;
+        m = g.binary("Add", &uncond, &scaled)?;
+    }
+    let per_item = l.per_item();
+    let c_skip = g.input("c_skip", Float32, &per_item);
+    let c_out = g.input("c_out", Float32, &per_item);
+    let sqrt_a = g.input("sqrt_alpha", Float32, &per_item);
+    let sqrt_1ma = g.input("sqrt_one_minus_alpha", Float32, &per_item);
+    let x0 = match l.prediction {
+        PredictionType::Epsilon => {
+            let noise_part = g.binary("Mul", &sqrt_1ma, &m)?;
+            let diff = g.binary("Sub", &x, &noise_part)?;
+            g.binary("Div", &diff, &sqrt_a)?
+        }
+        PredictionType::VPrediction => {
+            let a = g.binary("Mul", &sqrt_a, &x)?;
+            let b = g.binary("Mul", &sqrt_1ma, &m)?;
+            g.binary("Sub", &a, &b)?
+        }
+        PredictionType::Sample => m,
+    };
+    let denoised = g.mix(&c_out, &x0, &c_skip, &x)?;
+    if renoise {
+        let rn_a = g.input("renoise_a", Float32, &per_item);
+        let rn_b = g.input("renoise_b", Float32, &per_item);
+        let noise = g.input("noise", Float32, &l.latent(l.items));
+        let next = g.mix(&rn_a, &denoised, &rn_b, &noise)?;
+        g.output(&next, "next_sample", Float32, &l.latent(l.items))?;
+        if !l.denoising {
+            let unet_in = if l.cfg { g.concat(&[&next, &next], 0)? } else { next };
+            let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
+            g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+        }
+    }
+    if last {
+        // The denoising batch's last item is the frame that has had every step.
+        let mut d = if l.denoising { g.slice(&denoised, 0, l.items - 1, l.items)? } else { denoised };
+        if l.latent_scale != 1.0 {
+            // divide, as diffusers does, so results match to the last bit
+            let scale = g.scalar(l.latent_scale)?;
+            d = g.binary("Div", &d, &scale)?;
+        }
+        let d = g.cast(&d, Float32, l.dec_in)?;
+        g.output(&d, "dec_in", l.dec_in, &l.latent(l.out_rows))?;
+    }
+    g.finish()
+}
+
+/// Decoded image -> 8-bit HWC, clamped and rounded half up as `imaging::from_tensor` does.
+fn post_graph(l: &Layout) -> Result<ort::editor::Model> {
+    let mut g = GraphBuilder::new("post-processing")?;
+    let decoded = g.input("decoded", l.dec_out, &[l.out_rows, 3, l.height, l.width]);
+    let mut x = g.cast(&decoded, l.dec_out, Float32)?;
+    if l.range == ImageRange::MinusOneToOne {
+        let half = g.scalar(0.5)?;
+        let scaled = g.binary("Mul", &x, &half)?;
+        x = g.binary("Add", &scaled, &half)?;
+    }
+    let (zero, one, max, half) = (g.scalar(0.0)?, g.scalar(1.0)?, g.scalar(255.0)?, g.scalar(0.5)?);
+    let x = g.op("Clip", &[&x, &zero, &one], vec![])?;
+    let x = g.binary("Mul", &x, &max)?;
+    // Floor(x + 0.5) is round-half-up, as Rust's `round` for these non-negative values (ONNX Round is
+    // half-to-even).
+    let x = g.binary("Add", &x, &half)?;
+    let x = g.op("Floor", &[&x], vec![])?;
+    let x = g.cast(&x, Float32, Uint8)?;
+    let x = g.transpose(&x, &[0, 2, 3, 1])?;
+    g.output(&x, "frames", Uint8, &[l.out_rows, l.height, l.width, 3])?;
+    g.finish()
+}
+
+/// The per-item scalars of step `index` (or, for the denoising batch, of item i at step i).
+struct StepConstants {
+    c_skip: Vec<f32>,
+    c_out: Vec<f32>,
+    sqrt_alpha: Vec<f32>,
+    sqrt_one_minus_alpha: Vec<f32>,
+    renoise_a: Vec<f32>,
+    renoise_b: Vec<f32>,
+    timesteps: Vec<u32>,
+}
+
+fn step_constants(prepared: &Prepared, mode: BatchMode, index: usize, items: usize) -> StepConstants {
+    let steps = &prepared.plan.steps;
+    let at = |item: usize| match mode {
+        BatchMode::Denoising(_) => steps[item],
+        _ => steps[index],
+    };
+    let all = |f: &dyn Fn(usize) -> f32| (0..items).map(f).collect::<Vec<f32>>();
+    StepConstants {
+        c_skip: all(&|i| at(i).c_skip),
+        c_out: all(&|i| at(i).c_out),
+        sqrt_alpha: all(&|i| at(i).sqrt_alpha),
+        sqrt_one_minus_alpha: all(&|i| at(i).sqrt_one_minus_alpha),
+        renoise_a: all(&|i| at(i).renoise.map_or(0.0, |r| r.0)),
+        renoise_b: all(&|i| at(i).renoise.map_or(0.0, |r| r.1)),
+        timesteps: (0..items).map(|i| at(i).timestep).collect(),
+    }
+}
+
+fn per_item_tensor(values: &[f32]) -> Result<DynTensor> {
+    let array = Array::from_shape_vec(IxDyn(&[values.len(), 1, 1, 1]), values.to_vec())
+        .map_err(|e| Error::internal("frame path", e))?;
+    host_tensor(Float32, array.view())
+}
+
+/// Noise tensor `i` of the bank repeated per row (rows: which tensor each batch row takes; None = zeros).
+fn noise_rows(bank: &NoiseBank, rows: &[Option<usize>]) -> Result<DynTensor> {
+    let (_, c, h, w) = bank.shape();
+    let mut array = ArrayD::<f32>::zeros(IxDyn(&[rows.len(), c, h, w]));
+    for (row, which) in rows.iter().enumerate() {
+        if let Some(i) = which {
+            array.index_axis_mut(ndarray::Axis(0), row).assign(&bank.get(*i).index_axis(ndarray::Axis(0), 0));
+        }
+    }
+    host_tensor(Float32, array.view())
+}
+
+/// The UNet's constant inputs for one run: timestep(s), prompt embeddings, guidance embedding.
+fn bind_unet_constants(
+    binding: &mut IoBinding,
+    diffusion: &Diffusion,
+    prepared: &Prepared,
+    l: &Layout,
+    timesteps: &[u32],
+    held: &mut Vec<DynTensor>,
+) -> Result<()> {
+    let unet = diffusion.unet();
+    let b = &unet.model().binding;
+    let err = |e: ort::Error| Error::internal("frame path: UNet inputs", e);
+    let batch = l.unet_batch as usize;
+    // [uncond × items, text × items] with guidance, else [text × items]: each sample's row i pairs with
+    // embedding row i.
+    let ts: Vec<u32> = timesteps.iter().chain(if l.cfg { timesteps } else { &[] }).copied().collect();
+    let ts_name = b.input(unet_port::TIMESTEP).name.clone();
+    let same = ts.iter().all(|t| *t == ts[0]);
+    let timestep: DynTensor = match unet.timestep {
+        TimestepInput::I64Batch => {
+            Tensor::from_array(Array1::from_iter(ts.iter().map(|&t| i64::from(t)))).map_err(err)?.upcast()
+        }
+        TimestepInput::F32Batch | TimestepInput::F16Batch => {
+            let ty = if unet.timestep == TimestepInput::F32Batch { Float32 } else { TensorElementType::Float16 };
+            host_tensor(ty, Array1::from_iter(ts.iter().map(|&t| t as f32)).into_dyn().view())?
+        }
+        scalar if same => match scalar {
+            TimestepInput::I64Scalar => Tensor::from_array(ndarray::arr0(i64::from(ts[0]))).map_err(err)?.upcast(),
+            TimestepInput::F16Scalar => {
+                host_tensor(TensorElementType::Float16, ndarray::arr0(ts[0] as f32).into_dyn().view())?
+            }
+            _ => host_tensor(Float32, ndarray::arr0(ts[0] as f32).into_dyn().view())?,
+        },
+        scalar => {
+            return Err(Error::invalid(
+                "engine.stream-batch",
+                format!(
+                    "a denoising batch needs a UNet that takes one timestep per batch item; this one takes a {}",
+                    scalar.describe()
+                ),
+            ));
+        }
+    };
+    binding.bind_input(ts_name, &timestep).map_err(err)?;
+    held.push(timestep);
+
+    let context = prepared.context_view()?;
+    let rows: Vec<usize> =
+        if l.cfg { (0..batch).map(|i| if i < batch / 2 { 0 } else { 1 }).collect() } else { vec![0; batch] };
+    let ctx = ndarray::stack(
+        ndarray::Axis(0),
+        &rows.iter().map(|&r| context.index_axis(ndarray::Axis(0), r)).collect::<Vec<_>>(),
+    )
+    .map_err(|e| Error::internal("frame path: prompt embeddings", e))?;
+    let ctx = host_tensor(unet.model().input_type(unet_port::CONTEXT), ctx.into_dyn().view())?;
+    binding.bind_input(b.input(unet_port::CONTEXT).name.clone(), &ctx).map_err(err)?;
+    held.push(ctx);
+
+    if let (Some(port), Some(cond)) = (&b.inputs[unet_port::TIMESTEP_COND], prepared.timestep_cond_view()) {
+        let row = cond.index_axis(ndarray::Axis(0), 0);
+        let cond = ndarray::stack(ndarray::Axis(0), &vec![row; batch])
+            .map_err(|e| Error::internal("frame path: guidance embedding", e))?;
+        let cond = host_tensor(port.ty, cond.into_dyn().view())?;
+        binding.bind_input(port.name.clone(), &cond).map_err(err)?;
+        held.push(cond);
+    }
+    Ok(())
+}
+
+fn build(
+    runtime: &Runtime,
+    diffusion: &mut Diffusion,
+    prepared: &Prepared,
+    size: (u32, u32),
+    mode: BatchMode,
+    explicit_noise: Option<&NoiseBank>,
+    ep: ExecutionProvider,
+) -> Result<Built> {
+    let l = layout(diffusion, prepared, size, mode)?;
+    let steps = prepared.plan.steps.len();
+    if let BatchMode::Denoising(n) = mode
+        && n != steps
+    {
+        return Err(Error::internal("frame path", format!("a denoising batch of {n} for {steps} steps")));
+    }
+    if let Some(fixed) = diffusion.unet().model().binding.input(unet_port::SAMPLE).dim(0)
+        && !l.vae_only
+        && fixed != l.unet_batch
+    {
+        return Err(Error::invalid(
+            "engine.stream-batch",
+            format!(
+                "this UNet has a fixed batch of {fixed}; the run needs {} (export it with a dynamic batch)",
+                l.unet_batch
+            ),
+        ));
+    }
+    let err = |what: &'static str| move |e: ort::Error| Error::internal("frame path", format!("{what}: {e}"));
+    let noise_bank = match explicit_noise {
+        Some(bank) => bank.clone(),
+        None => NoiseBank::new(
+            prepared.params.seed,
+            (1, l.channels as usize, l.latent_h as usize, l.latent_w as usize),
+            steps.max(1),
+        ),
+    };
+    if !l.vae_only && noise_bank.len() < steps {
+        return Err(Error::internal("frame path", format!("{} noise tensors for {steps} steps", noise_bank.len())));
+    }
+
+    let graphs = Graphs {
+        pre: runtime.graph_session(ep, "pre-processing", pre_graph(&l)?, false)?,
+        noise: runtime.graph_session(ep, "noise", noise_graph(&l)?, true)?,
+        step_mid: (!l.vae_only && steps > 1 && !l.denoising)
+            .then(|| runtime.graph_session(ep, "LCM step", step_graph(&l, true, false)?, true))
+            .transpose()?,
+        step_last: (!l.vae_only)
+            .then(|| runtime.graph_session(ep, "LCM step", step_graph(&l, l.denoising && l.items > 1, true)?, true))
+            .transpose()?,
+        post: runtime.graph_session(ep, "post-processing", post_graph(&l)?, false)?,
+    };
+
+    let device = bound::device_allocator(diffusion.unet().model().session(), ep)?;
+    let host = ort::memory::Allocator::default();
+    let buffer = |ty, shape: &[i64]| bound::buffer(&device, ty, shape);
+    let mut held: Vec<DynTensor> = Vec::new();
+    let frames_in = bound::buffer(&host, Uint8, &[l.slots, l.height, l.width, 3])?;
+    let mut frames_out = bound::buffer(&host, Uint8, &[l.out_rows, l.height, l.width, 3])?;
+    let mut image = buffer(l.vae_in, &[l.slots, 3, l.height, l.width])?;
+    let mut latent = buffer(l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w])?;
+    let mut dec_in = buffer(l.dec_in, &l.latent(l.out_rows))?;
+    let mut decoded = buffer(l.dec_out, &[l.out_rows, 3, l.height, l.width])?;
+
+    let enc = diffusion.vae_encoder().model();
+    let (enc_in, enc_out) = (enc.binding.input(0).name.clone(), enc.binding.output(0).name.clone());
+    let dec = diffusion.vae_decoder().model();
+    let (dec_in_name, dec_out_name) = (dec.binding.input(0).name.clone(), dec.binding.output(0).name.clone());
+    let unet_names = {
+        let b = &diffusion.unet().model().binding;
+        (b.input(unet_port::SAMPLE).name.clone(), b.output(unet_port::OUT).name.clone())
+    };
+
+    let mut runs = Vec::new();
+    let mut pre = graphs.pre.create_binding().map_err(err("binding"))?;
+    pre.bind_input("frames", &frames_in).map_err(err("pre-processing input"))?;
+    pre.bind_output("image", &mut image).map_err(err("pre-processing output"))?;
+    runs.push(Run { stage: Stage::Pre, binding: pre });
+
+    let mut encode = diffusion.vae_encoder().model().session().create_binding().map_err(err("binding"))?;
+    encode.bind_input(enc_in, &image).map_err(err("VAE encoder input"))?;
+    encode.bind_output(enc_out, &mut latent).map_err(err("VAE encoder output"))?;
+    runs.push(Run { stage: Stage::Encode, binding: encode });
+
+    let mut noise = graphs.noise.create_binding().map_err(err("binding"))?;
+    noise.bind_input("latent", &latent).map_err(err("noise graph input"))?;
+    if l.vae_only {
+        noise.bind_output("dec_in", &mut dec_in).map_err(err("noise graph output"))?;
+        runs.push(Run { stage: Stage::Noise, binding: noise });
+    } else {
+        let first = prepared.plan.steps[0];
+        let slots = l.slots as usize;
+        let bank_rows = noise_rows(&noise_bank, &vec![Some(0); slots])?;
+        let a = per_item_tensor(&vec![first.sqrt_alpha; slots])?;
+        let b = per_item_tensor(&vec![first.sqrt_one_minus_alpha; slots])?;
+        noise.bind_input("noise", &bank_rows).map_err(err("noise"))?;
+        noise.bind_input("a", &a).map_err(err("noise"))?;
+        noise.bind_input("b", &b).map_err(err("noise"))?;
+        held.extend([bank_rows, a, b]);
+        // Two sample buffers: step i reads one and writes the other.
+        let mut samples = [buffer(Float32, &l.latent(l.items))?, buffer(Float32, &l.latent(l.items))?];
+        let mut unet_in = buffer(l.unet_in, &l.latent(l.unet_batch))?;
+        let mut model_out = buffer(l.unet_out, &l.latent(l.unet_batch))?;
+        if l.denoising && l.items > 1 {
+            // samples[1] carries the re-noised batch from one frame to the next.
+            noise.bind_input("carry", &samples[1]).map_err(err("noise carry"))?;
+        }
+        noise.bind_output("sample", &mut samples[0]).map_err(err("noise graph output"))?;
+        noise.bind_output("unet_in", &mut unet_in).map_err(err("noise graph output"))?;
+        runs.push(Run { stage: Stage::Noise, binding: noise });
+
+        let step_runs = if l.denoising { 1 } else { steps };
+        for i in 0..step_runs {
+            let c = step_constants(prepared, mode, i, l.items as usize);
+            let mut unet = diffusion.unet().model().session().create_binding().map_err(err("binding"))?;
+            bind_unet_constants(&mut unet, diffusion, prepared, &l, &c.timesteps, &mut held)?;
+            unet.bind_input(unet_names.0.clone(), &unet_in).map_err(err("UNet input"))?;
+            unet.bind_output(unet_names.1.clone(), &mut model_out).map_err(err("UNet output"))?;
+            runs.push(Run { stage: Stage::Unet, binding: unet });
+
+            let last = i + 1 == step_runs;
+            let renoise = if l.denoising { l.items > 1 } else { !last };
+            let (session, stage) = if last {
+                (graphs.step_last.as_ref(), Stage::StepLast)
+            } else {
+                (graphs.step_mid.as_ref(), Stage::StepMid)
+            };
+            let session = session.ok_or_else(|| Error::internal("frame path", "no step graph"))?;
+            let mut step = session.create_binding().map_err(err("binding"))?;
+            let (read, write) = if l.denoising { (0, 1) } else { (i % 2, (i + 1) % 2) };
+            step.bind_input("sample", &samples[read]).map_err(err("step input"))?;
+            step.bind_input("model_out", &model_out).map_err(err("step input"))?;
+            for (name, values) in [
+                ("c_skip", &c.c_skip),
+                ("c_out", &c.c_out),
+                ("sqrt_alpha", &c.sqrt_alpha),
+                ("sqrt_one_minus_alpha", &c.sqrt_one_minus_alpha),
+            ] {
+                let t = per_item_tensor(values)?;
+                step.bind_input(name, &t).map_err(err("step constants"))?;
+                held.push(t);
+            }
+            if l.cfg {
+                let scale = prepared.cfg_scale_value().unwrap_or(1.0);
+                let t = host_tensor(Float32, Array1::from_elem(1, scale).into_dyn().view())?;
+                step.bind_input("guidance", &t).map_err(err("step constants"))?;
+                held.push(t);
+            }
+            if renoise {
+                let rows: Vec<Option<usize>> = if l.denoising {
+                    (0..l.items as usize).map(|j| (j + 1 < steps).then_some(j + 1)).collect()
+                } else {
+                    vec![Some(i + 1); l.items as usize]
+                };
+                let n = noise_rows(&noise_bank, &rows)?;
+                let (a, b) = (per_item_tensor(&c.renoise_a)?, per_item_tensor(&c.renoise_b)?);
+                step.bind_input("renoise_a", &a).map_err(err("step constants"))?;
+                step.bind_input("renoise_b", &b).map_err(err("step constants"))?;
+                step.bind_input("noise", &n).map_err(err("step constants"))?;
+                held.extend([a, b, n]);
+                let [s0, s1] = &mut samples;
+                let target = if write == 0 { s0 } else { s1 };
+                step.bind_output("next_sample", target).map_err(err("step output"))?;
+                if !l.denoising {
+                    step.bind_output("unet_in", &mut unet_in).map_err(err("step output"))?;
+                }
+            }
+            if last {
+                step.bind_output("dec_in", &mut dec_in).map_err(err("step output"))?;
+            }
+            runs.push(Run { stage, binding: step });
+        }
+        let [s0, s1] = samples;
+        held.extend([s0, s1, unet_in, model_out]);
+    }
+
+    let mut decode = diffusion.vae_decoder().model().session().create_binding().map_err(err("binding"))?;
+    decode.bind_input(dec_in_name, &dec_in).map_err(err("VAE decoder input"))?;
+    decode.bind_output(dec_out_name, &mut decoded).map_err(err("VAE decoder output"))?;
+    runs.push(Run { stage: Stage::Decode, binding: decode });
+
+    let mut post = graphs.post.create_binding().map_err(err("binding"))?;
+    post.bind_input("decoded", &decoded).map_err(err("post-processing input"))?;
+    post.bind_output("frames", &mut frames_out).map_err(err("post-processing output"))?;
+    runs.push(Run { stage: Stage::Post, binding: post });
+    held.extend([image, latent, dec_in, decoded]);
+
+    let frame_input = Rebind::new("frames")?;
+    tracing::debug!(
+        ?mode,
+        width = size.0,
+        height = size.1,
+        runs = runs.len(),
+        ep = %ep,
+        "frame path built"
+    );
+    Ok((graphs, runs, frames_in, frames_out, held, frame_input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_modes_follow_steps() {
+        assert_eq!(BatchMode::choose(1, 4), Ok(BatchMode::Single));
+        assert_eq!(BatchMode::choose(4, 1), Ok(BatchMode::Frames(4)));
+        assert_eq!(BatchMode::choose(3, 3), Ok(BatchMode::Denoising(3)));
+        assert!(BatchMode::choose(2, 3).unwrap_err().contains("1 or 3"));
+        assert!(BatchMode::choose(0, 1).unwrap_err().contains("1 to 8"));
+        assert!(BatchMode::choose(9, 1).unwrap_err().contains("1 to 8"));
+        assert_eq!(BatchMode::Frames(4).lag_frames(), 3);
+        assert_eq!(BatchMode::Denoising(2).lag_frames(), 1);
+        assert_eq!(BatchMode::Single.lag_frames(), 0);
+    }
+}
