@@ -923,14 +923,31 @@ def tiny_controlnet(unet):
     width), with random weights of its own and a small conditioning embedding (3 -> 8, 8, 16, 16 channels, /8).
     diffusers zero-initialises the "zero convolutions" (every residual's 1x1 conv and the conditioning embedding's
     output conv: a fresh ControlNet is a no-op); here they are random too, or every residual would be zero and the
-    tests would check nothing."""
+    tests would check nothing.
+
+    The conditioning embedding's eight convolutions (conv_in, six blocks, conv_out; SiLU between them) get their
+    weights (not biases) multiplied by CONTROLNET_EMBED_GAIN = 2 * sqrt(3): PyTorch's default kaiming_uniform(a=sqrt(5))
+    init has std 1 / sqrt(3 * fan_in), and SiLU's slope near 0 is 1/2, so with the default weights each layer shrinks
+    the image's signal about 3.5x and the per-layer biases drown it (a moved limb changed the hint by ~1e-4, the 8-bit
+    output by 0-4 of 12288 bytes by 1 level). Scaled, each layer keeps the signal's scale: on 64x64 txt2img with 2
+    steps at conditioning scale 1, moving a 12-px bar from x=16 to x=48 changes ~45% of the output bytes by >= 2
+    levels, pose vs black ~69%. Same random draws as before: only the multiplication is new."""
+    import torch
     from diffusers import ControlNetModel
 
     cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16),
                                    load_weights_from_unet=False)
     for conv in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:
         conv.reset_parameters()
+    with torch.no_grad():
+        for conv in cn.controlnet_cond_embedding.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.mul_(CONTROLNET_EMBED_GAIN)
     return cn.eval()
+
+
+# tiny_controlnet: the weight gain of the conditioning embedding's convolutions (see there).
+CONTROLNET_EMBED_GAIN = 2.0 * math.sqrt(3.0)
 
 
 TINY_FILES_SHARED = {"text-encoder": "../tiny-clip/text_encoder.onnx", "tokenizer": "../tiny-clip/tokenizer.json"}

@@ -278,6 +278,9 @@ impl Processor for SharedProcessor {
     fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
         self.lock().push(input, ready)
     }
+    fn push_frame(&mut self, frame: &crate::frame::Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.lock().push_frame(frame, ready)
+    }
     fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
         self.lock().finish(ready)
     }
@@ -361,6 +364,7 @@ pub fn throughput(
 
     // 3. Live at 30 fps: the source paced like a camera, latest frame wins.
     let live = Parts {
+        annotator: None,
         source: Box::new(TestPattern::new(width, height, Fps::whole(LIVE_FPS), Some(live_frames), true)),
         processor: Box::new(shared.clone()),
         sinks: vec![("null0".to_string(), Box::new(NullSink))],
@@ -440,6 +444,7 @@ mod tests {
 
     fn offline_parts(processor: Box<dyn Processor>, frames: u64) -> Parts {
         Parts {
+            annotator: None,
             source: Box::new(TestPattern::new(16, 16, Fps::whole(LIVE_FPS), Some(frames), false)),
             processor,
             sinks: vec![("null0".to_string(), Box::new(NullSink))],

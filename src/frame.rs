@@ -126,6 +126,8 @@ pub struct Frame {
     pub sequence: u64,
     /// When the frame entered latentcam: capture-to-sink latency is measured from here.
     pub captured: Instant,
+    /// The conditioning image (the OpenPose skeleton at the working size), when the run is pose-guided.
+    pub control: Option<Arc<RgbImage>>,
 }
 
 /// A frame after diffusion: the model-sized input beside the output (for side-by-side views).

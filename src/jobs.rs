@@ -68,6 +68,8 @@ pub struct ConvertRequest {
     pub audio: bool,
     /// `--stream-batch`, `--similarity-threshold` as given (checked with the pipeline file's rules).
     pub engine: crate::config::file::EngineFile,
+    /// `--pose MODE`, `--pose-model`, `--controlnet-scale` (pose-guided conversion).
+    pub pose: Option<crate::config::file::PoseFile>,
 }
 
 impl ConvertRequest {
@@ -98,6 +100,7 @@ impl ConvertRequest {
             model: ModelFile { dir: self.diffusion.model.clone(), size },
             params: self.diffusion.params_file(),
             engine: self.engine.clone(),
+            pose: self.pose.clone(),
             sinks: vec![SinkFile::File {
                 path: Some(toml::Value::String(self.output.display().to_string())),
                 view: None,
@@ -456,4 +459,66 @@ impl BenchJob {
 /// Write `text` to `path` (statistics, reports); a failure is an I/O error naming the file.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::write(path, e))
+}
+
+/// `latentcam pose IN OUT [--json FILE] [--model PATH] [--overlay]` for a still image.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoseRequest {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub json: Option<PathBuf>,
+    /// A pose model file or folder; None: models/movenet or ../shared/models/movenet.
+    pub model: Option<PathBuf>,
+    /// Draw the skeleton over the input instead of on black (the ControlNet conditioning image).
+    pub overlay: bool,
+}
+
+/// What `latentcam pose` found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PoseReport {
+    pub people: Vec<PersonJson>,
+}
+
+/// One person as JSON: 18 `[x, y, score]` in OpenPose-18 order, input-image pixels, score 0 when missing.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PersonJson {
+    pub keypoints: Vec<[f32; 3]>,
+}
+
+impl PersonJson {
+    pub fn of(person: &crate::pose::Person) -> PersonJson {
+        PersonJson {
+            keypoints: person
+                .keypoints
+                .iter()
+                .map(|k| if k.score > 0.0 { [k.x, k.y, k.score] } else { [0.0, 0.0, 0.0] })
+                .collect(),
+        }
+    }
+}
+
+impl PoseRequest {
+    pub fn run(&self, runtime: &Runtime) -> Result<PoseReport> {
+        let image = crate::imaging::load_rgb(&self.input)?;
+        let output = OutputImage::create(&self.output)?;
+        if let Some(json) = &self.json {
+            crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
+        }
+        let file = crate::config::file::PoseFile { model: self.model.clone(), ..Default::default() };
+        let spec = crate::config::PoseSpec::parse(&file, &crate::config::Origin::Flags)?;
+        let mut estimator = crate::pose::stage::load_estimator(runtime, &spec)?;
+        let people = estimator.estimate(&image)?;
+        let picture = if self.overlay {
+            crate::pose::render::overlay(&image, &people)
+        } else {
+            crate::pose::render::skeleton(image.width(), image.height(), &people)
+        };
+        output.write(&picture)?;
+        let report = PoseReport { people: people.iter().map(PersonJson::of).collect() };
+        if let Some(json) = &self.json {
+            let text = serde_json::to_string_pretty(&report).map_err(|e| Error::internal("pose JSON", e))?;
+            write_text(json, &text)?;
+        }
+        Ok(report)
+    }
 }

@@ -43,6 +43,7 @@ pub mod media;
 pub mod model;
 pub mod paths;
 pub mod pipeline;
+pub mod pose;
 pub mod similarity;
 pub mod sink;
 pub mod source;

@@ -71,6 +71,28 @@ enum Command {
     Convert(ConvertArgs),
     /// List cameras and v4l2loopback outputs.
     Devices,
+    /// Find the people in an image and write the ControlNet conditioning image (the OpenPose skeleton on black,
+    /// at the input's size) or, with --overlay, the skeleton over the input; --json writes the keypoints.
+    Pose(PoseArgs),
+}
+
+#[derive(Args)]
+struct PoseArgs {
+    /// PNG or JPEG image.
+    input: PathBuf,
+    /// .png or .jpg out.
+    output: PathBuf,
+    /// Write {"people":[{"keypoints":[[x,y,score], ... 18 in OpenPose-18 order]}]} here (input pixels; score 0
+    /// for a missing point).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Pose model: a MoveNet SinglePose ONNX file or a folder holding one (default: models/movenet or
+    /// ../shared/models/movenet).
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Draw the skeleton over the input instead of on black.
+    #[arg(long)]
+    overlay: bool,
 }
 
 #[derive(Args)]
@@ -116,6 +138,16 @@ struct ConvertArgs {
     /// default 0 = off: every frame is converted).
     #[arg(long, value_name = "T", allow_negative_numbers = true)]
     similarity_threshold: Option<f64>,
+    /// Pose-guided: each frame's OpenPose skeleton drives the model's ControlNet; txt2img (a character from the
+    /// pose alone) or img2img (the frame, guided by its pose). The model folder needs a ControlNet.
+    #[arg(long, value_name = "MODE")]
+    pose: Option<String>,
+    /// Pose model (MoveNet ONNX file or folder; default: models/movenet or ../shared/models/movenet).
+    #[arg(long, value_name = "PATH", requires = "pose")]
+    pose_model: Option<PathBuf>,
+    /// ControlNet conditioning scale, 0 to 2 (default 1).
+    #[arg(long, value_name = "S", requires = "pose", allow_negative_numbers = true)]
+    controlnet_scale: Option<f64>,
     /// Write the final statistics here as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
@@ -294,6 +326,7 @@ fn runtime(args: &RuntimeArgs) -> anyhow::Result<Runtime> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Img2img(args) => img2img(&cli.runtime, args),
+        Command::Pose(args) => pose(&cli.runtime, args),
         Command::Schedule(args) => schedule(args),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&cli.runtime, &dirs),
         Command::Bench(args) => bench(&cli.runtime, args),
@@ -370,6 +403,12 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
             similarity_threshold: args.similarity_threshold,
             ..Default::default()
         },
+        pose: args.pose.as_ref().map(|mode| latentcam::config::file::PoseFile {
+            model: args.pose_model.clone(),
+            mode: Some(mode.clone()),
+            controlnet_scale: args.controlnet_scale,
+            ..Default::default()
+        }),
     };
     let config = request.pipeline()?;
     let runtime = runtime(rt)?;
@@ -456,6 +495,19 @@ fn img2img(rt: &RuntimeArgs, args: Img2ImgArgs) -> anyhow::Result<()> {
         vae_decode_ms = format!("{:.1}", r.times.vae_decode_ms),
         "wrote"
     );
+    Ok(())
+}
+
+fn pose(rt: &RuntimeArgs, args: PoseArgs) -> anyhow::Result<()> {
+    let request = latentcam::jobs::PoseRequest {
+        input: args.input,
+        output: args.output,
+        json: args.json,
+        model: args.model,
+        overlay: args.overlay,
+    };
+    let report = request.run(&runtime(rt)?)?;
+    tracing::info!(output = %request.output.display(), people = report.people.len(), "wrote");
     Ok(())
 }
 

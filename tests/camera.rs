@@ -160,6 +160,7 @@ fn an_unplugged_camera_ends_a_live_run_with_exit_code_1_and_finalized_sinks() {
     let (source, _) = fake(&[Step::Frames(20)], Duration::from_millis(400));
     let seen = Arc::new(Mutex::new((0, None)));
     let parts = Parts {
+        annotator: None,
         source: Box::new(source),
         processor: Box::new(Passthrough),
         sinks: vec![("count".into(), Box::new(Counting(seen.clone())))],

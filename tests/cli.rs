@@ -370,3 +370,59 @@ fn bench_bad_flags_give_exit_code_2_and_name_the_flag() {
     assert_bad_input(&bench(&tmp.path().join("no/such/dir/b.json"), &[]), "does not exist");
     assert!(!json.exists(), "no JSON written on failure");
 }
+
+#[test]
+#[ignore = "needs ../shared (models/movenet, media/astronaut.png)"]
+fn pose_writes_the_skeleton_the_overlay_and_the_keypoints() {
+    let shared = common::shared();
+    let tmp = common::temp_dir();
+    let (input, skeleton, overlay, json) = (
+        shared.join("media/astronaut.png"),
+        tmp.path().join("skeleton.png"),
+        tmp.path().join("overlay.png"),
+        tmp.path().join("people.json"),
+    );
+    let model = shared.join("models/movenet");
+    let out = latentcam(&[
+        "pose",
+        path_str(&input),
+        path_str(&skeleton),
+        "--json",
+        path_str(&json),
+        "--model",
+        path_str(&model),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let picture = image::open(&skeleton).unwrap().to_rgb8();
+    let source = image::open(&input).unwrap().to_rgb8();
+    assert_eq!(picture.dimensions(), source.dimensions(), "the conditioning image has the input's size");
+    let lit = picture.pixels().filter(|p| p.0 != [0, 0, 0]).count();
+    assert!(lit > 1000 && lit < picture.len() / 3 / 4, "a skeleton on black: {lit} lit pixels");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let people = v["people"].as_array().unwrap();
+    assert_eq!(people.len(), 1, "{v}");
+    let keypoints = people[0]["keypoints"].as_array().unwrap();
+    assert_eq!(keypoints.len(), 18);
+    // The nose is found, inside the picture, with its score.
+    let nose: Vec<f64> = keypoints[0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!(nose[2] > 0.3 && nose[0] > 0.0 && nose[0] < 512.0 && nose[1] > 0.0 && nose[1] < 512.0, "{nose:?}");
+
+    let out = latentcam(&["pose", path_str(&input), path_str(&overlay), "--overlay", "--model", path_str(&model)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let over = image::open(&overlay).unwrap().to_rgb8();
+    let same = over.pixels().zip(source.pixels()).filter(|(a, b)| a == b).count();
+    assert!(same > over.len() / 3 / 2 && same < over.len() / 3, "the overlay keeps the picture and adds the skeleton");
+}
+
+#[test]
+fn pose_with_a_model_that_is_not_a_pose_model_is_bad_input() {
+    let tmp = common::temp_dir();
+    let input = tmp.path().join("in.png");
+    image::RgbImage::from_pixel(64, 48, image::Rgb([90, 120, 200])).save(&input).unwrap();
+    let not_pose = common::model_dir("tiny-sd15-lcm-lora").join("unet.onnx");
+    let out =
+        latentcam(&["pose", path_str(&input), path_str(&tmp.path().join("o.png")), "--model", path_str(&not_pose)]);
+    assert_bad_input(&out, "MoveNet");
+    let out = latentcam(&["pose", path_str(&input), path_str(&tmp.path().join("o.png")), "--model", "/no/such/model"]);
+    assert_bad_input(&out, "/no/such/model");
+}

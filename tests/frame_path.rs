@@ -194,7 +194,7 @@ fn similarity_filter_reuses_near_identical_frames_with_bounded_runs() {
         similarity: SimilaritySettings { threshold: 0.01, max_skips: 2 },
     };
     let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
-    let mut processor = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine).unwrap();
+    let mut processor = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine, None).unwrap();
     let image = |i| image::RgbImage::from_raw(SIZE.0, SIZE.1, frame(i)).unwrap();
     let (a, b) = (image(0), image(5));
     let mut ran = Vec::new();

@@ -538,6 +538,7 @@ fn command_line_flags_are_parsed_or_refused_never_panic() {
                 quality: f.quality,
                 audio: true,
                 engine: Default::default(),
+                pose: None,
             };
             let expected = flags_valid(&f);
             match convert.pipeline() {

@@ -20,6 +20,8 @@ pub struct PipelineFile {
     pub params: ParamsFile,
     #[serde(default)]
     pub engine: EngineFile,
+    /// Pose-guided generation (OpenPose ControlNet); absent: plain img2img.
+    pub pose: Option<PoseFile>,
     #[serde(rename = "sink", default)]
     pub sinks: Vec<SinkFile>,
     /// Seconds between statistics log lines (0 = only at the end).
@@ -97,6 +99,21 @@ pub struct EngineFile {
     pub similarity_threshold: Option<f64>,
     /// At most this many re-emitted frames in a row.
     pub similarity_max_skips: Option<i64>,
+}
+
+/// `[pose]`: the pose model, how the ControlNet uses the skeleton, and the keypoint smoothing.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoseFile {
+    pub model: Option<PathBuf>,
+    /// "txt2img" (a character from the pose alone) or "img2img" (the frame, guided by its pose).
+    pub mode: Option<String>,
+    pub controlnet_scale: Option<f64>,
+    pub threshold: Option<f64>,
+    pub min_cutoff: Option<f64>,
+    pub beta: Option<f64>,
+    pub d_cutoff: Option<f64>,
+    pub hold_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -28,15 +28,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use self::file::{Any, EngineFile, ParamsFile, PipelineFile, SinkFile, SourceFile};
+use self::file::{Any, EngineFile, ParamsFile, PipelineFile, PoseFile, SinkFile, SourceFile};
 pub use self::values::{Host, StreamUrl, WorkingSize};
 use self::values::{MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show};
+use crate::diffusion::controlnet::MAX_CONDITIONING_SCALE;
 use crate::diffusion::frame_path::MAX_STREAM_BATCH;
 use crate::diffusion::scheduler::{Lcm, MAX_STEPS, Schedule};
 use crate::diffusion::{BatchMode, MAX_GUIDANCE, Params};
 use crate::error::{Error, Result};
 use crate::frame::Fps;
 use crate::model::{self, ModelFolder, one_line};
+use crate::pose::smooth::{self, SmoothingSettings};
 use crate::similarity::{self, SimilaritySettings};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -240,6 +242,9 @@ fn flag_for(key: &str) -> &'static str {
         "negative-prompt" => "--negative-prompt",
         "stream-batch" => "--stream-batch",
         "similarity-threshold" => "--similarity-threshold",
+        "mode" if key.starts_with("pose.") => "--pose",
+        "model" => "--pose-model",
+        "controlnet-scale" => "--controlnet-scale",
         "path" => "output",
         "uri" => "input",
         _ => "option",
@@ -263,7 +268,75 @@ pub struct Pipeline {
     pub params: Params,
     pub schedule: Schedule,
     pub engine: Engine,
+    /// Pose-guided generation (`[pose]`).
+    pub pose: Option<PoseSpec>,
     pub sinks: Vec<SinkSpec>,
+}
+
+/// `[pose]`, checked: where the pose model is, how the skeleton guides the model, the smoothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoseSpec {
+    /// A pose model folder or `.onnx` file (MoveNet single-person).
+    pub model: PathBuf,
+    /// A character from the pose alone (fixed noise, no VAE encode) instead of img2img guided by the pose.
+    pub txt2img: bool,
+    /// ControlNet conditioning scale, 0 to 2.
+    pub controlnet_scale: f32,
+    /// Keypoints below this confidence are missing.
+    pub threshold: f32,
+    pub smoothing: SmoothingSettings,
+}
+
+/// The pose model used when `[pose] model` is not given: the MoveNet of ../shared beside a checkout, else
+/// `models/movenet` under the current directory.
+fn default_pose_model() -> PathBuf {
+    let candidates = [PathBuf::from("models/movenet"), PathBuf::from("../shared/models/movenet")];
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| candidates[0].clone())
+}
+
+impl PoseSpec {
+    pub fn parse(file: &PoseFile, origin: &Origin) -> Result<PoseSpec> {
+        let err = |key: &str, problem: String| origin.error(&format!("pose.{key}"), problem);
+        let txt2img = match file.mode.as_deref() {
+            None | Some("txt2img") => true,
+            Some("img2img") => false,
+            Some(other) => return Err(err("mode", format!("{other:?}: expected \"txt2img\" or \"img2img\""))),
+        };
+        let controlnet_scale = match file.controlnet_scale {
+            None => 1.0,
+            Some(v) if v.is_finite() && (0.0..=MAX_CONDITIONING_SCALE).contains(&v) => v as f32,
+            Some(v) => return Err(err("controlnet-scale", format!("{v}: expected 0 to {MAX_CONDITIONING_SCALE}"))),
+        };
+        let threshold = match file.threshold {
+            None => crate::pose::movenet::DEFAULT_THRESHOLD,
+            Some(v) if v.is_finite() && (0.0..=1.0).contains(&v) => v as f32,
+            Some(v) => return Err(err("threshold", format!("{v}: expected a confidence from 0 to 1"))),
+        };
+        let mut smoothing = SmoothingSettings { gate: f64::from(threshold), ..SmoothingSettings::default() };
+        if let Some(v) = file.min_cutoff {
+            smoothing.min_cutoff = smooth::check_min_cutoff(v).map_err(|e| err("min-cutoff", e))?;
+        }
+        if let Some(v) = file.beta {
+            smoothing.beta = smooth::check_beta(v).map_err(|e| err("beta", e))?;
+        }
+        if let Some(v) = file.d_cutoff {
+            smoothing.d_cutoff = smooth::check_d_cutoff(v).map_err(|e| err("d-cutoff", e))?;
+        }
+        if let Some(v) = file.hold_s {
+            smoothing.hold_s = smooth::check_hold_s(v).map_err(|e| err("hold-s", e))?;
+        }
+        let model = file.model.clone().unwrap_or_else(default_pose_model);
+        if !model.exists() {
+            return Err(err(
+                "model",
+                format!(
+                    "{}: no such file or folder (a MoveNet SinglePose ONNX model, or a folder holding one)",
+                    model.display()
+                ),
+            ));
+        }
+        Ok(PoseSpec { model, txt2img, controlnet_scale, threshold, smoothing })
+    }
 }
 
 /// How frames run through the models (`[engine]`).
@@ -340,14 +413,35 @@ impl Pipeline {
         if sinks.iter().filter(|s| matches!(s.kind, SinkKind::Window { .. })).count() > 1 {
             return Err(err("sink", "at most one window sink".into()));
         }
-        let dir = model_folder(file.model.dir.as_deref()).map_err(|e| match (&origin, e) {
+        let dir = match (&file.model.dir, &file.pose) {
+            (None, Some(_)) => model::default_pose_folder(),
+            (dir, _) => model_folder(dir.as_deref()),
+        };
+        let dir = dir.map_err(|e| match (&origin, e) {
             (Origin::File(_), Error::ModelFolder { path, problem }) => {
                 err("model.dir", format!("{}: {problem}", path.display()))
             }
             (_, e) => e,
         })?;
         let model = ModelFolder::open(&dir)?;
-        let params = resolve_params(&file.params, &model, &origin)?;
+        let pose = file.pose.as_ref().map(|p| PoseSpec::parse(p, &origin)).transpose()?;
+        let mut params = resolve_params(&file.params, &model, &origin)?;
+        if let Some(pose) = &pose {
+            if model.controlnet.is_none() {
+                return Err(origin.error(
+                    "model.dir",
+                    format!(
+                        "{}: [pose] needs a model folder with an OpenPose ControlNet ([files] controlnet and \
+                         unet-controlnet; scripts/export_models.py real ... --controlnet openpose)",
+                        model.dir.display()
+                    ),
+                ));
+            }
+            if pose.txt2img && params.timesteps.is_none() {
+                // txt2img runs the LCM schedule from the top (strength 1).
+                params.strength = 1.0;
+            }
+        }
         let schedule = check_schedule(&params, &model, &origin)?;
         let multiple = model.size_multiple_for(&schedule);
         let size = match file.model.size.as_deref() {
@@ -374,6 +468,7 @@ impl Pipeline {
             params,
             schedule,
             engine,
+            pose,
             sinks,
         })
     }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ndarray::{Array, Array1, ArrayD, IxDyn};
 use ort::session::{IoBinding, Session};
-use ort::value::{DynTensor, Tensor, TensorElementType};
+use ort::value::{DynTensor, TensorElementType};
 
 use super::img2img::{Diffusion, Params, Prepared, StageTimes};
 use super::noise::NoiseBank;
@@ -29,7 +29,7 @@ use super::scheduler::PredictionType;
 use super::unet::TimestepInput;
 use crate::error::{Error, Result};
 use crate::infer::bound::{self, Rebind};
-use crate::infer::contract::{unet as unet_port, vae_encoder as enc_port};
+use crate::infer::contract::{controlnet as cn_port, unet as unet_port, vae_encoder as enc_port};
 use crate::infer::graph::GraphBuilder;
 use crate::infer::tensor::host_tensor;
 use crate::infer::{ExecutionProvider, Runtime};
@@ -46,6 +46,15 @@ pub enum BatchMode {
     Frames(usize),
     /// StreamDiffusion's denoising batch for n steps: n-1 frames late.
     Denoising(usize),
+}
+
+/// Pose guidance: a ControlNet conditioned on an image (the OpenPose skeleton) that comes with every frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Control {
+    /// Generate from the conditioning alone (fixed noise, no VAE encode) instead of img2img.
+    pub txt2img: bool,
+    /// ControlNet conditioning scale, 0 to 2.
+    pub scale: f32,
 }
 
 /// Largest stream batch accepted.
@@ -80,6 +89,8 @@ impl BatchMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Pre,
+    ControlPre,
+    ControlNet,
     Encode,
     Noise,
     Unet,
@@ -96,7 +107,8 @@ struct Run {
 
 /// The small graphs' sessions.
 struct Graphs {
-    pre: Session,
+    pre: Option<Session>,
+    control_pre: Option<Session>,
     noise: Session,
     step_mid: Option<Session>,
     step_last: Option<Session>,
@@ -124,6 +136,9 @@ struct Layout {
     cfg: bool,
     vae_only: bool,
     denoising: bool,
+    control: bool,
+    txt2img: bool,
+    cond_ty: TensorElementType,
     range: ImageRange,
     latent_scale: f32,
     prediction: PredictionType,
@@ -153,13 +168,8 @@ pub struct FramePath {
     height: u32,
     ep: ExecutionProvider,
     explicit_noise: Option<NoiseBank>,
-    graphs: Graphs,
-    runs: Vec<Run>,
-    frame_input: Rebind,
-    frames_in: DynTensor,
-    frames_out: DynTensor,
-    /// Intermediate device buffers and bound constants, kept alive with the bindings that use them.
-    _held: Vec<DynTensor>,
+    control: Option<Control>,
+    b: Built,
     /// `Frames(k)`: slots written since the last run.
     filled: usize,
     /// `Denoising(n)`: frames pushed since the stream (re)started.
@@ -176,16 +186,41 @@ impl FramePath {
     /// `noise`: explicit noise (golden tests); by default the seed's fixed noise.
     pub fn new(
         runtime: &Runtime,
+        diffusion: Diffusion,
+        params: &Params,
+        size: (u32, u32),
+        mode: BatchMode,
+        noise: Option<NoiseBank>,
+    ) -> Result<FramePath> {
+        Self::create(runtime, diffusion, params, size, mode, None, noise)
+    }
+
+    /// A path guided by a conditioning image that comes with every frame ([`FramePath::push_controlled`]): the
+    /// diffusion must hold a ControlNet ([`Diffusion::load_with_controlnet`]); one frame at a time.
+    pub fn with_control(
+        runtime: &Runtime,
+        diffusion: Diffusion,
+        params: &Params,
+        size: (u32, u32),
+        control: Control,
+        noise: Option<NoiseBank>,
+    ) -> Result<FramePath> {
+        Self::create(runtime, diffusion, params, size, BatchMode::Single, Some(control), noise)
+    }
+
+    fn create(
+        runtime: &Runtime,
         mut diffusion: Diffusion,
         params: &Params,
         (width, height): (u32, u32),
         mode: BatchMode,
+        control: Option<Control>,
         noise: Option<NoiseBank>,
     ) -> Result<FramePath> {
         let prepared = diffusion.prepare(params)?;
         let ep = diffusion.unet().model().ep;
-        let (graphs, runs, frames_in, frames_out, held, frame_input) =
-            build(runtime, &mut diffusion, &prepared, (width, height), mode, noise.as_ref(), ep)?;
+        let setup = Setup { size: (width, height), mode, control, explicit_noise: noise.as_ref(), ep };
+        let b = build(runtime, &mut diffusion, &prepared, setup)?;
         Ok(FramePath {
             runtime: runtime.clone(),
             diffusion,
@@ -195,18 +230,18 @@ impl FramePath {
             height,
             ep,
             explicit_noise: noise,
-            graphs,
-            runs,
-            frame_input,
-            frames_in,
-            frames_out,
-            _held: held,
+            control,
+            b,
             filled: 0,
             entered: 0,
             times: StageTimes::default(),
         })
     }
 
+    /// True for pose-guided txt2img (no input frame).
+    pub fn txt2img(&self) -> bool {
+        self.control.is_some_and(|c| c.txt2img)
+    }
     pub fn mode(&self) -> BatchMode {
         self.mode
     }
@@ -235,22 +270,14 @@ impl FramePath {
             BatchMode::Denoising(_) => BatchMode::Denoising(prepared.plan.steps.len()),
             other => other,
         };
-        let (graphs, runs, frames_in, frames_out, held, frame_input) = build(
-            &self.runtime,
-            &mut self.diffusion,
-            &prepared,
-            (self.width, self.height),
+        let setup = Setup {
+            size: (self.width, self.height),
             mode,
-            self.explicit_noise.as_ref(),
-            self.ep,
-        )?;
-        // Bindings first: they hold the buffers of the old graphs.
-        self.runs = runs;
-        self.graphs = graphs;
-        self.frames_in = frames_in;
-        self.frames_out = frames_out;
-        self._held = held;
-        self.frame_input = frame_input;
+            control: self.control,
+            explicit_noise: self.explicit_noise.as_ref(),
+            ep: self.ep,
+        };
+        self.b = build(&self.runtime, &mut self.diffusion, &prepared, setup)?;
         self.prepared = prepared;
         self.mode = mode;
         self.filled = 0;
@@ -262,17 +289,57 @@ impl FramePath {
         self.width as usize * self.height as usize * 3
     }
 
-    /// One frame in (RGB, `width*height*3` bytes); `each` gets the outputs that are ready, oldest first.
-    pub fn push(&mut self, rgb: &[u8], mut each: impl FnMut(&[u8])) -> Result<()> {
+    fn check_bytes(&self, what: &str, rgb: &[u8]) -> Result<()> {
         let bytes = self.frame_bytes();
         if rgb.len() != bytes {
-            return Err(Error::internal("frame path", format!("a frame of {} bytes, expected {bytes}", rgb.len())));
+            return Err(Error::internal("frame path", format!("{what} of {} bytes, expected {bytes}", rgb.len())));
         }
-        let slot = match self.mode {
-            BatchMode::Frames(_) => self.filled,
-            _ => 0,
-        };
-        self.write_slot(slot, rgb);
+        Ok(())
+    }
+
+    /// One frame in (RGB, `width*height*3` bytes); `each` gets the outputs that are ready, oldest first.
+    pub fn push(&mut self, rgb: &[u8], each: impl FnMut(&[u8])) -> Result<()> {
+        if self.control.is_some() {
+            return Err(Error::internal(
+                "frame path",
+                "a pose-guided path takes its conditioning image with each frame",
+            ));
+        }
+        self.push_inputs(Some(rgb), None, each)
+    }
+
+    /// One frame and its conditioning image (the skeleton, RGB at the working size) in; txt2img takes no frame.
+    pub fn push_controlled(&mut self, rgb: Option<&[u8]>, control: &[u8], each: impl FnMut(&[u8])) -> Result<()> {
+        self.push_inputs(rgb, Some(control), each)
+    }
+
+    fn push_inputs(&mut self, rgb: Option<&[u8]>, control: Option<&[u8]>, mut each: impl FnMut(&[u8])) -> Result<()> {
+        let txt2img = self.control.is_some_and(|c| c.txt2img);
+        match (rgb, txt2img) {
+            (Some(rgb), false) => {
+                self.check_bytes("a frame", rgb)?;
+                let slot = match self.mode {
+                    BatchMode::Frames(_) => self.filled,
+                    _ => 0,
+                };
+                self.write_slot(slot, rgb);
+            }
+            (None, true) => {}
+            (Some(_), true) => return Err(Error::internal("frame path", "txt2img takes no input frame")),
+            (None, false) => return Err(Error::internal("frame path", "img2img needs an input frame")),
+        }
+        match (control, self.b.control_in.as_mut()) {
+            (Some(control), Some(_)) => {
+                self.check_bytes("a conditioning image", control)?;
+                if let Some(buffer) = self.b.control_in.as_mut() {
+                    Self::host_bytes_mut(buffer).copy_from_slice(control);
+                }
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::internal("frame path", "a conditioning image given to an unguided path or missing"));
+            }
+        }
         match self.mode {
             BatchMode::Single => {
                 self.run_all()?;
@@ -334,8 +401,13 @@ impl FramePath {
             BatchMode::Frames(k) => k,
             _ => 1,
         };
-        for slot in 0..slots {
-            self.write_slot(slot, &grey);
+        if self.b.frames_in.is_some() {
+            for slot in 0..slots {
+                self.write_slot(slot, &grey);
+            }
+        }
+        if let Some(buffer) = self.b.control_in.as_mut() {
+            Self::host_bytes_mut(buffer).fill(0);
         }
         self.run_all()?;
         self.filled = 0;
@@ -351,19 +423,23 @@ impl FramePath {
 
     fn write_slot(&mut self, slot: usize, rgb: &[u8]) {
         let bytes = self.frame_bytes();
-        Self::host_bytes_mut(&mut self.frames_in)[slot * bytes..(slot + 1) * bytes].copy_from_slice(rgb);
+        if let Some(frames) = self.b.frames_in.as_mut() {
+            Self::host_bytes_mut(frames)[slot * bytes..(slot + 1) * bytes].copy_from_slice(rgb);
+        }
     }
 
     fn copy_slot(&mut self, from: usize, to: usize) {
         let bytes = self.frame_bytes();
-        Self::host_bytes_mut(&mut self.frames_in).copy_within(from * bytes..(from + 1) * bytes, to * bytes);
+        if let Some(frames) = self.b.frames_in.as_mut() {
+            Self::host_bytes_mut(frames).copy_within(from * bytes..(from + 1) * bytes, to * bytes);
+        }
     }
 
     fn emit(&mut self, rows: usize, each: &mut impl FnMut(&[u8])) {
         let bytes = self.frame_bytes();
-        let count: usize = self.frames_out.shape().iter().map(|&d| d as usize).product();
+        let count: usize = self.b.frames_out.shape().iter().map(|&d| d as usize).product();
         // SAFETY: `frames_out` is a u8 host tensor of `count` elements, written by the last run.
-        let out = unsafe { std::slice::from_raw_parts(self.frames_out.data_ptr().cast::<u8>(), count) };
+        let out = unsafe { std::slice::from_raw_parts(self.b.frames_out.data_ptr().cast::<u8>(), count) };
         for row in out.chunks_exact(bytes).take(rows) {
             each(row);
         }
@@ -372,11 +448,13 @@ impl FramePath {
     fn session(&mut self, stage: Stage) -> Result<&mut Session> {
         let missing = || Error::internal("frame path", format!("no session for {stage:?}"));
         Ok(match stage {
-            Stage::Pre => &mut self.graphs.pre,
-            Stage::Noise => &mut self.graphs.noise,
-            Stage::StepMid => self.graphs.step_mid.as_mut().ok_or_else(missing)?,
-            Stage::StepLast => self.graphs.step_last.as_mut().ok_or_else(missing)?,
-            Stage::Post => &mut self.graphs.post,
+            Stage::Pre => self.b.graphs.pre.as_mut().ok_or_else(missing)?,
+            Stage::ControlPre => self.b.graphs.control_pre.as_mut().ok_or_else(missing)?,
+            Stage::ControlNet => self.diffusion.controlnet_mut().ok_or_else(missing)?.model_mut().session_mut(),
+            Stage::Noise => &mut self.b.graphs.noise,
+            Stage::StepMid => self.b.graphs.step_mid.as_mut().ok_or_else(missing)?,
+            Stage::StepLast => self.b.graphs.step_last.as_mut().ok_or_else(missing)?,
+            Stage::Post => &mut self.b.graphs.post,
             Stage::Encode => self.diffusion.vae_encoder_mut().model_mut().session_mut(),
             Stage::Unet => self.diffusion.unet_mut().model_mut().session_mut(),
             Stage::Decode => self.diffusion.vae_decoder_mut().model_mut().session_mut(),
@@ -387,10 +465,13 @@ impl FramePath {
     fn run_all(&mut self) -> Result<()> {
         let _span = tracing::trace_span!("frame").entered();
         let mut times = StageTimes::default();
-        let mut runs = std::mem::take(&mut self.runs);
+        let mut runs = std::mem::take(&mut self.b.runs);
         let result = (|| {
-            if let Some(first) = runs.first_mut() {
-                self.frame_input.bind(&mut first.binding, &self.frames_in, "frame path")?;
+            if let (Some(i), Some(frames)) = (self.b.pre_run, &self.b.frames_in) {
+                self.b.frame_input.bind(&mut runs[i].binding, frames, "frame path")?;
+            }
+            if let (Some(i), Some(control)) = (self.b.control_run, &self.b.control_in) {
+                self.b.control_input.bind(&mut runs[i].binding, control, "frame path")?;
             }
             for run in &runs {
                 let started = Instant::now();
@@ -399,14 +480,14 @@ impl FramePath {
                 let elapsed = ms(started);
                 match run.stage {
                     Stage::Encode => times.vae_encode_ms += elapsed,
-                    Stage::Unet => times.unet_ms += elapsed,
+                    Stage::Unet | Stage::ControlNet => times.unet_ms += elapsed,
                     Stage::Decode => times.vae_decode_ms += elapsed,
                     _ => times.graphs_ms += elapsed,
                 }
             }
             Ok(())
         })();
-        self.runs = runs;
+        self.b.runs = runs;
         self.times = times;
         result
     }
@@ -415,6 +496,8 @@ impl FramePath {
 fn stage_name(stage: Stage) -> &'static str {
     match stage {
         Stage::Pre => "pre-processing graph",
+        Stage::ControlPre => "conditioning graph",
+        Stage::ControlNet => "ControlNet",
         Stage::Encode => "VAE encoder",
         Stage::Noise => "noise graph",
         Stage::Unet => "UNet",
@@ -424,9 +507,29 @@ fn stage_name(stage: Stage) -> &'static str {
     }
 }
 
-type Built = (Graphs, Vec<Run>, DynTensor, DynTensor, Vec<DynTensor>, Rebind);
+/// Everything one parameter set builds.
+struct Built {
+    graphs: Graphs,
+    runs: Vec<Run>,
+    frames_in: Option<DynTensor>,
+    control_in: Option<DynTensor>,
+    frames_out: DynTensor,
+    /// Intermediate device buffers and bound constants (the bindings hold them too; kept for clarity).
+    _held: Vec<DynTensor>,
+    /// The runs whose input is re-bound every frame (a device copy on GPU providers).
+    pre_run: Option<usize>,
+    control_run: Option<usize>,
+    frame_input: Rebind,
+    control_input: Rebind,
+}
 
-fn layout(diffusion: &Diffusion, prepared: &Prepared, (width, height): (u32, u32), mode: BatchMode) -> Result<Layout> {
+fn layout(
+    diffusion: &Diffusion,
+    prepared: &Prepared,
+    (width, height): (u32, u32),
+    mode: BatchMode,
+    control: Option<Control>,
+) -> Result<Layout> {
     let folder = diffusion.folder();
     let channels = folder.latent_channels as i64;
     let encoder = diffusion.vae_encoder().model();
@@ -454,6 +557,11 @@ fn layout(diffusion: &Diffusion, prepared: &Prepared, (width, height): (u32, u32
         cfg,
         vae_only: prepared.vae_only(),
         denoising: matches!(mode, BatchMode::Denoising(_)),
+        control: control.is_some(),
+        txt2img: control.is_some_and(|c| c.txt2img),
+        cond_ty: diffusion
+            .controlnet()
+            .map_or(Float32, |c| c.model().input_type(crate::infer::contract::controlnet::COND)),
         range: folder.image_range,
         latent_scale: folder.latent_scale,
         prediction: prepared.plan.prediction,
@@ -484,10 +592,34 @@ fn pre_graph(l: &Layout) -> Result<ort::editor::Model> {
     g.finish()
 }
 
+/// The conditioning image (8-bit HWC) -> RGB 0..1 NCHW in the ControlNet's batch and element type.
+fn control_graph(l: &Layout) -> Result<ort::editor::Model> {
+    let mut g = GraphBuilder::new("conditioning")?;
+    let control = g.input("control", Uint8, &[1, l.height, l.width, 3]);
+    let x = g.cast(&control, Uint8, Float32)?;
+    let x = g.transpose(&x, &[0, 3, 1, 2])?;
+    let max = g.scalar(255.0)?;
+    let x = g.binary("Div", &x, &max)?;
+    let copies = vec![x.as_str(); l.unet_batch as usize];
+    let x = if copies.len() > 1 { g.concat(&copies, 0)? } else { x.clone() };
+    let x = g.cast(&x, Float32, l.cond_ty)?;
+    g.output(&x, "cond", l.cond_ty, &[l.unet_batch, 3, l.height, l.width])?;
+    g.finish()
+}
+
 /// Encoded latents -> scaled, noised to the first timestep (and, for the denoising batch, stacked with the
 /// batch carried over from the last frame) -> the UNet's input. VAE-only runs go straight to the decoder input.
 fn noise_graph(l: &Layout) -> Result<ort::editor::Model> {
     let mut g = GraphBuilder::new("noise")?;
+    if l.txt2img {
+        // txt2img starts from the noise itself (the LCM scheduler's init_noise_sigma is 1), no encoded image.
+        let noise = g.input("noise", Float32, &l.latent(l.slots));
+        g.output(&noise, "sample", Float32, &l.latent(l.items))?;
+        let unet_in = if l.cfg { g.concat(&[&noise, &noise], 0)? } else { noise };
+        let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
+        g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+        return g.finish();
+    }
     let latent = g.input("latent", l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w]);
     let mut x = g.cast(&latent, l.vae_out, Float32)?;
     if l.encoder_channels != l.channels {
@@ -657,49 +789,51 @@ fn noise_rows(bank: &NoiseBank, rows: &[Option<usize>]) -> Result<DynTensor> {
 }
 
 /// The UNet's constant inputs for one run: timestep(s), prompt embeddings, guidance embedding.
-fn bind_unet_constants(
+/// The constant inputs a UNet-like model (the UNet, the ControlNet) shares: where they go and in what form.
+struct ConstantPorts {
+    timestep: (String, TimestepInput),
+    context: (String, TensorElementType),
+    cond: Option<(String, TensorElementType)>,
+}
+
+impl ConstantPorts {
+    fn of(model: &crate::infer::Model, timestep: TimestepInput, cond_port: usize) -> ConstantPorts {
+        let b = &model.binding;
+        // (The UNet and ControlNet contracts put timestep and context at the same indices.)
+        ConstantPorts {
+            timestep: (b.input(unet_port::TIMESTEP).name.clone(), timestep),
+            context: (b.input(unet_port::CONTEXT).name.clone(), b.input(unet_port::CONTEXT).ty),
+            cond: b.inputs.get(cond_port).cloned().flatten().map(|p| (p.name, p.ty)),
+        }
+    }
+}
+
+/// Bind one run's constant inputs: timestep(s), prompt embeddings, guidance embedding.
+fn bind_constants(
     binding: &mut IoBinding,
-    diffusion: &Diffusion,
+    ports: &ConstantPorts,
     prepared: &Prepared,
     l: &Layout,
     timesteps: &[u32],
     held: &mut Vec<DynTensor>,
 ) -> Result<()> {
-    let unet = diffusion.unet();
-    let b = &unet.model().binding;
-    let err = |e: ort::Error| Error::internal("frame path: UNet inputs", e);
+    let err = |e: ort::Error| Error::internal("frame path: constant inputs", e);
     let batch = l.unet_batch as usize;
     // [uncond × items, text × items] with guidance, else [text × items]: each sample's row i pairs with
     // embedding row i.
     let ts: Vec<u32> = timesteps.iter().chain(if l.cfg { timesteps } else { &[] }).copied().collect();
-    let ts_name = b.input(unet_port::TIMESTEP).name.clone();
-    let same = ts.iter().all(|t| *t == ts[0]);
-    let timestep: DynTensor = match unet.timestep {
-        TimestepInput::I64Batch => {
-            Tensor::from_array(Array1::from_iter(ts.iter().map(|&t| i64::from(t)))).map_err(err)?.upcast()
-        }
-        TimestepInput::F32Batch | TimestepInput::F16Batch => {
-            let ty = if unet.timestep == TimestepInput::F32Batch { Float32 } else { TensorElementType::Float16 };
-            host_tensor(ty, Array1::from_iter(ts.iter().map(|&t| t as f32)).into_dyn().view())?
-        }
-        scalar if same => match scalar {
-            TimestepInput::I64Scalar => Tensor::from_array(ndarray::arr0(i64::from(ts[0]))).map_err(err)?.upcast(),
-            TimestepInput::F16Scalar => {
-                host_tensor(TensorElementType::Float16, ndarray::arr0(ts[0] as f32).into_dyn().view())?
-            }
-            _ => host_tensor(Float32, ndarray::arr0(ts[0] as f32).into_dyn().view())?,
-        },
-        scalar => {
-            return Err(Error::invalid(
-                "engine.stream-batch",
-                format!(
-                    "a denoising batch needs a UNet that takes one timestep per batch item; this one takes a {}",
-                    scalar.describe()
-                ),
-            ));
-        }
-    };
-    binding.bind_input(ts_name, &timestep).map_err(err)?;
+    let form = ports.timestep.1;
+    if !form.per_item() && ts.iter().any(|t| *t != ts[0]) {
+        return Err(Error::invalid(
+            "engine.stream-batch",
+            format!(
+                "a denoising batch needs a UNet that takes one timestep per batch item; this one takes a {}",
+                form.describe()
+            ),
+        ));
+    }
+    let timestep = form.tensor(&ts)?;
+    binding.bind_input(ports.timestep.0.clone(), &timestep).map_err(err)?;
     held.push(timestep);
 
     let context = prepared.context_view()?;
@@ -710,32 +844,52 @@ fn bind_unet_constants(
         &rows.iter().map(|&r| context.index_axis(ndarray::Axis(0), r)).collect::<Vec<_>>(),
     )
     .map_err(|e| Error::internal("frame path: prompt embeddings", e))?;
-    let ctx = host_tensor(unet.model().input_type(unet_port::CONTEXT), ctx.into_dyn().view())?;
-    binding.bind_input(b.input(unet_port::CONTEXT).name.clone(), &ctx).map_err(err)?;
+    let ctx = host_tensor(ports.context.1, ctx.into_dyn().view())?;
+    binding.bind_input(ports.context.0.clone(), &ctx).map_err(err)?;
     held.push(ctx);
 
-    if let (Some(port), Some(cond)) = (&b.inputs[unet_port::TIMESTEP_COND], prepared.timestep_cond_view()) {
+    if let (Some((name, ty)), Some(cond)) = (&ports.cond, prepared.timestep_cond_view()) {
         let row = cond.index_axis(ndarray::Axis(0), 0);
         let cond = ndarray::stack(ndarray::Axis(0), &vec![row; batch])
             .map_err(|e| Error::internal("frame path: guidance embedding", e))?;
-        let cond = host_tensor(port.ty, cond.into_dyn().view())?;
-        binding.bind_input(port.name.clone(), &cond).map_err(err)?;
+        let cond = host_tensor(*ty, cond.into_dyn().view())?;
+        binding.bind_input(name.clone(), &cond).map_err(err)?;
         held.push(cond);
     }
     Ok(())
 }
 
-fn build(
-    runtime: &Runtime,
-    diffusion: &mut Diffusion,
-    prepared: &Prepared,
+/// What a path is built for besides its parameters.
+#[derive(Clone, Copy)]
+struct Setup<'a> {
     size: (u32, u32),
     mode: BatchMode,
-    explicit_noise: Option<&NoiseBank>,
+    control: Option<Control>,
+    explicit_noise: Option<&'a NoiseBank>,
     ep: ExecutionProvider,
-) -> Result<Built> {
-    let l = layout(diffusion, prepared, size, mode)?;
+}
+
+fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setup: Setup) -> Result<Built> {
+    let Setup { size, mode, control, explicit_noise, ep } = setup;
+    let l = layout(diffusion, prepared, size, mode, control)?;
     let steps = prepared.plan.steps.len();
+    if let Some(c) = control {
+        if diffusion.controlnet().is_none() {
+            return Err(Error::internal("frame path", "pose guidance without a loaded ControlNet"));
+        }
+        if mode != BatchMode::Single {
+            return Err(Error::invalid(
+                "engine.stream-batch",
+                "a stream batch with ControlNet is not supported yet: use 1",
+            ));
+        }
+        if l.vae_only {
+            return Err(Error::invalid("params.strength", "0 runs the VAE only: ControlNet needs at least one step"));
+        }
+        if !(0.0..=super::controlnet::MAX_CONDITIONING_SCALE as f32).contains(&c.scale) {
+            return Err(Error::invalid("pose.controlnet-scale", format!("{} (expected 0 to 2)", c.scale)));
+        }
+    }
     if let BatchMode::Denoising(n) = mode
         && n != steps
     {
@@ -767,7 +921,11 @@ fn build(
     }
 
     let graphs = Graphs {
-        pre: runtime.graph_session(ep, "pre-processing", pre_graph(&l)?, false)?,
+        pre: (!l.txt2img).then(|| runtime.graph_session(ep, "pre-processing", pre_graph(&l)?, false)).transpose()?,
+        control_pre: l
+            .control
+            .then(|| runtime.graph_session(ep, "conditioning", control_graph(&l)?, false))
+            .transpose()?,
         noise: runtime.graph_session(ep, "noise", noise_graph(&l)?, true)?,
         step_mid: (!l.vae_only && steps > 1 && !l.denoising)
             .then(|| runtime.graph_session(ep, "LCM step", step_graph(&l, true, false)?, true))
@@ -782,7 +940,8 @@ fn build(
     let host = ort::memory::Allocator::default();
     let buffer = |ty, shape: &[i64]| bound::buffer(&device, ty, shape);
     let mut held: Vec<DynTensor> = Vec::new();
-    let frames_in = bound::buffer(&host, Uint8, &[l.slots, l.height, l.width, 3])?;
+    let frames_in = (!l.txt2img).then(|| bound::buffer(&host, Uint8, &[l.slots, l.height, l.width, 3])).transpose()?;
+    let control_in = l.control.then(|| bound::buffer(&host, Uint8, &[1, l.height, l.width, 3])).transpose()?;
     let mut frames_out = bound::buffer(&host, Uint8, &[l.out_rows, l.height, l.width, 3])?;
     let mut image = buffer(l.vae_in, &[l.slots, 3, l.height, l.width])?;
     let mut latent = buffer(l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w])?;
@@ -799,18 +958,49 @@ fn build(
     };
 
     let mut runs = Vec::new();
-    let mut pre = graphs.pre.create_binding().map_err(err("binding"))?;
-    pre.bind_input("frames", &frames_in).map_err(err("pre-processing input"))?;
-    pre.bind_output("image", &mut image).map_err(err("pre-processing output"))?;
-    runs.push(Run { stage: Stage::Pre, binding: pre });
+    let (mut pre_run, mut control_run) = (None, None);
+    if let (Some(session), Some(frames_in)) = (&graphs.pre, &frames_in) {
+        let mut pre = session.create_binding().map_err(err("binding"))?;
+        pre.bind_input("frames", frames_in).map_err(err("pre-processing input"))?;
+        pre.bind_output("image", &mut image).map_err(err("pre-processing output"))?;
+        pre_run = Some(runs.len());
+        runs.push(Run { stage: Stage::Pre, binding: pre });
 
-    let mut encode = diffusion.vae_encoder().model().session().create_binding().map_err(err("binding"))?;
-    encode.bind_input(enc_in, &image).map_err(err("VAE encoder input"))?;
-    encode.bind_output(enc_out, &mut latent).map_err(err("VAE encoder output"))?;
-    runs.push(Run { stage: Stage::Encode, binding: encode });
+        let mut encode = diffusion.vae_encoder().model().session().create_binding().map_err(err("binding"))?;
+        encode.bind_input(enc_in, &image).map_err(err("VAE encoder input"))?;
+        encode.bind_output(enc_out, &mut latent).map_err(err("VAE encoder output"))?;
+        runs.push(Run { stage: Stage::Encode, binding: encode });
+    }
+    // The conditioning image, in the ControlNet's batch (doubled for guidance), and the residual buffers.
+    let mut cond = l.control.then(|| buffer(l.cond_ty, &[l.unet_batch, 3, l.height, l.width])).transpose()?;
+    if let (Some(session), Some(control_in), Some(cond)) = (&graphs.control_pre, &control_in, &mut cond) {
+        let mut binding = session.create_binding().map_err(err("binding"))?;
+        binding.bind_input("control", control_in).map_err(err("conditioning input"))?;
+        binding.bind_output("cond", cond).map_err(err("conditioning output"))?;
+        control_run = Some(runs.len());
+        runs.push(Run { stage: Stage::ControlPre, binding });
+    }
+    let mut residuals: Vec<(String, String, DynTensor)> = Vec::new();
+    if l.control {
+        let context = prepared.context_view()?.dim();
+        let cond_dim = diffusion.unet().cond_dim;
+        let controlnet = diffusion.controlnet_mut().ok_or_else(|| Error::internal("frame path", "no ControlNet"))?;
+        let shapes = controlnet.residual_shapes(
+            l.unet_batch as usize,
+            [l.channels as usize, l.latent_h as usize, l.latent_w as usize],
+            [context.1, context.2],
+            (l.height as usize, l.width as usize),
+            cond_dim,
+        )?;
+        for (r, shape) in controlnet.residuals.clone().iter().zip(shapes) {
+            residuals.push((r.output.clone(), r.input.clone(), buffer(r.ty, &shape)?));
+        }
+    }
 
     let mut noise = graphs.noise.create_binding().map_err(err("binding"))?;
-    noise.bind_input("latent", &latent).map_err(err("noise graph input"))?;
+    if !l.txt2img {
+        noise.bind_input("latent", &latent).map_err(err("noise graph input"))?;
+    }
     if l.vae_only {
         noise.bind_output("dec_in", &mut dec_in).map_err(err("noise graph output"))?;
         runs.push(Run { stage: Stage::Noise, binding: noise });
@@ -818,12 +1008,15 @@ fn build(
         let first = prepared.plan.steps[0];
         let slots = l.slots as usize;
         let bank_rows = noise_rows(&noise_bank, &vec![Some(0); slots])?;
-        let a = per_item_tensor(&vec![first.sqrt_alpha; slots])?;
-        let b = per_item_tensor(&vec![first.sqrt_one_minus_alpha; slots])?;
         noise.bind_input("noise", &bank_rows).map_err(err("noise"))?;
-        noise.bind_input("a", &a).map_err(err("noise"))?;
-        noise.bind_input("b", &b).map_err(err("noise"))?;
-        held.extend([bank_rows, a, b]);
+        if !l.txt2img {
+            let a = per_item_tensor(&vec![first.sqrt_alpha; slots])?;
+            let b = per_item_tensor(&vec![first.sqrt_one_minus_alpha; slots])?;
+            noise.bind_input("a", &a).map_err(err("noise"))?;
+            noise.bind_input("b", &b).map_err(err("noise"))?;
+            held.extend([a, b]);
+        }
+        held.push(bank_rows);
         // Two sample buffers: step i reads one and writes the other.
         let mut samples = [buffer(Float32, &l.latent(l.items))?, buffer(Float32, &l.latent(l.items))?];
         let mut unet_in = buffer(l.unet_in, &l.latent(l.unet_batch))?;
@@ -839,8 +1032,49 @@ fn build(
         let step_runs = if l.denoising { 1 } else { steps };
         for i in 0..step_runs {
             let c = step_constants(prepared, mode, i, l.items as usize);
+            if let Some(controlnet) = diffusion.controlnet() {
+                let model = controlnet.model();
+                let mut binding = model.session().create_binding().map_err(err("binding"))?;
+                let ports = ConstantPorts::of(model, controlnet.timestep, cn_port::TIMESTEP_COND);
+                bind_constants(&mut binding, &ports, prepared, &l, &c.timesteps, &mut held)?;
+                binding
+                    .bind_input(model.binding.input(cn_port::SAMPLE).name.clone(), &unet_in)
+                    .map_err(err("ControlNet"))?;
+                if let Some(cond) = &cond {
+                    binding
+                        .bind_input(model.binding.input(cn_port::COND).name.clone(), cond)
+                        .map_err(err("ControlNet"))?;
+                }
+                let scale = control.map_or(1.0, |c| c.scale);
+                match &model.binding.inputs[cn_port::SCALE] {
+                    Some(port) => {
+                        let shape: &[usize] = if port.shape.is_empty() { &[] } else { &[1] };
+                        let t = host_tensor(port.ty, ArrayD::from_elem(IxDyn(shape), scale).view())?;
+                        binding.bind_input(port.name.clone(), &t).map_err(err("ControlNet"))?;
+                        held.push(t);
+                    }
+                    None if scale != 1.0 => {
+                        return Err(Error::invalid(
+                            "pose.controlnet-scale",
+                            format!(
+                                "{scale}: this ControlNet has no conditioning_scale input (it runs at 1; export it with scripts/export_models.py)"
+                            ),
+                        ));
+                    }
+                    None => {}
+                }
+                for (output, _, buffer) in &mut residuals {
+                    binding.bind_output(output.clone(), &mut *buffer).map_err(err("ControlNet output"))?;
+                }
+                runs.push(Run { stage: Stage::ControlNet, binding });
+            }
             let mut unet = diffusion.unet().model().session().create_binding().map_err(err("binding"))?;
-            bind_unet_constants(&mut unet, diffusion, prepared, &l, &c.timesteps, &mut held)?;
+            let ports =
+                ConstantPorts::of(diffusion.unet().model(), diffusion.unet().timestep, unet_port::TIMESTEP_COND);
+            bind_constants(&mut unet, &ports, prepared, &l, &c.timesteps, &mut held)?;
+            for (_, input, buffer) in &residuals {
+                unet.bind_input(input.clone(), buffer).map_err(err("UNet residual input"))?;
+            }
             unet.bind_input(unet_names.0.clone(), &unet_in).map_err(err("UNet input"))?;
             unet.bind_output(unet_names.1.clone(), &mut model_out).map_err(err("UNet output"))?;
             runs.push(Run { stage: Stage::Unet, binding: unet });
@@ -912,7 +1146,8 @@ fn build(
     runs.push(Run { stage: Stage::Post, binding: post });
     held.extend([image, latent, dec_in, decoded]);
 
-    let frame_input = Rebind::new("frames")?;
+    held.extend(residuals.into_iter().map(|(_, _, b)| b));
+    held.extend(cond);
     tracing::debug!(
         ?mode,
         width = size.0,
@@ -921,7 +1156,18 @@ fn build(
         ep = %ep,
         "frame path built"
     );
-    Ok((graphs, runs, frames_in, frames_out, held, frame_input))
+    Ok(Built {
+        graphs,
+        runs,
+        frames_in,
+        control_in,
+        frames_out,
+        _held: held,
+        pre_run,
+        control_run,
+        frame_input: Rebind::new("frames")?,
+        control_input: Rebind::new("control")?,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ndarray::{Array2, Array3, Array4, ArrayView4, Axis, Zip, concatenate, s};
 
+use super::controlnet::ControlNet;
 use super::noise::NoiseBank;
 use super::scheduler::{Lcm, Plan, Schedule, guidance_embedding};
 use super::text::TextEncoder;
@@ -127,13 +128,36 @@ pub struct Diffusion {
     lcm: Lcm,
     noise: Option<NoiseBank>,
     last_times: StageTimes,
+    controlnet: Option<ControlNet>,
 }
 
 impl Diffusion {
     /// Load every model of the folder and check them against each other.
     pub fn load(runtime: &Runtime, folder: &ModelFolder) -> Result<Diffusion> {
+        Self::load_models(runtime, folder, false)
+    }
+
+    /// [`Diffusion::load`] with the folder's ControlNet and the UNet that takes its residuals (pose-guided
+    /// generation); a folder without them is bad input.
+    pub fn load_with_controlnet(runtime: &Runtime, folder: &ModelFolder) -> Result<Diffusion> {
+        Self::load_models(runtime, folder, true)
+    }
+
+    fn load_models(runtime: &Runtime, folder: &ModelFolder, with_controlnet: bool) -> Result<Diffusion> {
         let text = TextEncoder::load(runtime, folder)?;
-        let unet = Unet::load(runtime, &folder.unet, folder.latent_channels)?;
+        let (unet, controlnet) = if with_controlnet {
+            let files = folder.controlnet.as_ref().ok_or_else(|| Error::ModelFolder {
+                path: folder.dir.clone(),
+                problem: "has no ControlNet ([files] controlnet and unet-controlnet in model.toml; \
+                          scripts/export_models.py real ... --controlnet openpose makes them)"
+                    .into(),
+            })?;
+            let unet = Unet::load_with_residuals(runtime, &files.unet, folder.latent_channels)?;
+            let controlnet = ControlNet::load(runtime, &files.controlnet, unet.model())?;
+            (unet, Some(controlnet))
+        } else {
+            (Unet::load(runtime, &folder.unet, folder.latent_channels)?, None)
+        };
         if let (Some(text_width), Some(unet_width)) = (text.hidden_size(), unet.context_width())
             && text_width != unet_width
         {
@@ -156,7 +180,15 @@ impl Diffusion {
             lcm: Lcm::new(folder.scheduler.clone()),
             noise: None,
             last_times: StageTimes::default(),
+            controlnet,
         })
+    }
+
+    pub fn controlnet(&self) -> Option<&ControlNet> {
+        self.controlnet.as_ref()
+    }
+    pub(crate) fn controlnet_mut(&mut self) -> Option<&mut ControlNet> {
+        self.controlnet.as_mut()
     }
 
     pub fn folder(&self) -> &ModelFolder {

@@ -1,6 +1,7 @@
 //! Diffusion maths and the models it drives: scheduler, prompt encoding, VAE, UNet and the img2img loop.
 //! No file or device I/O here.
 
+pub mod controlnet;
 pub mod frame_path;
 pub mod img2img;
 pub mod noise;

@@ -38,6 +38,39 @@ impl TimestepInput {
         }
     }
 
+    /// The form of a bound `timestep` port.
+    pub fn of(bound: &crate::infer::Bound) -> TimestepInput {
+        match (bound.ty, bound.shape.len()) {
+            (TensorElementType::Float32, 1) => TimestepInput::F32Batch,
+            (TensorElementType::Float32, _) => TimestepInput::F32Scalar,
+            (TensorElementType::Float16, 1) => TimestepInput::F16Batch,
+            (TensorElementType::Float16, _) => TimestepInput::F16Scalar,
+            (_, 1) => TimestepInput::I64Batch,
+            _ => TimestepInput::I64Scalar,
+        }
+    }
+
+    /// A host tensor in this form holding `timesteps` (one per batch row; scalar forms take the first, and the
+    /// caller makes sure they are all equal).
+    pub(crate) fn tensor(self, timesteps: &[u32]) -> Result<ort::value::DynTensor> {
+        use ndarray::arr0;
+        let err = |e: ort::Error| Error::internal("timestep tensor", e);
+        let first = timesteps.first().copied().unwrap_or(0);
+        let floats = || Array1::from_iter(timesteps.iter().map(|&t| t as f32)).into_dyn();
+        Ok(match self {
+            TimestepInput::I64Batch => {
+                ort::value::Tensor::from_array(Array1::from_iter(timesteps.iter().map(|&t| i64::from(t))))
+                    .map_err(err)?
+                    .upcast()
+            }
+            TimestepInput::I64Scalar => ort::value::Tensor::from_array(arr0(i64::from(first))).map_err(err)?.upcast(),
+            TimestepInput::F32Batch => host_tensor(TensorElementType::Float32, floats().view())?,
+            TimestepInput::F16Batch => host_tensor(TensorElementType::Float16, floats().view())?,
+            TimestepInput::F32Scalar => host_tensor(TensorElementType::Float32, arr0(first as f32).into_dyn().view())?,
+            TimestepInput::F16Scalar => host_tensor(TensorElementType::Float16, arr0(first as f32).into_dyn().view())?,
+        })
+    }
+
     /// True when the model takes one timestep per batch item (a denoising batch needs that).
     pub fn per_item(self) -> bool {
         matches!(self, TimestepInput::F32Batch | TimestepInput::I64Batch | TimestepInput::F16Batch)
@@ -57,17 +90,25 @@ pub struct Unet {
 
 impl Unet {
     pub fn load(runtime: &Runtime, path: &std::path::Path, latent_channels: usize) -> Result<Unet> {
-        let model = runtime.load("UNet", path, &port::CONTRACT)?;
+        Self::from_model(runtime.load("UNet", path, &port::CONTRACT)?, latent_channels)
+    }
+
+    /// The UNet that takes ControlNet residuals (`[files] unet-controlnet`).
+    pub fn load_with_residuals(runtime: &Runtime, path: &std::path::Path, latent_channels: usize) -> Result<Unet> {
+        let model = runtime.load_with_extras("UNet", path, &port::CONTRACT, super::controlnet::unet_extras())?;
+        if model.binding.extra_inputs.is_empty() {
+            return Err(model.contract_error(format!(
+                "no ControlNet residual inputs (expected down_block_additional_residuals_N and \
+                 mid_block_additional_residual; found {})",
+                model.describe_inputs()
+            )));
+        }
+        Self::from_model(model, latent_channels)
+    }
+
+    fn from_model(model: Model, latent_channels: usize) -> Result<Unet> {
         let b = &model.binding;
-        let ts = b.input(port::TIMESTEP);
-        let timestep = match (ts.ty, ts.shape.len()) {
-            (TensorElementType::Float32, 1) => TimestepInput::F32Batch,
-            (TensorElementType::Float32, _) => TimestepInput::F32Scalar,
-            (TensorElementType::Float16, 1) => TimestepInput::F16Batch,
-            (TensorElementType::Float16, _) => TimestepInput::F16Scalar,
-            (_, 1) => TimestepInput::I64Batch,
-            _ => TimestepInput::I64Scalar,
-        };
+        let timestep = TimestepInput::of(b.input(port::TIMESTEP));
         for (what, bound) in [("sample", b.input(port::SAMPLE)), ("out_sample", b.output(port::OUT))] {
             if let Some(c) = bound.dim(1)
                 && c as usize != latent_channels

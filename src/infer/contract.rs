@@ -43,6 +43,10 @@ impl Bound {
 pub struct Binding {
     pub inputs: Vec<Option<Bound>>,
     pub outputs: Vec<Option<Bound>>,
+    /// Ports matched by a name prefix ([`Contract::check_with_extras`]), in the model's order: ControlNet
+    /// residuals, whose count depends on the UNet's depth.
+    pub extra_inputs: Vec<Bound>,
+    pub extra_outputs: Vec<Bound>,
 }
 
 impl Binding {
@@ -113,12 +117,20 @@ impl Contract {
     /// Match the session's inputs and outputs to this contract. The error text is the problem only; the
     /// caller adds the role and the file.
     pub fn check(&self, inputs: &[Outlet], outputs: &[Outlet]) -> Result<Binding, String> {
+        self.check_with_extras(inputs, outputs, &Extras::NONE)
+    }
+
+    /// [`Contract::check`], also accepting float ports whose names start with one of `extras`' prefixes.
+    pub fn check_with_extras(&self, inputs: &[Outlet], outputs: &[Outlet], extras: &Extras) -> Result<Binding, String> {
         let bound_inputs = bind_side("input", self.inputs, inputs, || {
             format!("expected inputs {}; found {}", self.describe_inputs(), describe_outlets(inputs))
         })?;
+        let extra_inputs = extra_ports("input", inputs, extras.inputs)?;
+        let extra_outputs = extra_ports("output", outputs, extras.outputs)?;
         // Every input the model has must be one we know how to feed.
         for outlet in inputs {
-            let known = bound_inputs.iter().flatten().any(|b| b.name == outlet.name());
+            let known = bound_inputs.iter().flatten().any(|b| b.name == outlet.name())
+                || extra_inputs.iter().any(|b| b.name == outlet.name());
             if !known {
                 return Err(format!(
                     "input `{}` is not one latentcam can feed; expected inputs {}; found {}",
@@ -131,8 +143,32 @@ impl Contract {
         let bound_outputs = bind_side("output", self.outputs, outputs, || {
             format!("expected outputs {}; found {}", self.describe_outputs(), describe_outlets(outputs))
         })?;
-        Ok(Binding { inputs: bound_inputs, outputs: bound_outputs })
+        Ok(Binding { inputs: bound_inputs, outputs: bound_outputs, extra_inputs, extra_outputs })
     }
+}
+
+/// Name prefixes of ports a role has in varying number.
+#[derive(Debug)]
+pub struct Extras {
+    pub inputs: &'static [&'static str],
+    pub outputs: &'static [&'static str],
+}
+
+impl Extras {
+    pub const NONE: Extras = Extras { inputs: &[], outputs: &[] };
+}
+
+fn extra_ports(side: &str, outlets: &[Outlet], prefixes: &[&str]) -> Result<Vec<Bound>, String> {
+    let mut bound = Vec::new();
+    for outlet in outlets.iter().filter(|o| prefixes.iter().any(|p| o.name().starts_with(p))) {
+        match tensor_of(outlet) {
+            Some((ty, shape, _)) if FLOAT.contains(&ty) => {
+                bound.push(Bound { name: outlet.name().to_string(), ty, shape })
+            }
+            _ => return Err(format!("{side} `{}` is not a float tensor", outlet.name())),
+        }
+    }
+    Ok(bound)
 }
 
 fn bind_side(
@@ -209,6 +245,38 @@ pub mod unet {
         ],
         outputs: &[Port { names: &["out_sample"], types: FLOAT, ranks: &[4], required: true }],
     };
+}
+
+/// The UNet that takes ControlNet residuals: the UNet's ports plus `down_block_additional_residuals_N` and
+/// `mid_block_additional_residual`.
+pub mod unet_controlnet {
+    use super::*;
+    pub static EXTRAS: Extras =
+        Extras { inputs: &["down_block_additional_residuals_", "mid_block_additional_residual"], outputs: &[] };
+}
+
+/// An OpenPose ControlNet: the UNet's inputs plus the conditioning image (RGB 0..1) and, when exported with it,
+/// the conditioning scale; the residuals out.
+pub mod controlnet {
+    use super::*;
+    pub const SAMPLE: usize = 0;
+    pub const TIMESTEP: usize = 1;
+    pub const CONTEXT: usize = 2;
+    pub const COND: usize = 3;
+    pub const SCALE: usize = 4;
+    pub const TIMESTEP_COND: usize = 5;
+    pub static CONTRACT: Contract = Contract {
+        inputs: &[
+            Port { names: &["sample"], types: FLOAT, ranks: &[4], required: true },
+            Port { names: &["timestep"], types: &[Float32, Float16, Int64], ranks: &[0, 1], required: true },
+            Port { names: &["encoder_hidden_states"], types: FLOAT, ranks: &[3], required: true },
+            Port { names: &["controlnet_cond"], types: FLOAT, ranks: &[4], required: true },
+            Port { names: &["conditioning_scale"], types: FLOAT, ranks: &[0, 1], required: false },
+            Port { names: &["timestep_cond"], types: FLOAT, ranks: &[2], required: false },
+        ],
+        outputs: &[],
+    };
+    pub static EXTRAS: Extras = Extras { inputs: &[], outputs: &["down_block_res_samples_", "mid_block_res_sample"] };
 }
 
 pub mod vae_encoder {

@@ -71,6 +71,17 @@ impl Runtime {
 
     /// Create a session for `path` and check it against `contract`. `role` names the model in messages.
     pub fn load(&self, role: &'static str, path: &Path, contract: &Contract) -> Result<Model> {
+        self.load_with_extras(role, path, contract, &contract::Extras::NONE)
+    }
+
+    /// [`Runtime::load`] for roles with a varying number of ports (ControlNet residuals).
+    pub fn load_with_extras(
+        &self,
+        role: &'static str,
+        path: &Path,
+        contract: &Contract,
+        extras: &contract::Extras,
+    ) -> Result<Model> {
         if !path.is_file() {
             return Err(Error::ModelLoad {
                 role,
@@ -85,7 +96,7 @@ impl Runtime {
             match self.create_session(*ep, role, path) {
                 Ok(session) => {
                     let binding = contract
-                        .check(session.inputs(), session.outputs())
+                        .check_with_extras(session.inputs(), session.outputs(), extras)
                         .map_err(|problem| Error::Contract { role, path: path.to_path_buf(), problem })?;
                     let load_ms = started.elapsed().as_secs_f64() * 1e3;
                     self.log_pick(*ep);

@@ -260,12 +260,26 @@ fn models_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// Real pose-guided model folders (`export_models.py real ... --controlnet openpose`), preferred in this order.
+pub const PREFERRED_POSE_FOLDERS: [&str; 2] = ["sd15-lcm-lora-openpose", "lcm-dreamshaper-v7-openpose"];
+/// The committed tiny ControlNet test model.
+pub const FALLBACK_POSE_FOLDER: &str = "tiny-sd15-lcm-lora-controlnet";
+
 /// The model to use when none is named: the first exported real model, else the tiny test model (with a
 /// warning, since its weights are random).
 pub fn default_folder() -> Result<PathBuf> {
+    default_among(&PREFERRED_FOLDERS, FALLBACK_FOLDER)
+}
+
+/// [`default_folder`] for pose-guided runs: folders with an OpenPose ControlNet.
+pub fn default_pose_folder() -> Result<PathBuf> {
+    default_among(&PREFERRED_POSE_FOLDERS, FALLBACK_POSE_FOLDER)
+}
+
+fn default_among(preferred: &[&str], fallback: &str) -> Result<PathBuf> {
     let roots = models_roots();
     for root in &roots {
-        for name in PREFERRED_FOLDERS {
+        for name in preferred {
             let dir = root.join(name);
             if dir.join(MANIFEST_FILE).is_file() {
                 return Ok(dir);
@@ -273,7 +287,7 @@ pub fn default_folder() -> Result<PathBuf> {
         }
     }
     for root in &roots {
-        let dir = root.join(FALLBACK_FOLDER);
+        let dir = root.join(fallback);
         if dir.join(MANIFEST_FILE).is_file() {
             tracing::warn!(
                 model = %dir.display(),

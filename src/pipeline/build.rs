@@ -3,11 +3,13 @@
 //! (a missing file or device, a model that does not load), and the cheap failures come first, so a typo fails
 //! before seconds of model loading.
 
-use super::{DiffusionProcessor, Parts, Processor};
+use super::{Annotator, DiffusionProcessor, Parts, Processor};
 use crate::config::{Mode, Pipeline, SinkKind, WorkingSize};
 use crate::diffusion::Diffusion;
+use crate::diffusion::frame_path::Control;
 use crate::error::{Error, Result};
 use crate::infer::Runtime;
+use crate::pose::stage::PoseAnnotator;
 use crate::sink::{self, SinkContext};
 use crate::source;
 
@@ -44,8 +46,16 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
     };
     // CUDA graphs are captured for the sessions the frame path binds (the models and its graphs).
     let runtime = options.runtime.with_cuda_graph(pipeline.engine.cuda_graph);
-    let diffusion = Diffusion::load(&runtime, &pipeline.model)?;
-    let mut processor = DiffusionProcessor::new(&runtime, diffusion, &pipeline.params, size, &pipeline.engine)?;
+    let (diffusion, control, annotator) = match &pipeline.pose {
+        None => (Diffusion::load(&runtime, &pipeline.model)?, None, None),
+        Some(pose) => {
+            let annotator: Box<dyn Annotator> = Box::new(PoseAnnotator::new(options.runtime, pose)?);
+            let control = Control { txt2img: pose.txt2img, scale: pose.controlnet_scale };
+            (Diffusion::load_with_controlnet(&runtime, &pipeline.model)?, Some(control), Some(annotator))
+        }
+    };
+    let mut processor =
+        DiffusionProcessor::new(&runtime, diffusion, &pipeline.params, size, &pipeline.engine, control)?;
     // Every session runs once at the working size now, before frames flow (a live source meanwhile keeps only
     // its newest frame).
     let warm_up = processor.warm_up()?;
@@ -69,7 +79,7 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         model: pipeline.model.dir.display().to_string(),
         size,
         warm_up,
-        parts: Parts { source, processor: Box::new(processor), sinks, window, mode: pipeline.mode },
+        parts: Parts { annotator, source, processor: Box::new(processor), sinks, window, mode: pipeline.mode },
     })
 }
 

@@ -53,6 +53,11 @@ pub trait Processor: Send {
         ready.push(self.process(input)?);
         Ok(())
     }
+    /// Feed one frame with what came with it (the conditioning image of pose-guided runs); the default ignores
+    /// the extras.
+    fn push_frame(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.push(&frame.image, ready)
+    }
     /// End of stream: append the outputs of the frames still held back.
     fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
         let _ = ready;
@@ -69,9 +74,19 @@ pub trait Processor: Send {
     }
 }
 
+/// Work done on each frame before diffusion, in the preprocess thread: the pose estimator (it owns its session,
+/// and overlaps with the diffusion of the previous frame).
+pub trait Annotator: Send {
+    /// Name in the statistics.
+    fn stage(&self) -> &'static str;
+    fn annotate(&mut self, frame: &mut Frame) -> Result<()>;
+}
+
 /// Everything a run needs, built by [`build`] (or by hand in tests).
 pub struct Parts {
     pub source: Box<dyn Source>,
+    /// Pose estimation and the skeleton (pose-guided runs), before the processor.
+    pub annotator: Option<Box<dyn Annotator>>,
     pub processor: Box<dyn Processor>,
     /// Named sinks, each run on its own thread.
     pub sinks: Vec<(String, Box<dyn Sink>)>,
@@ -95,7 +110,7 @@ const TICK: Duration = Duration::from_millis(200);
 /// Run a pipeline to the end of its stream or until `stop` is set. Returns the final statistics, or the first
 /// error any stage hit (after every stage has wound down and every sink has finalized).
 pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
-    let Parts { source, processor, sinks, window, mode } = parts;
+    let Parts { source, annotator, processor, sinks, window, mode } = parts;
     let stats = Arc::new(Stats::default());
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
     let (capacity, overflow) = match mode {
@@ -139,7 +154,7 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
     let size = processor.size();
     threads.push(spawn("preprocess", fail.clone(), {
         let stats = stats.clone();
-        move || preprocess_loop(size, pre_in, to_proc, &stats)
+        move || preprocess_loop(size, annotator, pre_in, to_proc, &stats)
     })?);
     threads.push(spawn("process", fail.clone(), {
         let (stats, slot) = (stats.clone(), slot.clone());
@@ -259,13 +274,24 @@ fn source_loop(
     Ok(())
 }
 
-fn preprocess_loop(size: (u32, u32), input: LinkReceiver<Frame>, out: LinkSender<Frame>, stats: &Stats) -> Result<()> {
+fn preprocess_loop(
+    size: (u32, u32),
+    mut annotator: Option<Box<dyn Annotator>>,
+    input: LinkReceiver<Frame>,
+    out: LinkSender<Frame>,
+    stats: &Stats,
+) -> Result<()> {
     while let Some(mut frame) = input.recv() {
         let started = Instant::now();
         if frame.image.dimensions() != size {
             frame.image = Arc::new(imaging::resize_cover(&frame.image, size.0, size.1)?);
         }
         stats.stage("preprocess", started.elapsed());
+        if let Some(annotator) = annotator.as_mut() {
+            let started = Instant::now();
+            annotator.annotate(&mut frame)?;
+            stats.stage(annotator.stage(), started.elapsed());
+        }
         if out.send(frame).is_err() {
             break;
         }
@@ -310,7 +336,7 @@ fn process_loop(
     };
     while let Some(frame) = input.recv() {
         let started = Instant::now();
-        processor.push(&frame.image, &mut ready)?;
+        processor.push_frame(&frame, &mut ready)?;
         pending.push_back(frame);
         if !ready.is_empty() {
             stats.stage("process", started.elapsed());
@@ -375,8 +401,20 @@ impl DiffusionProcessor {
         params: &crate::diffusion::Params,
         size: WorkingSize,
         engine: &crate::config::Engine,
+        control: Option<crate::diffusion::frame_path::Control>,
     ) -> Result<DiffusionProcessor> {
-        let path = FramePath::new(runtime, diffusion, params, size.dims(), engine.batch, None)?;
+        let path = match control {
+            None => FramePath::new(runtime, diffusion, params, size.dims(), engine.batch, None)?,
+            Some(control) => {
+                if engine.batch != crate::diffusion::BatchMode::Single {
+                    return Err(Error::invalid(
+                        "engine.stream-batch",
+                        "a stream batch with [pose] (ControlNet) is not supported yet: use 1",
+                    ));
+                }
+                FramePath::with_control(runtime, diffusion, params, size.dims(), control, None)?
+            }
+        };
         let multiple = path.diffusion().size_multiple(path.prepared());
         // The size's sides are multiples of size.multiple(); that satisfies the run only if it is itself a
         // multiple of what the run needs.
@@ -388,7 +426,9 @@ impl DiffusionProcessor {
         }
         // A stream batch needs every frame in its slots, in order: the filter (which re-emits the last output
         // in place of a model run) is only used without one.
-        let similarity = if path.lag_frames() == 0 { engine.similarity } else { SimilaritySettings::DISABLED };
+        // Pose-guided runs follow the skeleton, which the filter does not see: off there too.
+        let similarity =
+            if path.lag_frames() == 0 && control.is_none() { engine.similarity } else { SimilaritySettings::DISABLED };
         Ok(DiffusionProcessor {
             path,
             similarity: SimilarityFilter::new(similarity),
@@ -451,6 +491,17 @@ impl Processor for DiffusionProcessor {
         if keep && let Some(last) = ready.last() {
             self.last_output = Some(last.clone());
         }
+        Ok(())
+    }
+
+    fn push_frame(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+        let Some(control) = &frame.control else {
+            return self.push(&frame.image, ready);
+        };
+        self.ran = false;
+        let input = (!self.path.txt2img()).then(|| frame.image.as_raw().as_slice());
+        collect(&mut self.path, self.size, ready, |path, each| path.push_controlled(input, control.as_raw(), each))?;
+        self.ran = true;
         Ok(())
     }
 

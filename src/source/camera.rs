@@ -159,6 +159,7 @@ fn capture_loop(
                     duration: format.fps.map(|f| f.frame_duration()),
                     sequence,
                     captured: last_frame,
+                    control: None,
                 };
                 sequence += 1;
                 if !deliver(frame) {

@@ -1,0 +1,70 @@
+//! The pose stage of a pose-guided run: estimate, smooth over time, draw the canonical skeleton at the working
+//! size and attach it to the frame as the ControlNet's conditioning image. It runs in the preprocess thread and
+//! owns the pose model's session, so it overlaps with the diffusion of the frame before.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::movenet::MoveNet;
+use super::render;
+use super::smooth::PoseSmoother;
+use super::{Person, PoseEstimator};
+use crate::config::PoseSpec;
+use crate::error::Result;
+use crate::frame::Frame;
+use crate::infer::Runtime;
+use crate::pipeline::Annotator;
+
+/// Load the pose model `spec` names (MoveNet single-person: the one estimator latentcam ships).
+pub fn load_estimator(runtime: &Runtime, spec: &PoseSpec) -> Result<Box<dyn PoseEstimator>> {
+    Ok(Box::new(MoveNet::load(runtime, &spec.model)?.with_threshold(spec.threshold)?))
+}
+
+pub struct PoseAnnotator {
+    estimator: Box<dyn PoseEstimator>,
+    smoother: PoseSmoother,
+    /// Frames without a timestamp are timed from the first one's capture.
+    first_capture: Option<Instant>,
+    /// The people of the last frame (smoothed), for views and JSON.
+    last: Vec<Person>,
+}
+
+impl PoseAnnotator {
+    pub fn new(runtime: &Runtime, spec: &PoseSpec) -> Result<PoseAnnotator> {
+        Ok(PoseAnnotator {
+            estimator: load_estimator(runtime, spec)?,
+            smoother: PoseSmoother::new(spec.smoothing),
+            first_capture: None,
+            last: Vec::new(),
+        })
+    }
+
+    pub fn last_people(&self) -> &[Person] {
+        &self.last
+    }
+
+    /// Estimate and smooth the people in `frame` (time `t_s` in seconds).
+    pub fn people(&mut self, image: &image::RgbImage, t_s: f64) -> Result<Vec<Person>> {
+        let raw = self.estimator.estimate(image)?;
+        self.last = self.smoother.smooth(t_s, &raw);
+        Ok(self.last.clone())
+    }
+}
+
+impl Annotator for PoseAnnotator {
+    fn stage(&self) -> &'static str {
+        "pose"
+    }
+
+    fn annotate(&mut self, frame: &mut Frame) -> Result<()> {
+        // The smoothing runs on stream time: the frame's timestamp, else time since the first capture.
+        let t_s = match frame.pts {
+            Some(pts) => pts.as_secs_f64(),
+            None => frame.captured.duration_since(*self.first_capture.get_or_insert(frame.captured)).as_secs_f64(),
+        };
+        let people = self.people(&frame.image, t_s)?;
+        let (width, height) = frame.image.dimensions();
+        frame.control = Some(Arc::new(render::skeleton(width, height, &people)));
+        Ok(())
+    }
+}
