@@ -217,7 +217,7 @@ fn similarity_filter_reuses_near_identical_frames_with_bounded_runs() {
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn stage_times() {
-    let size = (128u32, 128u32);
+    let size = (256u32, 256u32);
     let runtime = common::runtime();
     let folder = ModelFolder::open(&common::model_dir("tiny-sd15-lcm-lora")).unwrap();
     let mut host = Diffusion::load(&runtime, &folder).unwrap();

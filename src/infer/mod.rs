@@ -153,6 +153,13 @@ impl Runtime {
                 cause: crate::error::because(e.to_string()),
             })?;
         }
+        // ort's `into_session` skips what `commit_from_file` does for an environment with a global thread pool:
+        // without this each small graph would get its own pool, whose threads spin after every run and take the
+        // cores from the models (measured: the UNet ran 3x slower beside them).
+        // SAFETY: a live session builder; the call only sets a flag on it.
+        let status = unsafe { (ort::api().DisablePerSessionThreads)(ort::AsPointer::ptr_mut(&mut builder)) };
+        // SAFETY: `status` was just returned by the ONNX Runtime API; this takes ownership of it.
+        unsafe { ort::Error::result_from_status(status) }.map_err(err)?;
         model.into_session(&builder).map_err(err)
     }
 
