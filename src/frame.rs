@@ -135,6 +135,8 @@ pub struct Frame {
 pub struct Processed {
     pub input: Arc<RgbImage>,
     pub output: Arc<RgbImage>,
+    /// The skeleton the output was conditioned on (pose-guided runs).
+    pub control: Option<Arc<RgbImage>>,
     pub pts: Option<Duration>,
     pub duration: Option<Duration>,
     pub sequence: u64,

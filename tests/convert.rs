@@ -64,6 +64,65 @@ fn chaplin_keeps_every_frame_and_the_timing() {
 
 #[test]
 #[ignore = "needs ../shared (real media and models)"]
+fn pose_guided_convert_keeps_every_frame_and_the_timing() {
+    let shared = common::shared();
+    let input = shared.join("media/chaplin_street_9s.mp4");
+    let tmp = common::temp_dir();
+    for mode in ["txt2img", "img2img"] {
+        let output = tmp.path().join(format!("{mode}.mp4"));
+        let out = latentcam(&[
+            "convert",
+            path_str(&input),
+            path_str(&output),
+            "--model",
+            path_str(&common::model_dir("tiny-sd15-lcm-lora-controlnet")),
+            "--size",
+            "64x64",
+            "--steps",
+            "1",
+            "--pose",
+            mode,
+            "--pose-model",
+            path_str(&shared.join("models/movenet")),
+            "--controlnet-scale",
+            "1.5",
+        ]);
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let (a, b) = (probe(&input).unwrap(), probe(&output).unwrap());
+        assert_same_timing(&a, &b, mode);
+        assert_eq!((b.width, b.height), (64, 64));
+    }
+    // A model folder without a ControlNet, and a bad scale, are refused before any work.
+    let out = latentcam(&[
+        "convert",
+        path_str(&input),
+        path_str(&tmp.path().join("x.mp4")),
+        "--model",
+        path_str(&common::model_dir("tiny-sd-turbo")),
+        "--pose",
+        "txt2img",
+        "--pose-model",
+        path_str(&shared.join("models/movenet")),
+    ]);
+    assert_bad_input(&out, "ControlNet");
+    let out = latentcam(&[
+        "convert",
+        path_str(&input),
+        path_str(&tmp.path().join("x.mp4")),
+        "--model",
+        path_str(&common::model_dir("tiny-sd15-lcm-lora-controlnet")),
+        "--pose",
+        "txt2img",
+        "--controlnet-scale",
+        "3",
+        "--pose-model",
+        path_str(&shared.join("models/movenet")),
+    ]);
+    assert_bad_input(&out, "--controlnet-scale");
+}
+
+#[test]
+#[ignore = "needs ../shared (real media and models)"]
 fn cockatoo_444_with_audio_keeps_frames_timing_and_audio() {
     let shared = common::shared();
     let input = shared.join("media/cockatoo.mp4");

@@ -286,10 +286,15 @@ mode = "{mode}"
 [[sink]]
 kind = "png"
 dir = {frames:?}
+[[sink]]
+kind = "png"
+dir = {views:?}
+view = "pose"
 "#,
             shots = path_str(&common::golden("movenet")),
             model = path_str(&shared.join("models/movenet")),
             frames = path_str(&frames),
+            views = path_str(&tmp.path().join(format!("{mode}-pose-view"))),
         );
         let pipeline = write_pipeline(tmp.path(), &format!("{mode}.toml"), &text);
         let stats = tmp.path().join(format!("{mode}.json"));
@@ -306,6 +311,13 @@ dir = {frames:?}
         // Different poses, different pictures (txt2img sees nothing but the pose).
         let pictures: Vec<_> = written.iter().map(|p| image::open(p).unwrap().to_rgb8()).collect();
         assert!(pictures.windows(2).any(|w| w[0] != w[1]), "{mode}: the pictures follow the poses");
+        // The pose view: the skeleton's (dimmed) limb colours over the input.
+        let limb_colours = latentcam::pose::render::LIMB_COLORS;
+        for entry in std::fs::read_dir(tmp.path().join(format!("{mode}-pose-view"))).unwrap() {
+            let view = image::open(entry.unwrap().path()).unwrap().to_rgb8();
+            let skeleton = view.pixels().filter(|p| limb_colours.contains(&p.0)).count();
+            assert!(skeleton > 20, "{mode}: the pose view shows the skeleton ({skeleton} limb pixels)");
+        }
     }
 }
 

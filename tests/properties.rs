@@ -165,7 +165,7 @@ fn valid(key: &str, v: &Val) -> bool {
             !s.trim().is_empty() && ["mp4", "mkv", "mov"].contains(&ext.as_str())
         }),
         "sink.0.quality" => int_in(0, 50),
-        "sink.0.view" => matches!(v, Val::Str(s) if ["output", "input", "side-by-side"].contains(&s.as_str())),
+        "sink.0.view" => matches!(v, Val::Str(s) if ["output", "input", "side-by-side", "pose"].contains(&s.as_str())),
         "sink.0.audio" => matches!(v, Val::Bool(_)),
         "sink.1.url" => matches!(v, Val::Str(s) if URLS.iter().any(|(u, ok)| u == s && *ok)),
         "sink.1.bitrate-kbps" => int_in(1, 2_048_000),

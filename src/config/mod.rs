@@ -60,6 +60,8 @@ pub enum View {
     Input,
     /// Input left, output right.
     SideBySide,
+    /// The input with the pose skeleton over it (pose-guided runs; the input otherwise).
+    Pose,
 }
 
 /// Only build a sink when a display is (or is not) there: lets one pipeline file serve desktops and servers.
@@ -572,7 +574,7 @@ impl Reader<'_> {
     }
 
     fn view(&self, value: Any) -> Result<Option<View>> {
-        self.choice("view", value, "\"output\", \"input\" or \"side-by-side\"")
+        self.choice("view", value, "\"output\", \"input\", \"side-by-side\" or \"pose\"")
     }
 
     fn only_when(&self, value: Any) -> Result<Option<When>> {

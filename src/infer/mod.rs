@@ -140,19 +140,13 @@ impl Runtime {
         device_io: bool,
     ) -> Result<Session> {
         let err = |e: ort::Error| Error::internal("graph session", format!("the {role} graph: {e}"));
-        let mut builder = Session::builder(&self.env).map_err(err)?;
-        let dispatch = ep.dispatch(&ep::SessionSettings {
+        let settings = ep::SessionSettings {
             model_path: PathBuf::from(role),
             ort_library: self.library.clone(),
             cuda_graph: self.options.cuda_graph && device_io,
             ..Default::default()
-        })?;
-        if !dispatch.is_empty() {
-            builder = builder.with_execution_providers(dispatch).map_err(|e| Error::ExecutionProvider {
-                ep: ep.as_str(),
-                cause: crate::error::because(e.to_string()),
-            })?;
-        }
+        };
+        let mut builder = self.builder(ep, &settings, err)?;
         // ort's `into_session` skips what `commit_from_file` does for an environment with a global thread pool:
         // without this each small graph would get its own pool, whose threads spin after every run and take the
         // cores from the models (measured: the UNet ran 3x slower beside them).
@@ -163,21 +157,34 @@ impl Runtime {
         model.into_session(&builder).map_err(err)
     }
 
-    fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
-        let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), cause: Box::new(e) };
-        let mut builder = Session::builder(&self.env).map_err(load_err)?;
-        let dispatch = ep.dispatch(&ep::SessionSettings {
-            model_path: path.to_path_buf(),
-            ort_library: self.library.clone(),
-            cuda_graph: self.options.cuda_graph && role != "text encoder",
-            ..Default::default()
-        })?;
+    /// A session builder on this environment with `ep` registered (a provider that fails to register is an
+    /// error, never a silent CPU fallback).
+    fn builder(
+        &self,
+        ep: ExecutionProvider,
+        settings: &ep::SessionSettings,
+        err: impl Fn(ort::Error) -> Error,
+    ) -> Result<ort::session::builder::SessionBuilder> {
+        let mut builder = Session::builder(&self.env).map_err(&err)?;
+        let dispatch = ep.dispatch(settings)?;
         if !dispatch.is_empty() {
             builder = builder.with_execution_providers(dispatch).map_err(|e| Error::ExecutionProvider {
                 ep: ep.as_str(),
                 cause: crate::error::because(e.to_string()),
             })?;
         }
+        Ok(builder)
+    }
+
+    fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
+        let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), cause: Box::new(e) };
+        let settings = ep::SessionSettings {
+            model_path: path.to_path_buf(),
+            ort_library: self.library.clone(),
+            cuda_graph: self.options.cuda_graph && role != "text encoder",
+            ..Default::default()
+        };
+        let mut builder = self.builder(ep, &settings, load_err)?;
         builder.commit_from_file(path).map_err(load_err)
     }
 }

@@ -317,6 +317,7 @@ fn process_loop(
             let processed = Arc::new(Processed {
                 input: frame.image,
                 output: Arc::new(output),
+                control: frame.control,
                 pts: frame.pts,
                 duration: frame.duration,
                 sequence: frame.sequence,

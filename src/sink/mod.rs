@@ -95,7 +95,7 @@ pub struct SinkContext {
 pub fn view_size(view: View, width: u32, height: u32) -> (u32, u32) {
     match view {
         View::SideBySide => (width * 2, height),
-        View::Input | View::Output => (width, height),
+        View::Input | View::Output | View::Pose => (width, height),
     }
 }
 
@@ -104,6 +104,19 @@ pub fn compose(frame: &Processed, view: View) -> Cow<'_, RgbImage> {
     match view {
         View::Output => Cow::Borrowed(&*frame.output),
         View::Input => Cow::Borrowed(&*frame.input),
+        View::Pose => match &frame.control {
+            // The skeleton is drawn on black: its lit pixels go over the input.
+            Some(skeleton) if skeleton.dimensions() == frame.input.dimensions() => {
+                let mut out = (*frame.input).clone();
+                for (o, s) in out.pixels_mut().zip(skeleton.pixels()) {
+                    if s.0 != [0, 0, 0] {
+                        *o = *s;
+                    }
+                }
+                Cow::Owned(out)
+            }
+            _ => Cow::Borrowed(&*frame.input),
+        },
         View::SideBySide => {
             let (w, h) = frame.output.dimensions();
             let mut out = RgbImage::new(w * 2, h);

@@ -17,6 +17,7 @@ fn view_name(view: View) -> &'static str {
         View::Output => "output",
         View::Input => "input",
         View::SideBySide => "side by side",
+        View::Pose => "pose",
     }
 }
 
@@ -69,6 +70,7 @@ pub fn run(mut view: View, slot: &LatestSlot, host: &mut dyn WindowHost) -> Resu
                     Key::I => View::Input,
                     Key::O => View::Output,
                     Key::S => View::SideBySide,
+                    Key::P => View::Pose,
                     _ => view,
                 };
             }
@@ -82,7 +84,7 @@ pub fn run(mut view: View, slot: &LatestSlot, host: &mut dyn WindowHost) -> Resu
             if let Some(win) = window.as_mut() {
                 let latency = host.latency_p50_ms().map_or("-".into(), |l| format!("{l:.0} ms"));
                 win.set_title(&format!(
-                    "latentcam — {} — {fps:.1} fps, latency {latency} — I input, O output, S side by side, Esc quit",
+                    "latentcam — {} — {fps:.1} fps, latency {latency} — I input, O output, S side by side, P pose, Esc quit",
                     view_name(view)
                 ));
             }
