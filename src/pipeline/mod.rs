@@ -80,6 +80,10 @@ pub trait Annotator: Send {
     /// Name in the statistics.
     fn stage(&self) -> &'static str;
     fn annotate(&mut self, frame: &mut Frame) -> Result<()>;
+    /// Time spent in sub-stages by the last `annotate`, for the statistics.
+    fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
+        Vec::new()
+    }
 }
 
 /// Everything a run needs, built by [`build`] (or by hand in tests).
@@ -291,6 +295,9 @@ fn preprocess_loop(
             let started = Instant::now();
             annotator.annotate(&mut frame)?;
             stats.stage(annotator.stage(), started.elapsed());
+            for (stage, elapsed) in annotator.last_stage_times() {
+                stats.stage(stage, elapsed);
+            }
         }
         if out.send(frame).is_err() {
             break;

@@ -3,7 +3,7 @@
 //! owns the pose model's session, so it overlaps with the diffusion of the frame before.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::movenet::MoveNet;
 use super::render;
@@ -27,6 +27,8 @@ pub struct PoseAnnotator {
     first_capture: Option<Instant>,
     /// The people of the last frame (smoothed), for views and JSON.
     last: Vec<Person>,
+    /// The last frame's estimate, smoothing and drawing times.
+    times: [Duration; 3],
 }
 
 impl PoseAnnotator {
@@ -36,6 +38,7 @@ impl PoseAnnotator {
             smoother: PoseSmoother::new(spec.smoothing),
             first_capture: None,
             last: Vec::new(),
+            times: [Duration::ZERO; 3],
         })
     }
 
@@ -45,8 +48,12 @@ impl PoseAnnotator {
 
     /// Estimate and smooth the people in `frame` (time `t_s` in seconds).
     pub fn people(&mut self, image: &image::RgbImage, t_s: f64) -> Result<Vec<Person>> {
+        let started = Instant::now();
         let raw = self.estimator.estimate(image)?;
+        self.times[0] = started.elapsed();
+        let started = Instant::now();
         self.last = self.smoother.smooth(t_s, &raw);
+        self.times[1] = started.elapsed();
         Ok(self.last.clone())
     }
 }
@@ -64,7 +71,13 @@ impl Annotator for PoseAnnotator {
         };
         let people = self.people(&frame.image, t_s)?;
         let (width, height) = frame.image.dimensions();
+        let started = Instant::now();
         frame.control = Some(Arc::new(render::skeleton(width, height, &people)));
+        self.times[2] = started.elapsed();
         Ok(())
+    }
+
+    fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
+        vec![("pose estimate", self.times[0]), ("pose smoothing", self.times[1]), ("pose render", self.times[2])]
     }
 }
