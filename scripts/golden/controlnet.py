@@ -117,20 +117,9 @@ def draw_pose(w, h):
     return canvas
 
 
-def retrieve_mean(encoder_output, generator=None, sample_mode="sample"):
-    if hasattr(encoder_output, "latent_dist"):
-        return encoder_output.latent_dist.mode()
-    return encoder_output.latents
-
-
-class NoiseQueue:
-    def __init__(self, tensors):
-        self.tensors = list(tensors)
-
-    def __call__(self, shape, generator=None, device=None, dtype=None, layout=None):
-        t = self.tensors.pop(0)
-        assert tuple(t.shape) == tuple(shape), (t.shape, shape)
-        return t.to(dtype=dtype or torch.float32)
+# The VAE encoding as the mean, and noise taken from stored tensors: the same substitutions as the img2img goldens.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from img2img import NoiseQueue, retrieve_mean  # noqa: E402
 
 
 def _ort(path):
