@@ -1,8 +1,11 @@
 //! Pose for ControlNet-OpenPose: estimators (behind [`PoseEstimator`]), smoothing over time, and the canonical
 //! OpenPose skeleton renderer. Everything speaks OpenPose-18 keypoints in frame pixels.
 
+pub mod dwpose;
+pub mod manifest;
 pub mod movenet;
 pub mod render;
+pub mod simcc;
 pub mod smooth;
 pub mod stage;
 
@@ -45,4 +48,30 @@ pub struct Person {
 /// A pose estimator: an RGB frame in, the people in it out (OpenPose-18, frame pixels).
 pub trait PoseEstimator: Send {
     fn estimate(&mut self, frame: &image::RgbImage) -> crate::error::Result<Vec<Person>>;
+}
+
+pub(crate) const COCO_LEFT_SHOULDER: usize = 5;
+pub(crate) const COCO_RIGHT_SHOULDER: usize = 6;
+/// OpenPose-18 index of the neck, the one point COCO lacks.
+pub(crate) const OPENPOSE_NECK: usize = 1;
+/// For each OpenPose-18 point, the COCO-17 point it is (the neck's entry is unused: it is derived).
+pub(crate) const OPENPOSE_FROM_COCO: [usize; 18] =
+    [0, usize::MAX, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3];
+
+/// One person from COCO-17 body keypoints (`point(i)`: COCO point i in frame pixels, all zero when missing) as
+/// OpenPose-18: the same points reordered, and the neck, the midpoint of the shoulders when both are there,
+/// scored the smaller of their scores.
+pub fn openpose_from_coco(point: impl Fn(usize) -> Keypoint) -> Person {
+    let mut person = Person::default();
+    for (i, out) in person.keypoints.iter_mut().enumerate() {
+        if i != OPENPOSE_NECK {
+            *out = point(OPENPOSE_FROM_COCO[i]);
+        }
+    }
+    let (r, l) = (point(COCO_RIGHT_SHOULDER), point(COCO_LEFT_SHOULDER));
+    if r.score > 0.0 && l.score > 0.0 {
+        person.keypoints[OPENPOSE_NECK] =
+            Keypoint { x: (r.x + l.x) / 2.0, y: (r.y + l.y) / 2.0, score: r.score.min(l.score) };
+    }
+    person
 }

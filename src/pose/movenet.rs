@@ -55,14 +55,6 @@ pub const COCO_17: [&str; 17] = [
     "right_ankle",
 ];
 
-const COCO_LEFT_SHOULDER: usize = 5;
-const COCO_RIGHT_SHOULDER: usize = 6;
-/// OpenPose-18 index of the neck, the one point COCO lacks.
-const OPENPOSE_NECK: usize = 1;
-
-/// For each OpenPose-18 point, the COCO-17 point it is (the neck's entry is unused: it is derived).
-const OPENPOSE_FROM_COCO: [usize; 18] = [0, usize::MAX, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3];
-
 /// The I/O contract of MoveNet SinglePose converted from its int8 TFLite file with tf2onnx: uint8 NHWC RGB in
 /// (`serving_default_input:0`; `input` for exports that rename it), f32 out. Shapes are checked after load:
 /// input `[1, S, S, 3]`, output `[1, 1, 17, 3]`.
@@ -125,18 +117,7 @@ pub fn to_openpose(raw: &RawKeypoints, letterbox: &Letterbox, threshold: f32) ->
             Keypoint::default()
         }
     };
-    let mut person = Person::default();
-    for (i, out) in person.keypoints.iter_mut().enumerate() {
-        if i != OPENPOSE_NECK {
-            *out = point(OPENPOSE_FROM_COCO[i]);
-        }
-    }
-    let (r, l) = (point(COCO_RIGHT_SHOULDER), point(COCO_LEFT_SHOULDER));
-    if r.score > 0.0 && l.score > 0.0 {
-        person.keypoints[OPENPOSE_NECK] =
-            Keypoint { x: (r.x + l.x) / 2.0, y: (r.y + l.y) / 2.0, score: r.score.min(l.score) };
-    }
-    person
+    super::openpose_from_coco(point)
 }
 
 /// Check a keypoint confidence threshold (0 to 1).
@@ -306,6 +287,7 @@ impl PoseEstimator for MoveNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pose::{COCO_RIGHT_SHOULDER, OPENPOSE_NECK};
 
     #[test]
     fn letterbox_geometry() {

@@ -273,6 +273,11 @@ impl PoseSmoother {
         &self.settings
     }
 
+    /// New settings for a running stream (live control); the tracks keep their state.
+    pub fn set_settings(&mut self, settings: SmoothingSettings) {
+        self.settings = settings;
+    }
+
     /// Forget every track (a new stream, a seek).
     pub fn reset(&mut self) {
         self.tracks.clear();

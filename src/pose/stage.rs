@@ -15,9 +15,17 @@ use crate::frame::Frame;
 use crate::infer::Runtime;
 use crate::pipeline::Annotator;
 
-/// Load the pose model `spec` names (MoveNet single-person: the one estimator latentcam ships).
+/// Load the pose model `spec` names: DWPose (several people) or MoveNet SinglePose, by the folder's `pose.toml`
+/// or the models' inputs and outputs ([`super::manifest::resolve`]).
 pub fn load_estimator(runtime: &Runtime, spec: &PoseSpec) -> Result<Box<dyn PoseEstimator>> {
-    Ok(Box::new(MoveNet::load(runtime, &spec.model)?.with_threshold(spec.threshold)?))
+    Ok(match super::manifest::resolve(&spec.model)? {
+        super::manifest::PoseModel::MoveNet { model } => {
+            Box::new(MoveNet::load(runtime, &model)?.with_threshold(spec.threshold)?)
+        }
+        super::manifest::PoseModel::DwPose { detector, pose } => {
+            Box::new(super::dwpose::DwPose::load(runtime, &detector, &pose)?.with_threshold(spec.threshold)?)
+        }
+    })
 }
 
 pub struct PoseAnnotator {
@@ -79,5 +87,12 @@ impl Annotator for PoseAnnotator {
 
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         vec![("pose estimate", self.times[0]), ("pose smoothing", self.times[1]), ("pose render", self.times[2])]
+    }
+
+    fn control(&mut self, values: &crate::control::LiveValues) {
+        let settings = values.smoothing(*self.smoother.settings());
+        if settings != *self.smoother.settings() {
+            self.smoother.set_settings(settings);
+        }
     }
 }
