@@ -44,6 +44,7 @@ impl DiffusionRequest {
             guidance: self.guidance,
             seed: Some(self.seed),
             timesteps: self.timesteps.clone(),
+            ..ParamsFile::default()
         }
     }
 
@@ -70,6 +71,8 @@ pub struct ConvertRequest {
     pub engine: crate::config::file::EngineFile,
     /// `--pose MODE`, `--pose-model`, `--controlnet-scale` (pose-guided conversion).
     pub pose: Option<crate::config::file::PoseFile>,
+    /// `--feedback`: latent feedback fraction.
+    pub feedback: Option<f64>,
 }
 
 impl ConvertRequest {
@@ -98,9 +101,10 @@ impl ConvertRequest {
                 audio: Some(toml::Value::Boolean(self.audio)),
             },
             model: ModelFile { dir: self.diffusion.model.clone(), size },
-            params: self.diffusion.params_file(),
+            params: ParamsFile { feedback: self.feedback, ..self.diffusion.params_file() },
             engine: self.engine.clone(),
             pose: self.pose.clone(),
+            control: Default::default(),
             sinks: vec![SinkFile::File {
                 path: Some(toml::Value::String(self.output.display().to_string())),
                 view: None,
@@ -253,7 +257,7 @@ pub fn check_model(runtime: &Runtime, dir: &Path) -> Result<String> {
     out += "\n";
     let unet = diffusion.unet();
     let models = [
-        diffusion.text_encoder().model(),
+        diffusion.text_encoder().ok_or_else(|| Error::internal("models check", "no text encoder"))?.model(),
         diffusion.vae_encoder().model(),
         unet.model(),
         diffusion.vae_decoder().model(),
@@ -498,14 +502,24 @@ impl PersonJson {
 }
 
 impl PoseRequest {
+    /// The pose model and settings; errors name this command's flag (`--model`).
+    fn pose_spec(&self) -> Result<crate::config::PoseSpec> {
+        let file = crate::config::file::PoseFile { model: self.model.clone(), ..Default::default() };
+        crate::config::PoseSpec::parse(&file, &crate::config::Origin::Flags).map_err(|e| match e {
+            Error::InvalidParameter { what: "--pose-model", problem } => {
+                Error::InvalidParameter { what: "--model", problem }
+            }
+            other => other,
+        })
+    }
+
     pub fn run(&self, runtime: &Runtime) -> Result<PoseReport> {
         let image = crate::imaging::load_rgb(&self.input)?;
         let output = OutputImage::create(&self.output)?;
         if let Some(json) = &self.json {
             crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
         }
-        let file = crate::config::file::PoseFile { model: self.model.clone(), ..Default::default() };
-        let spec = crate::config::PoseSpec::parse(&file, &crate::config::Origin::Flags)?;
+        let spec = self.pose_spec()?;
         let mut estimator = crate::pose::stage::load_estimator(runtime, &spec)?;
         let people = estimator.estimate(&image)?;
         let picture = if self.overlay {
@@ -518,6 +532,348 @@ impl PoseRequest {
         if let Some(json) = &self.json {
             let text = serde_json::to_string_pretty(&report).map_err(|e| Error::internal("pose JSON", e))?;
             write_text(json, &text)?;
+        }
+        Ok(report)
+    }
+}
+
+/// What `latentcam pose` reads: a still image or a video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoseInputKind {
+    /// A PNG or JPEG file (told by its content, whatever its name).
+    Image,
+    /// Anything else: read by GStreamer as a video.
+    Video,
+}
+
+/// The container extensions a video output may have (H.264 in it).
+const VIDEO_EXTENSIONS: [&str; 3] = ["mp4", "mkv", "mov"];
+
+impl PoseRequest {
+    /// A PNG or JPEG file (by its first bytes) is a still image; anything else (a missing file too: the video
+    /// path says it is missing) is read as a video.
+    pub fn input_kind(&self) -> PoseInputKind {
+        use std::io::Read;
+        let mut head = [0u8; 16];
+        let read = std::fs::File::open(&self.input).and_then(|mut f| f.read(&mut head));
+        match read.ok().and_then(|n| image::guess_format(&head[..n]).ok()) {
+            Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => PoseInputKind::Image,
+            _ => PoseInputKind::Video,
+        }
+    }
+
+    /// A video job, checked and opened: the output and JSON writable, the input decoding, the pose model
+    /// loaded. Cheap checks first, so a typo fails before the input or the model is opened.
+    pub fn video(&self, runtime: &Runtime) -> Result<PoseVideoJob> {
+        let ext = self.output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if !VIDEO_EXTENSIONS.contains(&ext.as_str()) {
+            return Err(Error::Output {
+                path: self.output.clone(),
+                problem: format!(
+                    "the input {} is a video: expected a .mp4, .mkv or .mov file name (H.264 in that container)",
+                    self.input.display()
+                ),
+            });
+        }
+        if let (Ok(a), Ok(b)) = (self.input.canonicalize(), self.output.canonicalize())
+            && a == b
+        {
+            return Err(Error::Output {
+                path: self.output.clone(),
+                problem: "is the input file: writing it would destroy what is being read".into(),
+            });
+        }
+        let sink = crate::config::SinkSpec {
+            index: 0,
+            only_when: None,
+            kind: crate::config::SinkKind::File {
+                path: self.output.clone(),
+                view: crate::config::View::Output,
+                audio: false,
+                quality: crate::config::DEFAULT_QUALITY,
+            },
+        };
+        crate::sink::precheck(&sink)?;
+        if let Some(json) = &self.json {
+            crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
+        }
+        let spec = self.pose_spec()?;
+        let source_spec = crate::config::SourceSpec::Gstreamer {
+            input: crate::config::GstInput::Uri(self.input.display().to_string()),
+            audio: false,
+        };
+        let source = crate::source::open(&source_spec, Mode::Offline, false)?;
+        let format = source.format();
+        let annotator = crate::pose::stage::PoseAnnotator::new(runtime, &spec)?;
+        let context =
+            crate::sink::SinkContext { width: format.width, height: format.height, fps: format.fps, live: false };
+        let sink = crate::sink::open(&sink, &context, None)?;
+        let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let processor = PoseVideoProcessor {
+            annotator,
+            size: (format.width, format.height),
+            overlay: self.overlay,
+            frame_duration: format.fps.map_or(std::time::Duration::from_millis(40), crate::frame::Fps::frame_duration),
+            next_index: 0,
+            frames: frames.clone(),
+            render: std::time::Duration::ZERO,
+        };
+        Ok(PoseVideoJob {
+            total_frames: source.total_frames(),
+            source: source.describe(),
+            output: self.output.clone(),
+            json: self.json.clone(),
+            frames,
+            parts: crate::pipeline::Parts {
+                source,
+                annotator: None,
+                processor: Box::new(processor),
+                sinks: vec![("file0".into(), sink)],
+                window: None,
+                mode: Mode::Offline,
+                control: None,
+            },
+        })
+    }
+}
+
+/// `latentcam pose` on a video, as JSON: one entry per frame, in order.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PoseVideoJson {
+    pub frames: Vec<PoseFrameJson>,
+}
+
+/// One frame of a video: its timestamp (seconds, the input's) and the people in it (smoothed over time).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PoseFrameJson {
+    pub pts_s: f64,
+    pub people: Vec<PersonJson>,
+}
+
+impl PoseVideoJson {
+    /// The JSON text, one frame per line.
+    pub fn to_text(&self) -> Result<String> {
+        let mut text = String::from("{\"frames\":[\n");
+        for (i, frame) in self.frames.iter().enumerate() {
+            text += &serde_json::to_string(frame).map_err(|e| Error::internal("pose JSON", e))?;
+            text += if i + 1 < self.frames.len() { ",\n" } else { "\n" };
+        }
+        text += "]}\n";
+        Ok(text)
+    }
+}
+
+/// A pose video job ready to run: the offline pipeline (the GStreamer source, the pose processor, the file sink).
+pub struct PoseVideoJob {
+    pub parts: crate::pipeline::Parts,
+    /// The input's length when the container tells it (progress).
+    pub total_frames: Option<u64>,
+    /// The input, described (size, rate).
+    pub source: String,
+    pub output: PathBuf,
+    json: Option<PathBuf>,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<PoseFrameJson>>>,
+}
+
+/// What a pose video run did.
+#[derive(Debug)]
+pub struct PoseVideoReport {
+    pub stats: crate::pipeline::stats::Snapshot,
+    /// Frames written (video and JSON).
+    pub frames: usize,
+    /// Frames in which at least one person was found.
+    pub frames_with_people: usize,
+    /// Stopped by Ctrl-C: the video and the JSON hold the frames before it.
+    pub interrupted: bool,
+}
+
+impl PoseVideoJob {
+    /// Every frame through the pose model into the video; then the JSON, also when the run failed or was
+    /// stopped (it then holds the frames written).
+    pub fn run(self, stop: crate::pipeline::StopFlag, tick: crate::pipeline::Tick) -> Result<PoseVideoReport> {
+        let result = crate::pipeline::run(self.parts, stop, tick);
+        let json =
+            PoseVideoJson { frames: std::mem::take(&mut *self.frames.lock().unwrap_or_else(|p| p.into_inner())) };
+        let written = match &self.json {
+            Some(path) if result.is_ok() || !json.frames.is_empty() => write_text(path, &json.to_text()?),
+            _ => Ok(()),
+        };
+        let report = result?;
+        written?;
+        Ok(PoseVideoReport {
+            frames: json.frames.len(),
+            frames_with_people: json.frames.iter().filter(|f| !f.people.is_empty()).count(),
+            interrupted: report.interrupted,
+            stats: report.stats,
+        })
+    }
+}
+
+/// The pose video's processor: each frame's people (estimated, smoothed on the frame's timestamp), drawn on
+/// black or over the frame, and recorded for the JSON.
+struct PoseVideoProcessor {
+    annotator: crate::pose::stage::PoseAnnotator,
+    size: (u32, u32),
+    overlay: bool,
+    /// Frames without a timestamp are placed on this rate's clock.
+    frame_duration: std::time::Duration,
+    next_index: u32,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<PoseFrameJson>>>,
+    render: std::time::Duration,
+}
+
+impl PoseVideoProcessor {
+    fn picture(&mut self, image: &image::RgbImage, pts: Option<std::time::Duration>) -> Result<image::RgbImage> {
+        let pts = pts.unwrap_or_else(|| self.frame_duration.saturating_mul(self.next_index));
+        self.next_index = self.next_index.saturating_add(1);
+        let people = self.annotator.people(image, pts.as_secs_f64())?;
+        let started = Instant::now();
+        let picture = if self.overlay {
+            crate::pose::render::overlay(image, &people)
+        } else {
+            crate::pose::render::skeleton(image.width(), image.height(), &people)
+        };
+        self.render = started.elapsed();
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PoseFrameJson { pts_s: pts.as_secs_f64(), people: people.iter().map(PersonJson::of).collect() });
+        Ok(picture)
+    }
+}
+
+impl crate::pipeline::Processor for PoseVideoProcessor {
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn process(&mut self, input: &image::RgbImage) -> Result<image::RgbImage> {
+        self.picture(input, None)
+    }
+
+    fn push_frame(&mut self, frame: &crate::frame::Frame, ready: &mut Vec<image::RgbImage>) -> Result<()> {
+        ready.push(self.picture(&frame.image, frame.pts)?);
+        Ok(())
+    }
+
+    fn last_stage_times(&self) -> Vec<(&'static str, std::time::Duration)> {
+        use crate::pipeline::Annotator;
+        let mut times = self.annotator.last_stage_times();
+        times.retain(|(stage, _)| *stage != "pose render");
+        times.push(("pose render", self.render));
+        times
+    }
+}
+
+/// `latentcam flicker IN OUT [--json FILE]` as given: a video and its converted output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FlickerRequest {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub json: Option<PathBuf>,
+}
+
+/// What `latentcam flicker` prints (values on the 0..1 luma scale; see [`crate::flicker`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FlickerReport {
+    /// Frames compared: both videos' frames when they have as many, else the shorter one's (the common prefix).
+    pub frames: u64,
+    pub input_frames: u64,
+    pub output_frames: u64,
+    /// The analysis grid (the output's aspect ratio, at most 256 wide).
+    pub width: u32,
+    pub height: u32,
+    pub input_change: f64,
+    pub output_change: f64,
+    pub flicker_ratio: f64,
+    pub warped_error: f64,
+    pub warped_error_input: f64,
+    pub warped_ratio: f64,
+    /// Said when the frame counts differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl FlickerRequest {
+    /// Decode both videos in step (the same GStreamer source as `convert`), each frame brought to the analysis
+    /// grid, and measure. Bad input (a missing or undecodable file, fewer than 2 frames) is exit code 2.
+    pub fn run(&self) -> Result<FlickerReport> {
+        if let Some(json) = &self.json {
+            crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
+        }
+        let open = |path: &Path| {
+            let spec = crate::config::SourceSpec::Gstreamer {
+                input: crate::config::GstInput::Uri(path.display().to_string()),
+                audio: false,
+            };
+            crate::source::open(&spec, Mode::Offline, false)
+        };
+        let mut input = open(&self.input)?;
+        let mut output = open(&self.output)?;
+        let format = output.format();
+        let (width, height) = crate::flicker::analysis_size(format.width, format.height);
+        let luma = |image: &image::RgbImage| -> Result<crate::flicker::Luma> {
+            Ok(crate::flicker::Luma::from_rgb(&imaging::resize_cover(image, width, height)?))
+        };
+        let mut meter = crate::flicker::FlickerMeter::new();
+        let (mut input_frames, mut output_frames) = (0u64, 0u64);
+        loop {
+            let a = input.next_frame()?;
+            let b = output.next_frame()?;
+            input_frames += u64::from(a.is_some());
+            output_frames += u64::from(b.is_some());
+            match (a, b) {
+                (Some(a), Some(b)) => meter.push(luma(&a.image)?, luma(&b.image)?),
+                (Some(_), None) => {
+                    while input.next_frame()?.is_some() {
+                        input_frames += 1;
+                    }
+                    break;
+                }
+                (None, Some(_)) => {
+                    while output.next_frame()?.is_some() {
+                        output_frames += 1;
+                    }
+                    break;
+                }
+                (None, None) => break,
+            }
+        }
+        for (path, frames) in [(&self.input, input_frames), (&self.output, output_frames)] {
+            if frames < 2 {
+                return Err(Error::Source {
+                    source_name: path.display().to_string(),
+                    problem: format!("has {frames} frame(s): at least 2 are needed to measure frame-to-frame change"),
+                });
+            }
+        }
+        let m = meter.metrics();
+        let note = (input_frames != output_frames).then(|| {
+            format!(
+                "the input has {input_frames} frames and the output {output_frames}: the first {} of each were compared",
+                meter.frames()
+            )
+        });
+        if let Some(note) = &note {
+            tracing::warn!("{note}");
+        }
+        let report = FlickerReport {
+            frames: meter.frames(),
+            input_frames,
+            output_frames,
+            width,
+            height,
+            input_change: m.input_change,
+            output_change: m.output_change,
+            flicker_ratio: m.flicker_ratio,
+            warped_error: m.warped_error,
+            warped_error_input: m.warped_error_input,
+            warped_ratio: m.warped_ratio,
+            note,
+        };
+        if let Some(path) = &self.json {
+            let text = serde_json::to_string_pretty(&report).map_err(|e| Error::internal("flicker JSON", e))?;
+            write_text(path, &text)?;
         }
         Ok(report)
     }

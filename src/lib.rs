@@ -30,9 +30,11 @@
 
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod diffusion;
 pub mod error;
+pub mod flicker;
 pub mod frame;
 pub mod imaging;
 pub mod infer;

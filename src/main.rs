@@ -71,28 +71,43 @@ enum Command {
     Convert(ConvertArgs),
     /// List cameras and v4l2loopback outputs.
     Devices,
-    /// Find the people in an image and write the ControlNet conditioning image (the OpenPose skeleton on black,
-    /// at the input's size) or, with --overlay, the skeleton over the input; --json writes the keypoints.
+    /// Find the people in an image or a video and write the ControlNet conditioning image (the OpenPose skeleton
+    /// on black, at the input's size) or, with --overlay, the skeleton over the input; --json writes the
+    /// keypoints. A video gives a video: every frame, the same timing, the poses smoothed over time.
     Pose(PoseArgs),
+    /// Measure the flicker of a converted video: its frame-to-frame change against the input's, plain and along
+    /// the input's motion, printed as JSON.
+    Flicker(FlickerArgs),
 }
 
 #[derive(Args)]
 struct PoseArgs {
-    /// PNG or JPEG image.
+    /// A PNG or JPEG image (told by its content), or a video (anything else: anything GStreamer decodes).
     input: PathBuf,
-    /// .png or .jpg out.
+    /// .png or .jpg for an image; .mp4, .mkv or .mov (H.264) for a video.
     output: PathBuf,
     /// Write {"people":[{"keypoints":[[x,y,score], ... 18 in OpenPose-18 order]}]} here (input pixels; score 0
-    /// for a missing point).
+    /// for a missing point); for a video {"frames":[{"pts_s":S,"people":[...]}, ...]}, one entry per frame.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Pose model: a MoveNet SinglePose ONNX file or a folder holding one (default: models/movenet or
-    /// ../shared/models/movenet).
+    /// Pose model: a pose model folder (DWPose or MoveNet, as `[pose] model` takes it) or a MoveNet ONNX file
+    /// (default: models/movenet or ../shared/models/movenet).
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
     /// Draw the skeleton over the input instead of on black.
     #[arg(long)]
     overlay: bool,
+}
+
+#[derive(Args)]
+struct FlickerArgs {
+    /// The original video.
+    input: PathBuf,
+    /// Its converted output (the same frames, e.g. from `latentcam convert`).
+    output: PathBuf,
+    /// Also write the JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -138,6 +153,10 @@ struct ConvertArgs {
     /// default 0 = off: every frame is converted).
     #[arg(long, value_name = "T", allow_negative_numbers = true)]
     similarity_threshold: Option<f64>,
+    /// Latent feedback: blend this fraction (0 to 0.9) of each output latent into the next frame's input latent;
+    /// steadier pictures, some smearing on fast motion. Default 0 (off).
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    feedback: Option<f64>,
     /// Pose-guided: each frame's OpenPose skeleton drives the model's ControlNet; txt2img (a character from the
     /// pose alone) or img2img (the frame, guided by its pose). The model folder needs a ControlNet.
     #[arg(long, value_name = "MODE")]
@@ -327,6 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Img2img(args) => img2img(&cli.runtime, args),
         Command::Pose(args) => pose(&cli.runtime, args),
+        Command::Flicker(args) => flicker(args),
         Command::Schedule(args) => schedule(args),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&cli.runtime, &dirs),
         Command::Bench(args) => bench(&cli.runtime, args),
@@ -409,6 +429,7 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
             controlnet_scale: args.controlnet_scale,
             ..Default::default()
         }),
+        feedback: args.feedback,
     };
     let config = request.pipeline()?;
     let runtime = runtime(rt)?;
@@ -506,8 +527,39 @@ fn pose(rt: &RuntimeArgs, args: PoseArgs) -> anyhow::Result<()> {
         model: args.model,
         overlay: args.overlay,
     };
-    let report = request.run(&runtime(rt)?)?;
-    tracing::info!(output = %request.output.display(), people = report.people.len(), "wrote");
+    if request.input_kind() == latentcam::jobs::PoseInputKind::Image {
+        let report = request.run(&runtime(rt)?)?;
+        tracing::info!(output = %request.output.display(), people = report.people.len(), "wrote");
+        return Ok(());
+    }
+    let job = request.video(&runtime(rt)?)?;
+    tracing::info!(source = %job.source, "finding poses");
+    let progress = Progress::new(job.total_frames, Duration::from_secs(5));
+    let mut tick = |s: &Snapshot| progress.update(s);
+    let report = job.run(stop_on_signal(), &mut tick)?;
+    progress.finish(&report.stats);
+    if report.interrupted {
+        eprintln!(
+            "interrupted: {} holds the first {} frames and is playable{}",
+            request.output.display(),
+            report.frames,
+            request.json.as_ref().map_or(String::new(), |j| format!("; {} has their poses", j.display()))
+        );
+        return Err(Error::Interrupted.into());
+    }
+    tracing::info!(
+        output = %request.output.display(),
+        frames = report.frames,
+        with_people = report.frames_with_people,
+        "{}",
+        report.stats.line()
+    );
+    Ok(())
+}
+
+fn flicker(args: FlickerArgs) -> anyhow::Result<()> {
+    let request = latentcam::jobs::FlickerRequest { input: args.input, output: args.output, json: args.json };
+    println!("{}", serde_json::to_string_pretty(&request.run()?)?);
     Ok(())
 }
 
