@@ -134,7 +134,10 @@ pub fn run(
     let mut stages = Vec::new();
 
     let prompt = params.prompt.clone();
-    let text = time_stage(warmup, iterations, || diffusion.text_encoder_mut().encode_uncached(&prompt).map(|_| ()))?;
+    let text = time_stage(warmup, iterations, || match diffusion.text_encoder_mut() {
+        Some(text) => text.encode_uncached(&prompt).map(|_| ()),
+        None => Err(Error::internal("bench", "the text encoder was handed to its thread")),
+    })?;
     stages.push(StageStats::from_samples("text encoder", text));
 
     let latents = diffusion.encode(image.view())?;
@@ -290,6 +293,9 @@ impl Processor for SharedProcessor {
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         self.lock().last_stage_times()
     }
+    fn control(&mut self, values: &crate::control::LiveValues, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.lock().control(values, ready)
+    }
 }
 
 /// A null sink that notes when the last frame arrived.
@@ -370,6 +376,7 @@ pub fn throughput(
         sinks: vec![("null0".to_string(), Box::new(NullSink))],
         window: None,
         mode: Mode::Live,
+        control: None,
     };
     let stats = pipeline::run(live, Arc::new(AtomicBool::new(false)), &mut |_| {})?.stats;
     let (Some(p50), Some(p95), Some(first)) =
@@ -450,6 +457,7 @@ mod tests {
             sinks: vec![("null0".to_string(), Box::new(NullSink))],
             window: None,
             mode: Mode::Offline,
+            control: None,
         }
     }
 

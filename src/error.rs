@@ -112,6 +112,14 @@ pub enum Error {
     #[error("pipeline {path}: {problem}")]
     Pipeline { path: PathBuf, problem: String },
 
+    /// A live-control endpoint could not listen (the port is taken, the address is not this machine's).
+    #[error("cannot listen on {address} for live control")]
+    Listen {
+        address: String,
+        #[source]
+        cause: Cause,
+    },
+
     #[error("source {source_name}: {problem}")]
     Source { source_name: String, problem: String },
 
@@ -152,7 +160,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Write { .. } => ErrorKind::Environment,
+            Error::Write { .. } | Error::Listen { .. } => ErrorKind::Environment,
             Error::Running { cause, .. } => match cause.kind() {
                 ErrorKind::Internal => ErrorKind::Internal,
                 ErrorKind::Interrupted => ErrorKind::Interrupted,

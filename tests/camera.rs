@@ -166,6 +166,7 @@ fn an_unplugged_camera_ends_a_live_run_with_exit_code_1_and_finalized_sinks() {
         sinks: vec![("count".into(), Box::new(Counting(seen.clone())))],
         window: None,
         mode: Mode::Live,
+        control: None,
     };
     let err = pipeline::run(parts, Arc::default(), &mut |_| {}).err().expect("the run stops");
     assert_eq!(err.kind(), ErrorKind::Environment, "{}", err.chain_text());

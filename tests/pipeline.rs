@@ -65,6 +65,7 @@ fn parts(mode: Mode, rate: u32, frames: Option<u64>, delay_ms: u64, record: Arc<
         sinks: vec![("record".into(), Box::new(RecordingSink(record)))],
         window: None,
         mode,
+        control: None,
     }
 }
 
@@ -175,6 +176,7 @@ fn offline_mode_with_a_stream_batch_delivers_every_frame_in_order_with_its_own_i
         sinks: vec![("check".into(), Box::new(Checking(record.clone())))],
         window: None,
         mode: Mode::Offline,
+        control: None,
     };
     let report = pipeline::run(p, Arc::default(), &mut |_| {}).unwrap();
     let recorded = record.lock().unwrap();
@@ -204,6 +206,7 @@ fn a_failing_sink_stops_the_pipeline_with_its_error() {
         sinks: vec![("failing".into(), Box::new(Failing))],
         window: None,
         mode: Mode::Offline,
+        control: None,
     };
     let err = pipeline::run(p, Arc::default(), &mut |_| {}).err().expect("error");
     let text = err.chain_text();
@@ -232,6 +235,7 @@ fn a_panicking_stage_is_an_internal_error_and_the_sinks_still_finish() {
         sinks: vec![("record".into(), Box::new(RecordingSink(record.clone())))],
         window: None,
         mode: Mode::Offline,
+        control: None,
     };
     let err = pipeline::run(p, Arc::default(), &mut |_| {}).err().expect("error");
     assert_eq!(err.kind(), ErrorKind::Internal, "{}", err.chain_text());

@@ -67,6 +67,13 @@ const KEYS: &[&str] = &[
     "params.seed",
     "params.timesteps",
     "params.stepz",
+    "params.transition-frames",
+    "params.feedback",
+    "control.http",
+    "control.osc",
+    "control.token",
+    "control.osc-allow-remote",
+    "control.stdin",
     "engine.stream-batch",
     "engine.cuda-graph",
     "engine.similarity-threshold",
@@ -101,6 +108,8 @@ steps = 1
 strength = 0.5
 [engine]
 cuda-graph = false
+[control]
+stdin = false
 [[sink]]
 kind = "file"
 path = "out.mp4"
@@ -170,7 +179,22 @@ fn valid(key: &str, v: &Val) -> bool {
         "sink.1.url" => matches!(v, Val::Str(s) if URLS.iter().any(|(u, ok)| u == s && *ok)),
         "sink.1.bitrate-kbps" => int_in(1, 2_048_000),
         "sink.2.only-when" => matches!(v, Val::Str(s) if s == "display" || s == "no-display"),
+        "params.transition-frames" => int_in(0, 300),
+        "params.feedback" => number_in(0.0, 0.9),
+        // BASE has no token: HTTP and OSC may only bind loopback addresses (IP:PORT or localhost:PORT).
+        "control.http" | "control.osc" => matches!(v, Val::Str(s) if local_address(s)),
+        "control.token" => {
+            matches!(v, Val::Str(s) if !s.is_empty() && s.len() <= 256 && s.chars().all(|c| c.is_ascii_graphic()))
+        }
+        "control.osc-allow-remote" | "control.stdin" => matches!(v, Val::Bool(_)),
         _ => false, // unknown keys
+    }
+}
+
+fn local_address(s: &str) -> bool {
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => s.strip_prefix("localhost:").is_some_and(|p| p.parse::<u16>().is_ok()),
     }
 }
 
@@ -292,6 +316,13 @@ fn strings() -> impl Strategy<Value = String> {
             "ünïcödé ✓",
             "\u{0}",
             "a\"b",
+            "127.0.0.1:7860",
+            "localhost:9000",
+            "0.0.0.0:7860",
+            "[::1]:9000",
+            "192.168.1.5:9000",
+            "127.0.0.1:99999",
+            "s3cret-token",
         ])
         .prop_map(String::from),
         prop::sample::select(URLS.iter().map(|(u, _)| u.to_string()).collect::<Vec<_>>()),
@@ -539,6 +570,7 @@ fn command_line_flags_are_parsed_or_refused_never_panic() {
                 audio: true,
                 engine: Default::default(),
                 pose: None,
+                feedback: None,
             };
             let expected = flags_valid(&f);
             match convert.pipeline() {

@@ -22,6 +22,9 @@ pub struct PipelineFile {
     pub engine: EngineFile,
     /// Pose-guided generation (OpenPose ControlNet); absent: plain img2img.
     pub pose: Option<PoseFile>,
+    /// Live control inputs.
+    #[serde(default)]
+    pub control: ControlFile,
     #[serde(rename = "sink", default)]
     pub sinks: Vec<SinkFile>,
     /// Seconds between statistics log lines (0 = only at the end).
@@ -85,6 +88,10 @@ pub struct ParamsFile {
     pub guidance: Option<f64>,
     pub seed: Option<i64>,
     pub timesteps: Option<Vec<i64>>,
+    /// A live prompt change blends the embeddings over this many frames (0: a cut).
+    pub transition_frames: Option<i64>,
+    /// Latent feedback: the fraction of the last output latent blended into the next input latent.
+    pub feedback: Option<f64>,
 }
 
 /// How frames run through the models (`[engine]`).
@@ -99,6 +106,24 @@ pub struct EngineFile {
     pub similarity_threshold: Option<f64>,
     /// At most this many re-emitted frames in a row.
     pub similarity_max_skips: Option<i64>,
+}
+
+/// `[control]`: where a running pipeline takes changes from.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ControlFile {
+    /// HTTP + WebSocket endpoint, `host:port`.
+    pub http: Option<String>,
+    /// OSC over UDP, `host:port`.
+    pub osc: Option<String>,
+    /// Bearer token every HTTP/WebSocket request must carry.
+    pub token: Option<String>,
+    /// Let OSC (which has no authentication) listen on a non-local address.
+    pub osc_allow_remote: Option<bool>,
+    /// `key=value` lines on stdin (default: on in live mode).
+    pub stdin: Option<bool>,
+    /// Prompts the window's number keys 1-9 switch to.
+    pub presets: Option<Vec<String>>,
 }
 
 /// `[pose]`: the pose model, how the ControlNet uses the skeleton, and the keypoint smoothing.

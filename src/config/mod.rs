@@ -19,8 +19,9 @@
 //!
 //! Relative paths are relative to the current directory.
 
+pub mod control;
 pub mod file;
-mod overrides;
+pub(crate) mod overrides;
 pub mod values;
 
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ pub enum Mode {
 }
 
 /// What a sink shows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum View {
     #[default]
@@ -247,6 +248,7 @@ fn flag_for(key: &str) -> &'static str {
         "mode" if key.starts_with("pose.") => "--pose",
         "model" => "--pose-model",
         "controlnet-scale" => "--controlnet-scale",
+        "feedback" => "--feedback",
         "path" => "output",
         "uri" => "input",
         _ => "option",
@@ -273,12 +275,49 @@ pub struct Pipeline {
     /// Pose-guided generation (`[pose]`).
     pub pose: Option<PoseSpec>,
     pub sinks: Vec<SinkSpec>,
+    /// `[params] transition-frames` and `feedback`: how changes blend in and how much of the last output
+    /// carries over.
+    pub temporal: Temporal,
+    /// `[control]`: live-control inputs.
+    pub control: control::ControlSpec,
+}
+
+/// How frames follow each other: prompt transitions and latent feedback (`[params]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Temporal {
+    pub transition_frames: u32,
+    pub feedback: f64,
+}
+
+impl Temporal {
+    /// A live prompt change blends in over this many frames unless the file says otherwise (a third of a
+    /// second at 30 fps).
+    pub const DEFAULT_TRANSITION_FRAMES: u32 = 10;
+
+    fn parse(file: &ParamsFile, origin: &Origin) -> Result<Temporal> {
+        use crate::control::values::{MAX_FEEDBACK, MAX_TRANSITION_FRAMES};
+        let err = |key: &str, problem: String| origin.error(&format!("params.{key}"), problem);
+        let transition_frames = match file.transition_frames {
+            None => Self::DEFAULT_TRANSITION_FRAMES,
+            Some(n) => {
+                parse_int::<u32>(n, 0, i64::from(MAX_TRANSITION_FRAMES)).map_err(|e| err("transition-frames", e))?
+            }
+        };
+        let feedback = match file.feedback {
+            None => 0.0,
+            Some(f) if f.is_finite() && (0.0..=MAX_FEEDBACK).contains(&f) => f,
+            Some(f) => {
+                return Err(err("feedback", format!("{f:?}: expected a fraction from 0 (off) to {MAX_FEEDBACK}")));
+            }
+        };
+        Ok(Temporal { transition_frames, feedback })
+    }
 }
 
 /// `[pose]`, checked: where the pose model is, how the skeleton guides the model, the smoothing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoseSpec {
-    /// A pose model folder or `.onnx` file (MoveNet single-person).
+    /// A pose model folder (`pose.toml`: DWPose or MoveNet) or a MoveNet `.onnx` file / folder holding one.
     pub model: PathBuf,
     /// A character from the pose alone (fixed noise, no VAE encode) instead of img2img guided by the pose.
     pub txt2img: bool,
@@ -332,7 +371,9 @@ impl PoseSpec {
             return Err(err(
                 "model",
                 format!(
-                    "{}: no such file or folder (a MoveNet SinglePose ONNX model, or a folder holding one)",
+                    "{}: no such file or folder (a pose model folder with a pose.toml — DWPose: yolox_l.onnx + \
+                     dw-ll_ucoco_384.onnx, see scripts/export_pose.py fetch — or a MoveNet SinglePose ONNX model, or a \
+                     folder holding one)",
                     model.display()
                 ),
             ));
@@ -459,6 +500,21 @@ impl Pipeline {
             Some(other) => return Err(err("model.size", format!("{other:?}: expected [width, height]"))),
         };
         let engine = Engine::parse(&file.engine, file.mode, &schedule, &origin)?;
+        if pose.is_some()
+            && let BatchMode::Denoising(n) = engine.batch
+        {
+            return Err(err(
+                "engine.stream-batch",
+                format!(
+                    "{n} with {n} steps is a denoising batch, which [pose] (ControlNet) does not support: use 1, or a frame batch with 1 step"
+                ),
+            ));
+        }
+        let temporal = Temporal::parse(&file.params, &origin)?;
+        if temporal.feedback > 0.0 && pose.as_ref().is_some_and(|p| p.txt2img) {
+            return Err(err("params.feedback", "pose txt2img has no input latent to blend into (use img2img)".into()));
+        }
+        let control = control::ControlSpec::parse(&file.control, file.mode, &origin)?;
         Ok(Pipeline {
             origin,
             mode: file.mode,
@@ -472,6 +528,8 @@ impl Pipeline {
             engine,
             pose,
             sinks,
+            temporal,
+            control,
         })
     }
 

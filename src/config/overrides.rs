@@ -85,7 +85,7 @@ fn set_path(node: &mut toml::Value, parts: &[&str], value: toml::Value) -> Resul
 }
 
 /// A TOML value, or the text as a string when it is not one (`--set params.prompt=a cat`).
-fn parse_value(raw: &str) -> toml::Value {
+pub(crate) fn parse_value(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))

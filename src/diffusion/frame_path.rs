@@ -138,6 +138,8 @@ struct Layout {
     denoising: bool,
     control: bool,
     txt2img: bool,
+    /// Latent feedback: the last output latent is blended into the next input latent.
+    feedback: bool,
     cond_ty: TensorElementType,
     range: ImageRange,
     latent_scale: f32,
@@ -175,6 +177,8 @@ pub struct FramePath {
     /// `Denoising(n)`: frames pushed since the stream (re)started.
     entered: usize,
     times: StageTimes,
+    /// Latent feedback fraction (0: off).
+    feedback: f32,
 }
 
 fn ms(start: Instant) -> f64 {
@@ -196,16 +200,18 @@ impl FramePath {
     }
 
     /// A path guided by a conditioning image that comes with every frame ([`FramePath::push_controlled`]): the
-    /// diffusion must hold a ControlNet ([`Diffusion::load_with_controlnet`]); one frame at a time.
+    /// diffusion must hold a ControlNet ([`Diffusion::load_with_controlnet`]). One frame at a time or a frame
+    /// batch (each slot with its own conditioning image); not a denoising batch.
     pub fn with_control(
         runtime: &Runtime,
         diffusion: Diffusion,
         params: &Params,
         size: (u32, u32),
         control: Control,
+        mode: BatchMode,
         noise: Option<NoiseBank>,
     ) -> Result<FramePath> {
-        Self::create(runtime, diffusion, params, size, BatchMode::Single, Some(control), noise)
+        Self::create(runtime, diffusion, params, size, mode, Some(control), noise)
     }
 
     fn create(
@@ -219,7 +225,7 @@ impl FramePath {
     ) -> Result<FramePath> {
         let prepared = diffusion.prepare(params)?;
         let ep = diffusion.unet().model().ep;
-        let setup = Setup { size: (width, height), mode, control, explicit_noise: noise.as_ref(), ep };
+        let setup = Setup { size: (width, height), mode, control, explicit_noise: noise.as_ref(), ep, feedback: 0.0 };
         let b = build(runtime, &mut diffusion, &prepared, setup)?;
         Ok(FramePath {
             runtime: runtime.clone(),
@@ -235,6 +241,7 @@ impl FramePath {
             filled: 0,
             entered: 0,
             times: StageTimes::default(),
+            feedback: 0.0,
         })
     }
 
@@ -254,6 +261,13 @@ impl FramePath {
     pub fn diffusion(&self) -> &Diffusion {
         &self.diffusion
     }
+    pub fn diffusion_mut(&mut self) -> &mut Diffusion {
+        &mut self.diffusion
+    }
+    /// Pose guidance, for a pose-guided path.
+    pub fn control(&self) -> Option<Control> {
+        self.control
+    }
     pub fn last_times(&self) -> StageTimes {
         self.times
     }
@@ -265,6 +279,27 @@ impl FramePath {
     /// New parameters: graphs, bindings and constants are built again and the stream batch starts empty. Call
     /// [`FramePath::finish`] first to keep the frames still in a batch.
     pub fn set_params(&mut self, params: &Params) -> Result<()> {
+        self.reconfigure(params, self.feedback, None)
+    }
+
+    /// The latent feedback fraction.
+    pub fn feedback(&self) -> f32 {
+        self.feedback
+    }
+
+    /// [`FramePath::set_params`] with the latent feedback fraction (0 to 1; 0 is off) and, for a pose-guided
+    /// path, the ControlNet conditioning scale. With feedback, a fraction of the latest finished output latent
+    /// is blended into each new input latent (img2img only). That output is the previous frame's, except in a
+    /// stream batch: with `Frames(k)` slot i takes slot i of the previous batch (k frames earlier), and in a
+    /// denoising batch of n the latest finished frame is n-1 frames behind the newest input.
+    pub fn reconfigure(&mut self, params: &Params, feedback: f32, control_scale: Option<f32>) -> Result<()> {
+        if !(feedback.is_finite() && (0.0..1.0).contains(&feedback)) {
+            return Err(Error::invalid("feedback", format!("{feedback} (expected 0 to below 1)")));
+        }
+        let control = match (self.control, control_scale) {
+            (Some(c), Some(scale)) => Some(Control { scale, ..c }),
+            (control, _) => control,
+        };
         let prepared = self.diffusion.prepare(params)?;
         let mode = match self.mode {
             BatchMode::Denoising(_) => BatchMode::Denoising(prepared.plan.steps.len()),
@@ -273,15 +308,62 @@ impl FramePath {
         let setup = Setup {
             size: (self.width, self.height),
             mode,
-            control: self.control,
+            control,
             explicit_noise: self.explicit_noise.as_ref(),
             ep: self.ep,
+            feedback,
         };
         self.b = build(&self.runtime, &mut self.diffusion, &prepared, setup)?;
         self.prepared = prepared;
         self.mode = mode;
+        self.control = control;
+        self.feedback = feedback;
         self.filled = 0;
         self.entered = 0;
+        Ok(())
+    }
+
+    /// During a prompt transition: bind the embeddings `from·(1-t) + current·t`, with `current` those of the
+    /// parameters set last (no rebuild). Returns false, changing nothing, when `from` has another shape (a
+    /// change between guided and unguided runs is a cut).
+    pub fn blend_context(&mut self, from: &ndarray::Array3<f32>, t: f32) -> Result<bool> {
+        let Some(to) = self.prepared.context_shared() else { return Ok(false) };
+        if from.dim() != to.dim() {
+            return Ok(false);
+        }
+        let t = t.clamp(0.0, 1.0);
+        let blended = ndarray::Zip::from(from).and(&*to).map_collect(|&a, &b| a + (b - a) * t);
+        for input in &mut self.b.contexts {
+            let rows: Vec<_> = input.rows.iter().map(|&r| blended.index_axis(ndarray::Axis(0), r)).collect();
+            let batch = ndarray::stack(ndarray::Axis(0), &rows).map_err(|e| Error::internal("prompt blend", e))?;
+            crate::infer::tensor::write_host(&mut input.tensor, batch.into_dyn().view())?;
+            input.rebind.bind(&mut self.b.runs[input.run].binding, &input.tensor, "prompt blend")?;
+        }
+        Ok(true)
+    }
+
+    /// Start latent feedback over: the next frame has no earlier output to blend in.
+    fn reset_feedback(&mut self) -> Result<()> {
+        let (Some(fb), Some(run)) = (self.b.feedback.as_mut(), self.b.noise_run) else { return Ok(()) };
+        let binding = &mut self.b.runs[run].binding;
+        crate::infer::tensor::write_host(&mut fb.factor, Array1::from_elem(1, 0.0f32).into_dyn().view())?;
+        fb.factor_input.bind(binding, &fb.factor, "feedback")?;
+        fb.latent.bind(binding, &fb.zeros, "feedback")?;
+        fb.primed = false;
+        Ok(())
+    }
+
+    /// After the first output: the noise graph reads the decoder's input (the last output latent) from now on.
+    fn prime_feedback(&mut self) -> Result<()> {
+        let (Some(fb), Some(run)) = (self.b.feedback.as_mut(), self.b.noise_run) else { return Ok(()) };
+        if fb.primed {
+            return Ok(());
+        }
+        let binding = &mut self.b.runs[run].binding;
+        crate::infer::tensor::write_host(&mut fb.factor, Array1::from_elem(1, fb.value).into_dyn().view())?;
+        fb.factor_input.bind(binding, &fb.factor, "feedback")?;
+        fb.latent.bind(binding, &self.b.dec_in, "feedback")?;
+        fb.primed = true;
         Ok(())
     }
 
@@ -331,8 +413,13 @@ impl FramePath {
         match (control, self.b.control_in.as_mut()) {
             (Some(control), Some(_)) => {
                 self.check_bytes("a conditioning image", control)?;
+                let slot = match self.mode {
+                    BatchMode::Frames(_) => self.filled,
+                    _ => 0,
+                };
+                let bytes = self.frame_bytes();
                 if let Some(buffer) = self.b.control_in.as_mut() {
-                    Self::host_bytes_mut(buffer).copy_from_slice(control);
+                    Self::host_bytes_mut(buffer)[slot * bytes..(slot + 1) * bytes].copy_from_slice(control);
                 }
             }
             (None, None) => {}
@@ -391,7 +478,7 @@ impl FramePath {
         }
         self.filled = 0;
         self.entered = 0;
-        Ok(())
+        self.reset_feedback()
     }
 
     /// Run the whole chain once on a mid-grey frame and start the stream empty (warm start).
@@ -412,7 +499,7 @@ impl FramePath {
         self.run_all()?;
         self.filled = 0;
         self.entered = 0;
-        Ok(())
+        self.reset_feedback()
     }
 
     fn host_bytes_mut(tensor: &mut DynTensor) -> &mut [u8] {
@@ -430,8 +517,8 @@ impl FramePath {
 
     fn copy_slot(&mut self, from: usize, to: usize) {
         let bytes = self.frame_bytes();
-        if let Some(frames) = self.b.frames_in.as_mut() {
-            Self::host_bytes_mut(frames).copy_within(from * bytes..(from + 1) * bytes, to * bytes);
+        for buffer in [self.b.frames_in.as_mut(), self.b.control_in.as_mut()].into_iter().flatten() {
+            Self::host_bytes_mut(buffer).copy_within(from * bytes..(from + 1) * bytes, to * bytes);
         }
     }
 
@@ -489,7 +576,8 @@ impl FramePath {
         })();
         self.b.runs = runs;
         self.times = times;
-        result
+        result?;
+        self.prime_feedback()
     }
 }
 
@@ -521,6 +609,33 @@ struct Built {
     control_run: Option<usize>,
     frame_input: Rebind,
     control_input: Rebind,
+    /// The decoder's input: the last finished output latent (latent feedback reads it).
+    dec_in: DynTensor,
+    noise_run: Option<usize>,
+    feedback: Option<Feedback>,
+    /// The prompt embeddings bound to the UNet and ControlNet runs (rewritten during a prompt transition).
+    contexts: Vec<ContextInput>,
+}
+
+/// Latent feedback's inputs to the noise graph.
+struct Feedback {
+    /// Bound as the last output until one exists.
+    zeros: DynTensor,
+    /// `[1]`: the fraction, 0 until the first output.
+    factor: DynTensor,
+    value: f32,
+    /// Whether the noise graph reads the decoder's input yet.
+    primed: bool,
+    latent: Rebind,
+    factor_input: Rebind,
+}
+
+/// One bound prompt-embedding input: batch row i holds row `rows[i]` of the prepared embeddings.
+struct ContextInput {
+    run: usize,
+    rebind: Rebind,
+    tensor: DynTensor,
+    rows: Vec<usize>,
 }
 
 fn layout(
@@ -529,6 +644,7 @@ fn layout(
     (width, height): (u32, u32),
     mode: BatchMode,
     control: Option<Control>,
+    feedback: f32,
 ) -> Result<Layout> {
     let folder = diffusion.folder();
     let channels = folder.latent_channels as i64;
@@ -559,6 +675,7 @@ fn layout(
         denoising: matches!(mode, BatchMode::Denoising(_)),
         control: control.is_some(),
         txt2img: control.is_some_and(|c| c.txt2img),
+        feedback: feedback > 0.0 && !control.is_some_and(|c| c.txt2img) && !prepared.vae_only(),
         cond_ty: diffusion
             .controlnet()
             .map_or(Float32, |c| c.model().input_type(crate::infer::contract::controlnet::COND)),
@@ -592,15 +709,16 @@ fn pre_graph(l: &Layout) -> Result<ort::editor::Model> {
     g.finish()
 }
 
-/// The conditioning image (8-bit HWC) -> RGB 0..1 NCHW in the ControlNet's batch and element type.
+/// The conditioning images (8-bit HWC, one per frame slot) -> RGB 0..1 NCHW in the ControlNet's batch (the slots,
+/// twice for classifier-free guidance: row i pairs with sample row i) and element type.
 fn control_graph(l: &Layout) -> Result<ort::editor::Model> {
     let mut g = GraphBuilder::new("conditioning")?;
-    let control = g.input("control", Uint8, &[1, l.height, l.width, 3]);
+    let control = g.input("control", Uint8, &[l.slots, l.height, l.width, 3]);
     let x = g.cast(&control, Uint8, Float32)?;
     let x = g.transpose(&x, &[0, 3, 1, 2])?;
     let max = g.scalar(255.0)?;
     let x = g.binary("Div", &x, &max)?;
-    let copies = vec![x.as_str(); l.unet_batch as usize];
+    let copies = vec![x.as_str(); (l.unet_batch / l.slots) as usize];
     let x = if copies.len() > 1 { g.concat(&copies, 0)? } else { x.clone() };
     let x = g.cast(&x, Float32, l.cond_ty)?;
     g.output(&x, "cond", l.cond_ty, &[l.unet_batch, 3, l.height, l.width])?;
@@ -630,6 +748,20 @@ fn noise_graph(l: &Layout) -> Result<ort::editor::Model> {
     if l.latent_scale != 1.0 {
         let scale = g.scalar(l.latent_scale)?;
         x = g.binary("Mul", &x, &scale)?;
+    }
+    if l.feedback {
+        // x + f·(last - x): the last finished output latent (the decoder's input, unscaled again) pulls the
+        // new frame's latent towards what was shown, which damps flicker between frames.
+        let last = g.input("feedback_latent", l.dec_in, &l.latent(l.slots));
+        let mut last = g.cast(&last, l.dec_in, Float32)?;
+        if l.latent_scale != 1.0 {
+            let scale = g.scalar(l.latent_scale)?;
+            last = g.binary("Mul", &last, &scale)?;
+        }
+        let factor = g.input("feedback", Float32, &[1]);
+        let towards = g.binary("Sub", &last, &x)?;
+        let pull = g.binary("Mul", &factor, &towards)?;
+        x = g.binary("Add", &x, &pull)?;
     }
     if l.vae_only {
         let x = if l.latent_scale != 1.0 {
@@ -808,7 +940,8 @@ impl ConstantPorts {
     }
 }
 
-/// Bind one run's constant inputs: timestep(s), prompt embeddings, guidance embedding.
+/// Bind one run's constant inputs: timestep(s), prompt embeddings, guidance embedding. Returns the prompt
+/// embeddings' input (for prompt transitions; the caller sets its run).
 fn bind_constants(
     binding: &mut IoBinding,
     ports: &ConstantPorts,
@@ -816,7 +949,7 @@ fn bind_constants(
     l: &Layout,
     timesteps: &[u32],
     held: &mut Vec<DynTensor>,
-) -> Result<()> {
+) -> Result<ContextInput> {
     let err = |e: ort::Error| Error::internal("frame path: constant inputs", e);
     let batch = l.unet_batch as usize;
     // [uncond × items, text × items] with guidance, else [text × items]: each sample's row i pairs with
@@ -846,7 +979,7 @@ fn bind_constants(
     .map_err(|e| Error::internal("frame path: prompt embeddings", e))?;
     let ctx = host_tensor(ports.context.1, ctx.into_dyn().view())?;
     binding.bind_input(ports.context.0.clone(), &ctx).map_err(err)?;
-    held.push(ctx);
+    let context = ContextInput { run: 0, rebind: Rebind::new(&ports.context.0)?, tensor: ctx, rows };
 
     if let (Some((name, ty)), Some(cond)) = (&ports.cond, prepared.timestep_cond_view()) {
         let row = cond.index_axis(ndarray::Axis(0), 0);
@@ -856,7 +989,7 @@ fn bind_constants(
         binding.bind_input(name.clone(), &cond).map_err(err)?;
         held.push(cond);
     }
-    Ok(())
+    Ok(context)
 }
 
 /// What a path is built for besides its parameters.
@@ -867,20 +1000,25 @@ struct Setup<'a> {
     control: Option<Control>,
     explicit_noise: Option<&'a NoiseBank>,
     ep: ExecutionProvider,
+    feedback: f32,
 }
 
 fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setup: Setup) -> Result<Built> {
-    let Setup { size, mode, control, explicit_noise, ep } = setup;
-    let l = layout(diffusion, prepared, size, mode, control)?;
+    let Setup { size, mode, control, explicit_noise, ep, feedback } = setup;
+    let l = layout(diffusion, prepared, size, mode, control, feedback)?;
     let steps = prepared.plan.steps.len();
     if let Some(c) = control {
         if diffusion.controlnet().is_none() {
             return Err(Error::internal("frame path", "pose guidance without a loaded ControlNet"));
         }
-        if mode != BatchMode::Single {
+        if let BatchMode::Denoising(n) = mode {
+            // Each item of a denoising batch is another frame, which would need its own skeleton carried along.
             return Err(Error::invalid(
                 "engine.stream-batch",
-                "a stream batch with ControlNet is not supported yet: use 1",
+                format!(
+                    "{n} with {n} steps is a denoising batch, which ControlNet does not support: with [pose] use \
+                     1, or a frame batch (1 step)"
+                ),
             ));
         }
         if l.vae_only {
@@ -941,7 +1079,7 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
     let buffer = |ty, shape: &[i64]| bound::buffer(&device, ty, shape);
     let mut held: Vec<DynTensor> = Vec::new();
     let frames_in = (!l.txt2img).then(|| bound::buffer(&host, Uint8, &[l.slots, l.height, l.width, 3])).transpose()?;
-    let control_in = l.control.then(|| bound::buffer(&host, Uint8, &[1, l.height, l.width, 3])).transpose()?;
+    let control_in = l.control.then(|| bound::buffer(&host, Uint8, &[l.slots, l.height, l.width, 3])).transpose()?;
     let mut frames_out = bound::buffer(&host, Uint8, &[l.out_rows, l.height, l.width, 3])?;
     let mut image = buffer(l.vae_in, &[l.slots, 3, l.height, l.width])?;
     let mut latent = buffer(l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w])?;
@@ -958,6 +1096,7 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
     };
 
     let mut runs = Vec::new();
+    let mut contexts = Vec::new();
     let (mut pre_run, mut control_run) = (None, None);
     if let (Some(session), Some(frames_in)) = (&graphs.pre, &frames_in) {
         let mut pre = session.create_binding().map_err(err("binding"))?;
@@ -998,6 +1137,7 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
     }
 
     let mut noise = graphs.noise.create_binding().map_err(err("binding"))?;
+    let (mut noise_run, mut feedback_state) = (None, None);
     if !l.txt2img {
         noise.bind_input("latent", &latent).map_err(err("noise graph input"))?;
     }
@@ -1017,6 +1157,22 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
             held.extend([a, b]);
         }
         held.push(bank_rows);
+        if l.feedback {
+            // Until a frame has come out, the last output is zeros at factor 0: the first frame is unchanged.
+            let zeros =
+                host_tensor(l.dec_in, ArrayD::<f32>::zeros(IxDyn(&l.latent(l.slots).map(|d| d as usize))).view())?;
+            let factor = host_tensor(Float32, Array1::from_elem(1, 0.0f32).into_dyn().view())?;
+            noise.bind_input("feedback_latent", &zeros).map_err(err("feedback"))?;
+            noise.bind_input("feedback", &factor).map_err(err("feedback"))?;
+            feedback_state = Some(Feedback {
+                zeros,
+                factor,
+                value: feedback,
+                primed: false,
+                latent: Rebind::new("feedback_latent")?,
+                factor_input: Rebind::new("feedback")?,
+            });
+        }
         // Two sample buffers: step i reads one and writes the other.
         let mut samples = [buffer(Float32, &l.latent(l.items))?, buffer(Float32, &l.latent(l.items))?];
         let mut unet_in = buffer(l.unet_in, &l.latent(l.unet_batch))?;
@@ -1027,6 +1183,7 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
         }
         noise.bind_output("sample", &mut samples[0]).map_err(err("noise graph output"))?;
         noise.bind_output("unet_in", &mut unet_in).map_err(err("noise graph output"))?;
+        noise_run = Some(runs.len());
         runs.push(Run { stage: Stage::Noise, binding: noise });
 
         let step_runs = if l.denoising { 1 } else { steps };
@@ -1036,7 +1193,8 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
                 let model = controlnet.model();
                 let mut binding = model.session().create_binding().map_err(err("binding"))?;
                 let ports = ConstantPorts::of(model, controlnet.timestep, cn_port::TIMESTEP_COND);
-                bind_constants(&mut binding, &ports, prepared, &l, &c.timesteps, &mut held)?;
+                let context = bind_constants(&mut binding, &ports, prepared, &l, &c.timesteps, &mut held)?;
+                contexts.push(ContextInput { run: runs.len(), ..context });
                 binding
                     .bind_input(model.binding.input(cn_port::SAMPLE).name.clone(), &unet_in)
                     .map_err(err("ControlNet"))?;
@@ -1071,7 +1229,8 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
             let mut unet = diffusion.unet().model().session().create_binding().map_err(err("binding"))?;
             let ports =
                 ConstantPorts::of(diffusion.unet().model(), diffusion.unet().timestep, unet_port::TIMESTEP_COND);
-            bind_constants(&mut unet, &ports, prepared, &l, &c.timesteps, &mut held)?;
+            let context = bind_constants(&mut unet, &ports, prepared, &l, &c.timesteps, &mut held)?;
+            contexts.push(ContextInput { run: runs.len(), ..context });
             for (_, input, buffer) in &residuals {
                 unet.bind_input(input.clone(), buffer).map_err(err("UNet residual input"))?;
             }
@@ -1144,7 +1303,7 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
     post.bind_input("decoded", &decoded).map_err(err("post-processing input"))?;
     post.bind_output("frames", &mut frames_out).map_err(err("post-processing output"))?;
     runs.push(Run { stage: Stage::Post, binding: post });
-    held.extend([image, latent, dec_in, decoded]);
+    held.extend([image, latent, decoded]);
 
     held.extend(residuals.into_iter().map(|(_, _, b)| b));
     held.extend(cond);
@@ -1167,6 +1326,10 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
         control_run,
         frame_input: Rebind::new("frames")?,
         control_input: Rebind::new("control")?,
+        dec_in,
+        noise_run,
+        feedback: feedback_state,
+        contexts,
     })
 }
 

@@ -87,6 +87,10 @@ impl Prepared {
         self.cfg_scale.is_some()
     }
 
+    /// The prompt embeddings, shared (prompt transitions blend from them).
+    pub fn context_shared(&self) -> Option<Arc<Array3<f32>>> {
+        self.context.clone()
+    }
     /// The prompt embeddings (`[1 or 2, tokens, width]`); a VAE-only run has none (asking for them is a bug).
     pub(crate) fn context_view(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
         self.context()
@@ -121,7 +125,11 @@ pub struct StageTimes {
 
 pub struct Diffusion {
     folder: ModelFolder,
-    text: TextEncoder,
+    /// None once handed to the prompt thread ([`Diffusion::take_text_encoder`]); prompts then come from
+    /// `embeddings`.
+    text: Option<TextEncoder>,
+    /// Prompt embeddings made elsewhere (the prompt thread), most recently used last.
+    embeddings: Vec<(String, Arc<Array3<f32>>)>,
     unet: Unet,
     vae_encoder: VaeEncoder,
     vae_decoder: VaeDecoder,
@@ -173,7 +181,8 @@ impl Diffusion {
         let vae_decoder = VaeDecoder::load(runtime, folder)?;
         Ok(Diffusion {
             folder: folder.clone(),
-            text,
+            text: Some(text),
+            embeddings: Vec::new(),
             unet,
             vae_encoder,
             vae_decoder,
@@ -197,11 +206,51 @@ impl Diffusion {
     pub fn scheduler(&self) -> &Lcm {
         &self.lcm
     }
-    pub fn text_encoder(&self) -> &TextEncoder {
-        &self.text
+    /// The text encoder, unless it was handed to the prompt thread.
+    pub fn text_encoder(&self) -> Option<&TextEncoder> {
+        self.text.as_ref()
     }
-    pub fn text_encoder_mut(&mut self) -> &mut TextEncoder {
-        &mut self.text
+    pub fn text_encoder_mut(&mut self) -> Option<&mut TextEncoder> {
+        self.text.as_mut()
+    }
+
+    /// Hand the text encoder over (to a thread of its own that encodes new prompts while frames run). From
+    /// then on [`Diffusion::prepare`] takes prompts from [`Diffusion::provide_embedding`].
+    pub fn take_text_encoder(&mut self) -> Option<TextEncoder> {
+        self.text.take()
+    }
+
+    /// Embeddings for `prompt`, made by the text encoder's thread.
+    pub fn provide_embedding(&mut self, prompt: &str, embeddings: Arc<Array3<f32>>) {
+        self.embeddings.retain(|(p, _)| p != prompt);
+        if self.embeddings.len() == super::text::CACHE_PROMPTS {
+            self.embeddings.remove(0);
+        }
+        self.embeddings.push((prompt.to_string(), embeddings));
+    }
+
+    /// The prompts `params` needs encoded that are neither cached here nor encodable here (the text encoder was
+    /// handed over): the prompt, and the negative prompt when classifier-free guidance runs.
+    pub fn missing_prompts(&self, params: &Params) -> Vec<String> {
+        if self.text.is_some() || params.strength == 0.0 && params.timesteps.is_none() {
+            return Vec::new();
+        }
+        let mut needed = vec![params.prompt.clone()];
+        if self.unet.cond_dim.is_none() && params.guidance > 1.0 {
+            needed.push(params.negative_prompt.clone());
+        }
+        needed.retain(|p| !self.embeddings.iter().any(|(q, _)| q == p));
+        needed.dedup();
+        needed
+    }
+
+    fn embedding(&mut self, prompt: &str) -> Result<Arc<Array3<f32>>> {
+        if let Some(text) = self.text.as_mut() {
+            return text.encode(prompt);
+        }
+        self.embeddings.iter().find(|(p, _)| p == prompt).map(|(_, e)| e.clone()).ok_or_else(|| {
+            Error::internal("prompt", format!("{prompt:?} was not encoded before the parameters changed"))
+        })
     }
     pub fn unet(&self) -> &Unet {
         &self.unet
@@ -241,9 +290,9 @@ impl Diffusion {
         }
         let cond_dim = self.unet.cond_dim;
         let cfg_scale = (cond_dim.is_none() && params.guidance > 1.0).then_some(params.guidance as f32);
-        let prompt = self.text.encode(&params.prompt)?;
+        let prompt = self.embedding(&params.prompt)?;
         let context = if cfg_scale.is_some() {
-            let negative = self.text.encode(&params.negative_prompt)?;
+            let negative = self.embedding(&params.negative_prompt)?;
             let both = concatenate(Axis(0), &[negative.view(), prompt.view()])
                 .map_err(|e| Error::inference("text encoder", format!("prompt embeddings of different shapes: {e}")))?;
             Arc::new(both)

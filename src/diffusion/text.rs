@@ -66,7 +66,7 @@ impl ClipTokenizer {
 }
 
 /// How many distinct prompts keep their embeddings.
-const CACHE_PROMPTS: usize = 16;
+pub(crate) const CACHE_PROMPTS: usize = 16;
 
 pub struct TextEncoder {
     tokenizer: ClipTokenizer,

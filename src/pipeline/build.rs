@@ -4,7 +4,10 @@
 //! before seconds of model loading.
 
 use super::{Annotator, DiffusionProcessor, Parts, Processor};
+use std::sync::Arc;
+
 use crate::config::{Mode, Pipeline, SinkKind, WorkingSize};
+use crate::control::{ControlHub, Limits, LiveControl, LiveValues};
 use crate::diffusion::Diffusion;
 use crate::diffusion::frame_path::Control;
 use crate::error::{Error, Result};
@@ -56,10 +59,23 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
     };
     let mut processor =
         DiffusionProcessor::new(&runtime, diffusion, &pipeline.params, size, &pipeline.engine, control)?;
+    if pipeline.temporal.feedback > 0.0 {
+        processor.set_feedback(pipeline.temporal.feedback as f32)?;
+    }
     // Every session runs once at the working size now, before frames flow (a live source meanwhile keeps only
     // its newest frame).
     let warm_up = processor.warm_up()?;
     tracing::info!(warm_up_ms = warm_up.as_millis() as u64, size = %size, "models warmed up");
+    // Live runs always take changes (the window's keys at least); offline runs when the file names an input.
+    let spec = &pipeline.control;
+    let control = if pipeline.mode == Mode::Live || spec.http.is_some() || spec.osc.is_some() || spec.stdin {
+        let values = live_values(pipeline, window);
+        processor.enable_live(&values)?;
+        let hub = ControlHub::new(values, limits(pipeline)).with_presets(spec.presets.clone());
+        Some(LiveControl::start(Arc::new(hub), spec)?)
+    } else {
+        None
+    };
 
     let mut audio = source.take_audio();
     let mut sinks = Vec::new();
@@ -79,8 +95,33 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         model: pipeline.model.dir.display().to_string(),
         size,
         warm_up,
-        parts: Parts { annotator, source, processor: Box::new(processor), sinks, window, mode: pipeline.mode },
+        parts: Parts { annotator, source, processor: Box::new(processor), sinks, window, mode: pipeline.mode, control },
     })
+}
+
+/// The values a run starts with, as live control shows them.
+pub fn live_values(pipeline: &Pipeline, window: Option<crate::config::View>) -> LiveValues {
+    LiveValues::new(
+        &pipeline.params,
+        pipeline.temporal.transition_frames,
+        pipeline.temporal.feedback,
+        f64::from(pipeline.engine.similarity.threshold),
+        pipeline.pose.as_ref().map(|p| (f64::from(p.controlnet_scale), p.smoothing)),
+        window,
+    )
+}
+
+/// What live changes must respect in this pipeline.
+pub fn limits(pipeline: &Pipeline) -> Limits {
+    use crate::diffusion::BatchMode;
+    Limits {
+        lcm: crate::diffusion::scheduler::Lcm::new(pipeline.model.scheduler.clone()),
+        stream_batch: match pipeline.engine.batch {
+            BatchMode::Single => 1,
+            BatchMode::Frames(k) | BatchMode::Denoising(k) => k,
+        },
+        txt2img: pipeline.pose.as_ref().is_some_and(|p| p.txt2img),
+    }
 }
 
 /// Say which sink of the file an error belongs to.
@@ -110,8 +151,18 @@ pub fn check(pipeline: &Pipeline, display: bool) -> Result<String> {
         .collect();
     let size =
         pipeline.size.map_or(format!("the source's, cropped to multiples of {}", pipeline.multiple), |s| s.to_string());
+    let c = &pipeline.control;
+    let control: Vec<String> = [
+        c.http.map(|a| format!("HTTP {a}{}", if c.token.is_some() { " (token)" } else { "" })),
+        c.osc.map(|a| format!("OSC {a}")),
+        c.stdin.then(|| "stdin".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let control = if control.is_empty() { String::new() } else { format!(", live control: {}", control.join(", ")) };
     Ok(format!(
-        "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}), sinks: {}",
+        "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}), sinks: {}{control}",
         pipeline.mode,
         pipeline.source.kind(),
         pipeline.model.dir.display(),

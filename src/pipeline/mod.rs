@@ -12,6 +12,7 @@
 //! (Ctrl-C, window closed) only stops the source; the rest drains the same way.
 
 pub mod build;
+pub mod diffusion;
 pub mod stats;
 
 use std::collections::VecDeque;
@@ -23,14 +24,14 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 pub use self::build::{BuildOptions, build};
+pub use self::diffusion::DiffusionProcessor;
 use self::stats::{Snapshot, Stats};
-use crate::config::{Mode, View, WorkingSize};
-use crate::diffusion::FramePath;
+use crate::config::{Mode, View};
+use crate::control::{ControlHub, LiveControl, LiveValues};
 use crate::error::{Error, Result};
 use crate::frame::{Frame, Processed};
 use crate::imaging;
 use crate::link::{LinkReceiver, LinkSender, Overflow, link};
-use crate::similarity::{Decision, SimilarityFilter, SimilaritySettings};
 use crate::sink::{LatestSlot, Sink, StreamEnd, WindowHost};
 use crate::source::Source;
 
@@ -72,6 +73,12 @@ pub trait Processor: Send {
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
     }
+    /// Live values changed (between frames): use them from the next frame on. Outputs of frames still held
+    /// back (a stream batch) are appended to `ready` first, made with the old values.
+    fn control(&mut self, values: &LiveValues, ready: &mut Vec<RgbImage>) -> Result<()> {
+        let _ = (values, ready);
+        Ok(())
+    }
 }
 
 /// Work done on each frame before diffusion, in the preprocess thread: the pose estimator (it owns its session,
@@ -83,6 +90,10 @@ pub trait Annotator: Send {
     /// Time spent in sub-stages by the last `annotate`, for the statistics.
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
+    }
+    /// Live values changed: use them from the next frame on (the pose smoothing).
+    fn control(&mut self, values: &LiveValues) {
+        let _ = values;
     }
 }
 
@@ -97,6 +108,9 @@ pub struct Parts {
     /// A window on the calling thread, showing this view.
     pub window: Option<View>,
     pub mode: Mode,
+    /// Live control: the values every input changes (stages poll it between frames) and the inputs, which
+    /// stop when the run ends.
+    pub control: Option<LiveControl>,
 }
 
 /// How the calling thread spends its time while the pipeline runs: showing a window, or waiting.
@@ -114,7 +128,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// Run a pipeline to the end of its stream or until `stop` is set. Returns the final statistics, or the first
 /// error any stage hit (after every stage has wound down and every sink has finalized).
 pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
-    let Parts { source, annotator, processor, sinks, window, mode } = parts;
+    let Parts { source, annotator, processor, sinks, window, mode, control: inputs } = parts;
+    let control: Option<Arc<ControlHub>> = inputs.as_ref().map(|c| c.hub.clone());
     let stats = Arc::new(Stats::default());
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
     let (capacity, overflow) = match mode {
@@ -157,18 +172,26 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
     })?);
     let size = processor.size();
     threads.push(spawn("preprocess", fail.clone(), {
-        let stats = stats.clone();
-        move || preprocess_loop(size, annotator, pre_in, to_proc, &stats)
+        let (stats, control) = (stats.clone(), control.clone());
+        move || preprocess_loop(size, annotator, pre_in, to_proc, &stats, control.as_deref())
     })?);
     threads.push(spawn("process", fail.clone(), {
-        let (stats, slot) = (stats.clone(), slot.clone());
-        move || process_loop(processor, proc_in, sink_links, slot, &stats)
+        let (stats, slot, control) = (stats.clone(), slot.clone(), control.clone());
+        move || process_loop(processor, proc_in, sink_links, slot, &stats, control.as_deref())
     })?);
+    // Statistics for live-control clients (WebSocket), refreshed on every tick.
+    let mut tick = |snapshot: &Snapshot| {
+        if let Some(hub) = &control {
+            hub.set_stats(serde_json::to_value(snapshot).unwrap_or_default());
+        }
+        tick(snapshot)
+    };
+    let tick: Tick = &mut tick;
 
     let all_done = || threads.iter().all(|t| t.is_finished());
     match (window, slot) {
         (Some(view), Some(slot)) => {
-            let mut host = Host { stop: &stop, stats: &stats, all_done: &all_done, tick };
+            let mut host = Host { stop: &stop, stats: &stats, all_done: &all_done, tick, control: control.as_deref() };
             if let Err(e) = show_window(view, &slot, &mut host) {
                 fail("window", e);
             }
@@ -183,6 +206,7 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
     for t in threads {
         let _ = t.join();
     }
+    drop(inputs);
     let interrupted = stop.load(Ordering::SeqCst) && !source_done.load(Ordering::SeqCst);
     if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
@@ -196,6 +220,7 @@ struct Host<'a, 'b> {
     stats: &'a Stats,
     all_done: &'a dyn Fn() -> bool,
     tick: Tick<'b>,
+    control: Option<&'a ControlHub>,
 }
 
 impl WindowHost for Host<'_, '_> {
@@ -213,6 +238,9 @@ impl WindowHost for Host<'_, '_> {
     }
     fn tick(&mut self) {
         (self.tick)(&self.stats.snapshot());
+    }
+    fn control(&self) -> Option<&ControlHub> {
+        self.control
     }
 }
 
@@ -284,8 +312,15 @@ fn preprocess_loop(
     input: LinkReceiver<Frame>,
     out: LinkSender<Frame>,
     stats: &Stats,
+    control: Option<&ControlHub>,
 ) -> Result<()> {
+    let mut seen = 0;
     while let Some(mut frame) = input.recv() {
+        if let (Some(hub), Some(annotator)) = (control, annotator.as_mut())
+            && let Some(values) = hub.newer(&mut seen)
+        {
+            annotator.control(&values);
+        }
         let started = Instant::now();
         if frame.image.dimensions() != size {
             frame.image = Arc::new(imaging::resize_cover(&frame.image, size.0, size.1)?);
@@ -312,7 +347,9 @@ fn process_loop(
     sinks: Vec<(String, LinkSender<Arc<Processed>>)>,
     window: Option<Arc<LatestSlot>>,
     stats: &Stats,
+    control: Option<&ControlHub>,
 ) -> Result<()> {
+    let mut seen = 0;
     // Frames whose outputs have not come back yet (a stream batch holds k-1); outputs come in input order.
     let mut pending: VecDeque<Frame> = VecDeque::with_capacity(processor.lag_frames() + 1);
     let mut ready = Vec::with_capacity(processor.lag_frames() + 1);
@@ -343,6 +380,13 @@ fn process_loop(
         Ok(true)
     };
     while let Some(frame) = input.recv() {
+        if let Some(values) = control.and_then(|hub| hub.newer(&mut seen)) {
+            // Frames still in a stream batch come out first, made with the old values.
+            processor.control(&values, &mut ready)?;
+            if !deliver(&mut pending, &mut ready)? {
+                return Ok(());
+            }
+        }
         let started = Instant::now();
         processor.push_frame(&frame, &mut ready)?;
         pending.push_back(frame);
@@ -387,151 +431,4 @@ fn sink_loop(
         if source_done.load(Ordering::SeqCst) && result.is_ok() { StreamEnd::Complete } else { StreamEnd::Stopped };
     let finished = sink.finish(end);
     result.and(finished)
-}
-
-/// The processor for diffusion models: the frame path (small graphs and IoBinding around the models, a stream
-/// batch when asked for) behind the similarity filter.
-pub struct DiffusionProcessor {
-    path: FramePath,
-    similarity: SimilarityFilter,
-    /// The last output, re-emitted for a frame the filter finds near-identical to the last processed one.
-    last_output: Option<RgbImage>,
-    /// Whether the last `push` ran the models (stage times are reported only then).
-    ran: bool,
-    size: (u32, u32),
-}
-
-impl DiffusionProcessor {
-    /// `size` carries the multiple it was checked against; it must be this run's.
-    pub fn new(
-        runtime: &crate::infer::Runtime,
-        diffusion: crate::diffusion::Diffusion,
-        params: &crate::diffusion::Params,
-        size: WorkingSize,
-        engine: &crate::config::Engine,
-        control: Option<crate::diffusion::frame_path::Control>,
-    ) -> Result<DiffusionProcessor> {
-        let path = match control {
-            None => FramePath::new(runtime, diffusion, params, size.dims(), engine.batch, None)?,
-            Some(control) => {
-                if engine.batch != crate::diffusion::BatchMode::Single {
-                    return Err(Error::invalid(
-                        "engine.stream-batch",
-                        "a stream batch with [pose] (ControlNet) is not supported yet: use 1",
-                    ));
-                }
-                FramePath::with_control(runtime, diffusion, params, size.dims(), control, None)?
-            }
-        };
-        let multiple = path.diffusion().size_multiple(path.prepared());
-        // The size's sides are multiples of size.multiple(); that satisfies the run only if it is itself a
-        // multiple of what the run needs.
-        if !size.multiple().is_multiple_of(multiple) {
-            return Err(Error::internal(
-                "DiffusionProcessor",
-                format!("size {size} was checked for multiples of {}, the run needs {multiple}", size.multiple()),
-            ));
-        }
-        // A stream batch needs every frame in its slots, in order: the filter (which re-emits the last output
-        // in place of a model run) is only used without one.
-        // Pose-guided runs follow the skeleton, which the filter does not see: off there too.
-        let similarity =
-            if path.lag_frames() == 0 && control.is_none() { engine.similarity } else { SimilaritySettings::DISABLED };
-        Ok(DiffusionProcessor {
-            path,
-            similarity: SimilarityFilter::new(similarity),
-            last_output: None,
-            ran: false,
-            size: size.dims(),
-        })
-    }
-}
-
-/// Run `step` on the frame path and append what it emits to `ready` as images.
-fn collect(
-    path: &mut FramePath,
-    (width, height): (u32, u32),
-    ready: &mut Vec<RgbImage>,
-    step: impl FnOnce(&mut FramePath, &mut dyn FnMut(&[u8])) -> Result<()>,
-) -> Result<()> {
-    let mut wrong_size = false;
-    step(path, &mut |bytes: &[u8]| match RgbImage::from_raw(width, height, bytes.to_vec()) {
-        Some(image) => ready.push(image),
-        None => wrong_size = true,
-    })?;
-    if wrong_size {
-        return Err(Error::internal("DiffusionProcessor", "an output frame of the wrong size"));
-    }
-    Ok(())
-}
-
-impl Processor for DiffusionProcessor {
-    fn size(&self) -> (u32, u32) {
-        self.size
-    }
-
-    fn lag_frames(&self) -> usize {
-        self.path.lag_frames()
-    }
-
-    fn warm_up(&mut self) -> Result<Duration> {
-        let started = Instant::now();
-        self.path.warm_up()?;
-        Ok(started.elapsed())
-    }
-
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-        let mut ready = Vec::with_capacity(1);
-        self.push(input, &mut ready)?;
-        self.finish(&mut ready)?;
-        ready.pop().ok_or_else(|| Error::internal("DiffusionProcessor", "no output for the frame"))
-    }
-
-    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
-        self.ran = false;
-        if let (Decision::Reuse, Some(last)) = (self.similarity.check(input), &self.last_output) {
-            ready.push(last.clone());
-            return Ok(());
-        }
-        let keep = self.similarity.settings().threshold > 0.0;
-        collect(&mut self.path, self.size, ready, |path, each| path.push(input.as_raw(), each))?;
-        self.ran = true;
-        if keep && let Some(last) = ready.last() {
-            self.last_output = Some(last.clone());
-        }
-        Ok(())
-    }
-
-    fn push_frame(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
-        let Some(control) = &frame.control else {
-            return self.push(&frame.image, ready);
-        };
-        self.ran = false;
-        let input = (!self.path.txt2img()).then(|| frame.image.as_raw().as_slice());
-        collect(&mut self.path, self.size, ready, |path, each| path.push_controlled(input, control.as_raw(), each))?;
-        self.ran = true;
-        Ok(())
-    }
-
-    fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
-        collect(&mut self.path, self.size, ready, |path, each| path.finish(each))?;
-        if self.similarity.skipped_total() > 0 {
-            tracing::info!(frames = self.similarity.skipped_total(), "similarity filter reused the last output");
-        }
-        Ok(())
-    }
-
-    fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
-        if !self.ran {
-            return Vec::new();
-        }
-        let t = self.path.last_times();
-        let d = |ms: f64| Duration::from_secs_f64(ms / 1e3);
-        vec![
-            ("vae encode", d(t.vae_encode_ms)),
-            ("unet", d(t.unet_ms)),
-            ("vae decode", d(t.vae_decode_ms)),
-            ("tensor graphs", d(t.graphs_ms)),
-        ]
-    }
 }

@@ -9,6 +9,8 @@ pub mod png;
 mod finalize;
 #[cfg(feature = "gstreamer")]
 pub mod gst;
+#[cfg(feature = "window")]
+pub mod overlay;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 #[cfg(feature = "window")]
@@ -71,6 +73,10 @@ pub trait WindowHost {
     fn latency_p50_ms(&self) -> Option<f64>;
     /// Called about every 200 ms (progress, periodic statistics).
     fn tick(&mut self);
+    /// Live control (the window's keys change values through it; its view follows it).
+    fn control(&self) -> Option<&crate::control::ControlHub> {
+        None
+    }
 }
 
 /// How a run ended, for sinks that finish differently (a recording cuts its audio where the video stopped).

@@ -1,0 +1,194 @@
+//! Live control: what a running pipeline lets a user change, and the inputs that change it.
+//!
+//! Every input (window keys, lines on stdin, HTTP and WebSocket, OSC) goes through one [`ControlHub`]: it
+//! holds the current [`LiveValues`], checks a change as a whole (a bad value changes nothing and the message
+//! names it), and bumps a version. The stages that use a value poll the hub between frames (one mutex, no
+//! waiting), so a change applies from the next frame each stage starts:
+//!
+//! - the diffusion thread: prompt (after the text-encoder thread has encoded it: [`prompts`]), guidance,
+//!   strength, steps, timesteps, seed, feedback, ControlNet scale, similarity threshold; a change finishes the
+//!   frames still in a stream batch and resets the similarity filter;
+//! - the preprocess thread: the pose smoothing;
+//! - the window: its view.
+
+pub mod http;
+pub mod inputs;
+pub mod osc;
+pub mod prompts;
+pub mod values;
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+pub use self::inputs::LiveControl;
+pub use self::values::{Limits, LiveValues};
+
+/// The one place live values change.
+pub struct ControlHub {
+    limits: Limits,
+    /// Prompts the window's keys 1-9 switch to.
+    presets: Vec<String>,
+    state: Mutex<State>,
+    /// The latest statistics (pushed to WebSocket clients).
+    stats: Mutex<Value>,
+}
+
+struct State {
+    values: LiveValues,
+    version: u64,
+}
+
+impl ControlHub {
+    pub fn new(values: LiveValues, limits: Limits) -> ControlHub {
+        ControlHub {
+            limits,
+            presets: Vec::new(),
+            state: Mutex::new(State { values, version: 0 }),
+            stats: Mutex::new(Value::Null),
+        }
+    }
+
+    /// This hub with prompts for the window's keys 1-9.
+    pub fn with_presets(mut self, presets: Vec<String>) -> ControlHub {
+        self.presets = presets;
+        self
+    }
+
+    pub fn presets(&self) -> &[String] {
+        &self.presets
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current values.
+    pub fn values(&self) -> LiveValues {
+        self.state().values.clone()
+    }
+
+    /// The current values as `GET /params` returns them.
+    pub fn values_json(&self) -> Value {
+        serde_json::to_value(self.values()).unwrap_or(Value::Null)
+    }
+
+    /// The values, when they changed since version `seen` (which is moved on).
+    pub fn newer(&self, seen: &mut u64) -> Option<LiveValues> {
+        let state = self.state();
+        (state.version != *seen).then(|| {
+            *seen = state.version;
+            state.values.clone()
+        })
+    }
+
+    /// Apply several changes as one: all of them, or (on the first bad one) none. Returns the new values.
+    pub fn apply(&self, changes: &[(String, Value)]) -> Result<LiveValues, String> {
+        let mut state = self.state();
+        let mut next = state.values.clone();
+        for (key, value) in changes {
+            next.set(key, value)?;
+        }
+        next.check(&self.limits)?;
+        if next != state.values {
+            for (key, value) in changes {
+                tracing::info!(key = key.as_str(), value = %value, "live change");
+            }
+            state.values = next;
+            state.version += 1;
+        }
+        Ok(state.values.clone())
+    }
+
+    /// `POST /params`: a JSON object of changes; the new values as JSON.
+    pub fn apply_json(&self, body: &Value) -> Result<Value, String> {
+        let Value::Object(map) = body else {
+            return Err(format!("expected a JSON object of parameters, e.g. {{\"prompt\": \"a fox\"}}; got {body}"));
+        };
+        let changes: Vec<(String, Value)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.apply(&changes).map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+    }
+
+    /// A `key=value` line (stdin), written as `--set` takes it: `params.prompt="a fox"`, `steps=2`.
+    pub fn apply_line(&self, line: &str) -> Result<LiveValues, String> {
+        let (key, raw) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{line:?}: expected KEY=VALUE, e.g. params.prompt=\"a fox\""))?;
+        let value = serde_json::to_value(crate::config::overrides::parse_value(raw.trim()))
+            .map_err(|e| format!("{}: {e}", key.trim()))?;
+        self.apply(&[(key.trim().to_string(), value)])
+    }
+
+    /// Record the latest statistics (called about five times a second by the pipeline).
+    pub fn set_stats(&self, stats: Value) {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+
+    /// The latest statistics as JSON (null before the first).
+    pub fn stats_json(&self) -> Value {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::Params;
+    use crate::diffusion::scheduler::{Lcm, LcmConfig};
+    use serde_json::json;
+
+    fn hub() -> ControlHub {
+        let params = Params {
+            prompt: "a cat".into(),
+            negative_prompt: String::new(),
+            steps: 1,
+            strength: 0.5,
+            guidance: 1.0,
+            seed: 0,
+            timesteps: None,
+        };
+        let values = LiveValues::new(&params, 0, 0.0, 0.01, None, None);
+        ControlHub::new(values, Limits { lcm: Lcm::new(LcmConfig::default()), stream_batch: 1, txt2img: false })
+    }
+
+    #[test]
+    fn a_change_applies_whole_or_not_at_all() {
+        let hub = hub();
+        let mut seen = 0;
+        assert!(hub.newer(&mut seen).is_none());
+        let e = hub.apply_json(&json!({"prompt": "a fox", "steps": 12})).unwrap_err();
+        assert!(e.starts_with("steps:"), "{e}");
+        assert_eq!(hub.values().prompt, "a cat", "nothing applied");
+        assert!(hub.newer(&mut seen).is_none());
+        let out = hub.apply_json(&json!({"prompt": "a fox", "steps": 2})).unwrap();
+        assert_eq!(out["prompt"], json!("a fox"));
+        assert_eq!(hub.newer(&mut seen).map(|v| v.steps), Some(2));
+        assert!(hub.newer(&mut seen).is_none(), "seen once");
+        // The same values again are no change.
+        hub.apply_json(&json!({"steps": 2})).unwrap();
+        assert!(hub.newer(&mut seen).is_none());
+    }
+
+    #[test]
+    fn lines_read_like_set() {
+        let hub = hub();
+        assert_eq!(hub.apply_line("params.prompt=\"a red fox\"").unwrap().prompt, "a red fox");
+        assert_eq!(hub.apply_line("prompt = a plain string").unwrap().prompt, "a plain string");
+        assert_eq!(hub.apply_line("params.strength=0.75").unwrap().strength, 0.75);
+        assert!(hub.apply_line("nonsense").unwrap_err().contains("KEY=VALUE"));
+        assert!(hub.apply_line("params.seed=-1").unwrap_err().starts_with("seed:"));
+        assert!(hub.apply_json(&json!([1, 2])).unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn the_schedule_is_checked_as_a_whole() {
+        let hub = hub();
+        // strength 0.05 with 8 steps leaves no timestep for some steps: the scheduler says which value.
+        let e = hub.apply_json(&json!({"strength": 0.01, "steps": 8})).unwrap_err();
+        assert!(e.contains("strength") || e.contains("steps"), "{e}");
+    }
+}

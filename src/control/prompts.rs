@@ -1,0 +1,75 @@
+//! The text encoder's own thread: a new prompt is encoded while frames keep running with the old one.
+//!
+//! The thread owns the text encoder's session (and its cache of recent prompts, so switching back to a prompt
+//! costs nothing). The diffusion thread sends prompts and polls for embeddings between frames; it never waits.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ndarray::Array3;
+
+use crate::diffusion::text::TextEncoder;
+use crate::error::{Error, Result};
+use crate::link::{LinkReceiver, LinkSender, Overflow, link};
+
+/// Prompts waiting to be encoded: a user typing faster than the encoder loses the oldest, never the newest.
+const QUEUED_PROMPTS: usize = 16;
+
+/// A prompt and its embeddings `[1, tokens, width]`, or why it could not be encoded.
+pub type Encoded = (String, Result<Arc<Array3<f32>>>);
+
+pub struct PromptWorker {
+    requests: Option<LinkSender<String>>,
+    results: LinkReceiver<Encoded>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PromptWorker {
+    /// Start the thread; it owns `encoder` until the worker is dropped.
+    pub fn spawn(mut encoder: TextEncoder) -> Result<PromptWorker> {
+        let (requests, inbox) = link::<String>("prompts->text encoder", QUEUED_PROMPTS, Overflow::DropOldest);
+        let (outbox, results) = link::<Encoded>("text encoder->diffusion", QUEUED_PROMPTS, Overflow::Block);
+        let thread = std::thread::Builder::new()
+            .name("text encoder".into())
+            .spawn(move || {
+                while let Some(prompt) = inbox.recv() {
+                    let started = std::time::Instant::now();
+                    let result = encoder.encode(&prompt);
+                    tracing::debug!(prompt, ms = started.elapsed().as_millis() as u64, "prompt encoded");
+                    if outbox.send((prompt, result)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::internal("text encoder thread", e))?;
+        Ok(PromptWorker { requests: Some(requests), results, thread: Some(thread) })
+    }
+
+    /// Ask for `prompt`'s embeddings (returns at once).
+    pub fn request(&self, prompt: &str) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(prompt.to_string());
+        }
+    }
+
+    /// An encoded prompt, if one is ready.
+    pub fn try_next(&self) -> Option<Encoded> {
+        self.results.recv_timeout(Duration::ZERO).ok().flatten()
+    }
+
+    /// Wait up to `timeout` for an encoded prompt (the warm-up and tests).
+    pub fn next_within(&self, timeout: Duration) -> Option<Encoded> {
+        self.results.recv_timeout(timeout).ok().flatten()
+    }
+}
+
+impl Drop for PromptWorker {
+    fn drop(&mut self) {
+        // Closing the request channel ends the thread after the prompt it is encoding.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
