@@ -164,7 +164,11 @@ fn a_change_finishes_the_stream_batch_first() {
     p.push(&frame(0), &mut ready).unwrap();
     p.push(&frame(1), &mut ready).unwrap();
     assert!(ready.is_empty(), "two frames wait in a batch of 3");
-    let mut changed = values.clone();
+    // A value the diffusion thread does not use (the window's view) leaves the batch alone.
+    let elsewhere = LiveValues { view: Some(latentcam::config::View::SideBySide), ..values.clone() };
+    p.control(&elsewhere, &mut ready).unwrap();
+    assert!(ready.is_empty(), "nothing for the diffusion thread: the batch waits");
+    let mut changed = elsewhere.clone();
     changed.seed = 3;
     p.control(&changed, &mut ready).unwrap();
     assert_eq!(ready.len(), 2, "the change finished the two waiting frames (made with the old values)");

@@ -185,6 +185,18 @@ mod tests {
     }
 
     #[test]
+    fn pose_txt2img_keeps_the_whole_schedule_and_has_no_feedback() {
+        let hub = hub();
+        let mut values = hub.values();
+        values.strength = 1.0;
+        let limits = Limits { txt2img: true, ..hub.limits().clone() };
+        let hub = ControlHub::new(values, limits);
+        assert!(hub.apply_json(&json!({"strength": 0.5})).unwrap_err().starts_with("strength: pose txt2img"));
+        assert!(hub.apply_json(&json!({"feedback": 0.2})).unwrap_err().starts_with("feedback:"));
+        hub.apply_json(&json!({"steps": 4, "seed": 3})).unwrap();
+    }
+
+    #[test]
     fn the_schedule_is_checked_as_a_whole() {
         let hub = hub();
         // strength 0.05 with 8 steps leaves no timestep for some steps: the scheduler says which value.

@@ -236,6 +236,12 @@ impl LiveValues {
             crate::diffusion::BatchMode::choose(limits.stream_batch, schedule.timesteps().len())
                 .map_err(|e| format!("steps: the stream batch is {}: {e}", limits.stream_batch))?;
         }
+        if limits.txt2img && self.timesteps.is_none() && self.strength != 1.0 {
+            return Err(format!(
+                "strength: pose txt2img runs the whole schedule (strength 1), not {}; change steps or timesteps",
+                self.strength
+            ));
+        }
         if limits.txt2img && self.feedback > 0.0 {
             return Err("feedback: pose txt2img has no input latent to blend into (use img2img)".into());
         }

@@ -156,8 +156,13 @@ impl DiffusionProcessor {
     /// Apply `values` now (their prompts are encoded): finish the stream batch, rebuild the frame path when a
     /// diffusion value changed, reset the similarity filter.
     fn apply(&mut self, values: &LiveValues, ready: &mut Vec<RgbImage>) -> Result<()> {
-        let Some(live) = self.live.as_ref() else { return Ok(()) };
+        let Some(live) = self.live.as_mut() else { return Ok(()) };
         let old = live.current.clone();
+        if !changes_diffusion(&old, values) {
+            // The window's view or the pose smoothing: nothing here to flush or rebuild.
+            live.current = values.clone();
+            return Ok(());
+        }
         collect(&mut self.path, self.size, ready, |path, each| path.finish(each))?;
         let rebuild = values.params() != old.params()
             || values.feedback != old.feedback
@@ -187,6 +192,19 @@ impl DiffusionProcessor {
         }
         Ok(())
     }
+}
+
+/// Whether `new` changes anything the diffusion thread uses (the view and the pose smoothing are used elsewhere).
+fn changes_diffusion(old: &LiveValues, new: &LiveValues) -> bool {
+    let elsewhere = LiveValues {
+        view: old.view,
+        pose_min_cutoff: old.pose_min_cutoff,
+        pose_beta: old.pose_beta,
+        pose_d_cutoff: old.pose_d_cutoff,
+        pose_hold_s: old.pose_hold_s,
+        ..new.clone()
+    };
+    elsewhere != *old
 }
 
 /// The similarity filter needs every frame in order through one slot: not with a stream batch, and not for
