@@ -729,9 +729,9 @@ impl PoseVideoProcessor {
         let people = self.annotator.people(image, pts.as_secs_f64())?;
         let started = Instant::now();
         let picture = if self.overlay {
-            crate::pose::render::overlay(image, &people)
+            crate::pose::render::overlay(image, people)
         } else {
-            crate::pose::render::skeleton(image.width(), image.height(), &people)
+            crate::pose::render::skeleton(image.width(), image.height(), people)
         };
         self.render = started.elapsed();
         self.frames

@@ -91,7 +91,7 @@ struct PoseArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Pose model: a pose model folder (DWPose or MoveNet, as `[pose] model` takes it) or a MoveNet ONNX file
-    /// (default: models/movenet or ../shared/models/movenet).
+    /// (default: models/dwpose, models/movenet or ../shared/models/movenet).
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
     /// Draw the skeleton over the input instead of on black.
@@ -161,7 +161,8 @@ struct ConvertArgs {
     /// pose alone) or img2img (the frame, guided by its pose). The model folder needs a ControlNet.
     #[arg(long, value_name = "MODE")]
     pose: Option<String>,
-    /// Pose model (MoveNet ONNX file or folder; default: models/movenet or ../shared/models/movenet).
+    /// Pose model: a folder with a pose.toml (DWPose or MoveNet), or a MoveNet ONNX file or folder (default:
+    /// models/dwpose, models/movenet or ../shared/models/movenet).
     #[arg(long, value_name = "PATH", requires = "pose")]
     pose_model: Option<PathBuf>,
     /// ControlNet conditioning scale, 0 to 2 (default 1).

@@ -328,13 +328,6 @@ pub struct PoseSpec {
     pub smoothing: SmoothingSettings,
 }
 
-/// The pose model used when `[pose] model` is not given: the MoveNet of ../shared beside a checkout, else
-/// `models/movenet` under the current directory.
-fn default_pose_model() -> PathBuf {
-    let candidates = [PathBuf::from("models/movenet"), PathBuf::from("../shared/models/movenet")];
-    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| candidates[0].clone())
-}
-
 impl PoseSpec {
     pub fn parse(file: &PoseFile, origin: &Origin) -> Result<PoseSpec> {
         let err = |key: &str, problem: String| origin.error(&format!("pose.{key}"), problem);
@@ -366,7 +359,7 @@ impl PoseSpec {
         if let Some(v) = file.hold_s {
             smoothing.hold_s = smooth::check_hold_s(v).map_err(|e| err("hold-s", e))?;
         }
-        let model = file.model.clone().unwrap_or_else(default_pose_model);
+        let model = file.model.clone().unwrap_or_else(model::default_pose_model);
         if !model.exists() {
             return Err(err(
                 "model",
@@ -500,16 +493,6 @@ impl Pipeline {
             Some(other) => return Err(err("model.size", format!("{other:?}: expected [width, height]"))),
         };
         let engine = Engine::parse(&file.engine, file.mode, &schedule, &origin)?;
-        if pose.is_some()
-            && let BatchMode::Denoising(n) = engine.batch
-        {
-            return Err(err(
-                "engine.stream-batch",
-                format!(
-                    "{n} with {n} steps is a denoising batch, which [pose] (ControlNet) does not support: use 1, or a frame batch with 1 step"
-                ),
-            ));
-        }
         let temporal = Temporal::parse(&file.params, &origin)?;
         if temporal.feedback > 0.0 && pose.as_ref().is_some_and(|p| p.txt2img) {
             return Err(err("params.feedback", "pose txt2img has no input latent to blend into (use img2img)".into()));

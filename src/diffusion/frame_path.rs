@@ -90,6 +90,7 @@ impl BatchMode {
 enum Stage {
     Pre,
     ControlPre,
+    ControlCarry,
     ControlNet,
     Encode,
     Noise,
@@ -109,6 +110,7 @@ struct Run {
 struct Graphs {
     pre: Option<Session>,
     control_pre: Option<Session>,
+    control_carry: Option<Session>,
     noise: Session,
     step_mid: Option<Session>,
     step_last: Option<Session>,
@@ -153,6 +155,10 @@ struct Layout {
 }
 
 impl Layout {
+    /// A denoising batch with ControlNet: each item's skeleton is carried along with it, one position per frame.
+    fn carries_control(&self) -> bool {
+        self.control && self.denoising && self.items > 1
+    }
     fn latent(&self, batch: i64) -> [i64; 4] {
         [batch, self.channels, self.latent_h, self.latent_w]
     }
@@ -200,8 +206,8 @@ impl FramePath {
     }
 
     /// A path guided by a conditioning image that comes with every frame ([`FramePath::push_controlled`]): the
-    /// diffusion must hold a ControlNet ([`Diffusion::load_with_controlnet`]). One frame at a time or a frame
-    /// batch (each slot with its own conditioning image); not a denoising batch.
+    /// diffusion must hold a ControlNet ([`Diffusion::load_with_controlnet`]). Any batch mode: each frame-batch
+    /// slot has its own conditioning image, and in a denoising batch each item's image travels with it.
     pub fn with_control(
         runtime: &Runtime,
         diffusion: Diffusion,
@@ -537,6 +543,7 @@ impl FramePath {
         Ok(match stage {
             Stage::Pre => self.b.graphs.pre.as_mut().ok_or_else(missing)?,
             Stage::ControlPre => self.b.graphs.control_pre.as_mut().ok_or_else(missing)?,
+            Stage::ControlCarry => self.b.graphs.control_carry.as_mut().ok_or_else(missing)?,
             Stage::ControlNet => self.diffusion.controlnet_mut().ok_or_else(missing)?.model_mut().session_mut(),
             Stage::Noise => &mut self.b.graphs.noise,
             Stage::StepMid => self.b.graphs.step_mid.as_mut().ok_or_else(missing)?,
@@ -585,6 +592,7 @@ fn stage_name(stage: Stage) -> &'static str {
     match stage {
         Stage::Pre => "pre-processing graph",
         Stage::ControlPre => "conditioning graph",
+        Stage::ControlCarry => "conditioning carry graph",
         Stage::ControlNet => "ControlNet",
         Stage::Encode => "VAE encoder",
         Stage::Noise => "noise graph",
@@ -709,19 +717,38 @@ fn pre_graph(l: &Layout) -> Result<ort::editor::Model> {
     g.finish()
 }
 
-/// The conditioning images (8-bit HWC, one per frame slot) -> RGB 0..1 NCHW in the ControlNet's batch (the slots,
-/// twice for classifier-free guidance: row i pairs with sample row i) and element type.
+/// The conditioning images (8-bit HWC, one per frame slot) -> RGB 0..1 NCHW in the ControlNet's batch (the items,
+/// twice for classifier-free guidance: row i pairs with sample row i) and element type. In a denoising batch the
+/// new frame's image goes first and the last frame's items (`carry`) follow, one position on, as the latents do;
+/// `items` is written out to be carried to the next frame.
 fn control_graph(l: &Layout) -> Result<ort::editor::Model> {
     let mut g = GraphBuilder::new("conditioning")?;
     let control = g.input("control", Uint8, &[l.slots, l.height, l.width, 3]);
     let x = g.cast(&control, Uint8, Float32)?;
     let x = g.transpose(&x, &[0, 3, 1, 2])?;
     let max = g.scalar(255.0)?;
-    let x = g.binary("Div", &x, &max)?;
-    let copies = vec![x.as_str(); (l.unet_batch / l.slots) as usize];
+    let mut x = g.binary("Div", &x, &max)?;
+    if l.carries_control() {
+        let image = [l.items, 3, l.height, l.width];
+        let carry = g.input("carry", Float32, &image);
+        let older = g.slice(&carry, 0, 0, l.items - 1)?;
+        x = g.concat(&[&x, &older], 0)?;
+        g.output(&x, "items", Float32, &image)?;
+    }
+    let copies = vec![x.as_str(); (l.unet_batch / l.items) as usize];
     let x = if copies.len() > 1 { g.concat(&copies, 0)? } else { x.clone() };
     let x = g.cast(&x, Float32, l.cond_ty)?;
     g.output(&x, "cond", l.cond_ty, &[l.unet_batch, 3, l.height, l.width])?;
+    g.finish()
+}
+
+/// The denoising batch's conditioning images, kept for the next frame (a device copy).
+fn carry_graph(l: &Layout) -> Result<ort::editor::Model> {
+    let mut g = GraphBuilder::new("conditioning carry")?;
+    let image = [l.items, 3, l.height, l.width];
+    let items = g.input("items", Float32, &image);
+    let carry = g.op("Identity", &[&items], vec![])?;
+    g.output(&carry, "carry", Float32, &image)?;
     g.finish()
 }
 
@@ -731,7 +758,12 @@ fn noise_graph(l: &Layout) -> Result<ort::editor::Model> {
     let mut g = GraphBuilder::new("noise")?;
     if l.txt2img {
         // txt2img starts from the noise itself (the LCM scheduler's init_noise_sigma is 1), no encoded image.
-        let noise = g.input("noise", Float32, &l.latent(l.slots));
+        let mut noise = g.input("noise", Float32, &l.latent(l.slots));
+        if l.denoising && l.items > 1 {
+            let carry = g.input("carry", Float32, &l.latent(l.items));
+            let older = g.slice(&carry, 0, 0, l.items - 1)?;
+            noise = g.concat(&[&noise, &older], 0)?;
+        }
         g.output(&noise, "sample", Float32, &l.latent(l.items))?;
         let unet_in = if l.cfg { g.concat(&[&noise, &noise], 0)? } else { noise };
         let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
@@ -1011,16 +1043,6 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
         if diffusion.controlnet().is_none() {
             return Err(Error::internal("frame path", "pose guidance without a loaded ControlNet"));
         }
-        if let BatchMode::Denoising(n) = mode {
-            // Each item of a denoising batch is another frame, which would need its own skeleton carried along.
-            return Err(Error::invalid(
-                "engine.stream-batch",
-                format!(
-                    "{n} with {n} steps is a denoising batch, which ControlNet does not support: with [pose] use \
-                     1, or a frame batch (1 step)"
-                ),
-            ));
-        }
         if l.vae_only {
             return Err(Error::invalid("params.strength", "0 runs the VAE only: ControlNet needs at least one step"));
         }
@@ -1063,6 +1085,10 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
         control_pre: l
             .control
             .then(|| runtime.graph_session(ep, "conditioning", control_graph(&l)?, false))
+            .transpose()?,
+        control_carry: l
+            .carries_control()
+            .then(|| runtime.graph_session(ep, "conditioning carry", carry_graph(&l)?, true))
             .transpose()?,
         noise: runtime.graph_session(ep, "noise", noise_graph(&l)?, true)?,
         step_mid: (!l.vae_only && steps > 1 && !l.denoising)
@@ -1112,10 +1138,22 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
     }
     // The conditioning image, in the ControlNet's batch (doubled for guidance), and the residual buffers.
     let mut cond = l.control.then(|| buffer(l.cond_ty, &[l.unet_batch, 3, l.height, l.width])).transpose()?;
+    // A denoising batch carries each item's conditioning image: `items` is this frame's, `carry` the last one's.
+    let mut control_items = l
+        .carries_control()
+        .then(|| -> Result<[DynTensor; 2]> {
+            let image = [l.items, 3, l.height, l.width];
+            Ok([buffer(Float32, &image)?, buffer(Float32, &image)?])
+        })
+        .transpose()?;
     if let (Some(session), Some(control_in), Some(cond)) = (&graphs.control_pre, &control_in, &mut cond) {
         let mut binding = session.create_binding().map_err(err("binding"))?;
         binding.bind_input("control", control_in).map_err(err("conditioning input"))?;
         binding.bind_output("cond", cond).map_err(err("conditioning output"))?;
+        if let Some([items, carry]) = &mut control_items {
+            binding.bind_input("carry", &*carry).map_err(err("conditioning carry"))?;
+            binding.bind_output("items", items).map_err(err("conditioning carry"))?;
+        }
         control_run = Some(runs.len());
         runs.push(Run { stage: Stage::ControlPre, binding });
     }
@@ -1225,6 +1263,13 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
                     binding.bind_output(output.clone(), &mut *buffer).map_err(err("ControlNet output"))?;
                 }
                 runs.push(Run { stage: Stage::ControlNet, binding });
+                if let (Some(session), Some([items, carry])) = (&graphs.control_carry, &mut control_items) {
+                    // After the ControlNet has read this frame's images: keep them for the next frame.
+                    let mut copy = session.create_binding().map_err(err("binding"))?;
+                    copy.bind_input("items", &*items).map_err(err("conditioning carry"))?;
+                    copy.bind_output("carry", carry).map_err(err("conditioning carry"))?;
+                    runs.push(Run { stage: Stage::ControlCarry, binding: copy });
+                }
             }
             let mut unet = diffusion.unet().model().session().create_binding().map_err(err("binding"))?;
             let ports =
@@ -1307,6 +1352,7 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
 
     held.extend(residuals.into_iter().map(|(_, _, b)| b));
     held.extend(cond);
+    held.extend(control_items.into_iter().flatten());
     tracing::debug!(
         ?mode,
         width = size.0,

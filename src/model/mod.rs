@@ -265,6 +265,21 @@ pub const PREFERRED_POSE_FOLDERS: [&str; 2] = ["sd15-lcm-lora-openpose", "lcm-dr
 /// The committed tiny ControlNet test model.
 pub const FALLBACK_POSE_FOLDER: &str = "tiny-sd15-lcm-lora-controlnet";
 
+/// The pose model when none is named: DWPose exported to `models/dwpose` (scripts/export_pose.py fetch), else
+/// `models/movenet`, else the MoveNet of `../shared` beside a checkout; looked up under the current directory,
+/// then beside the executable, as model folders are. None found: `models/movenet` (the error names it).
+pub fn default_pose_model() -> PathBuf {
+    let mut candidates = Vec::new();
+    for root in models_roots() {
+        candidates.push(root.join("dwpose"));
+        candidates.push(root.join("movenet"));
+        if let Some(checkout) = root.parent() {
+            candidates.push(checkout.join("..").join("shared").join("models").join("movenet"));
+        }
+    }
+    candidates.into_iter().find(|p| p.exists()).unwrap_or_else(|| PathBuf::from("models/movenet"))
+}
+
 /// The model to use when none is named: the first exported real model, else the tiny test model (with a
 /// warning, since its weights are random).
 pub fn default_folder() -> Result<PathBuf> {

@@ -55,14 +55,14 @@ impl PoseAnnotator {
     }
 
     /// Estimate and smooth the people in `frame` (time `t_s` in seconds).
-    pub fn people(&mut self, image: &image::RgbImage, t_s: f64) -> Result<Vec<Person>> {
+    pub fn people(&mut self, image: &image::RgbImage, t_s: f64) -> Result<&[Person]> {
         let started = Instant::now();
         let raw = self.estimator.estimate(image)?;
         self.times[0] = started.elapsed();
         let started = Instant::now();
         self.last = self.smoother.smooth(t_s, &raw);
         self.times[1] = started.elapsed();
-        Ok(self.last.clone())
+        Ok(&self.last)
     }
 }
 
@@ -77,10 +77,10 @@ impl Annotator for PoseAnnotator {
             Some(pts) => pts.as_secs_f64(),
             None => frame.captured.duration_since(*self.first_capture.get_or_insert(frame.captured)).as_secs_f64(),
         };
-        let people = self.people(&frame.image, t_s)?;
+        self.people(&frame.image, t_s)?;
         let (width, height) = frame.image.dimensions();
         let started = Instant::now();
-        frame.control = Some(Arc::new(render::skeleton(width, height, &people)));
+        frame.control = Some(Arc::new(render::skeleton(width, height, &self.last)));
         self.times[2] = started.elapsed();
         Ok(())
     }
