@@ -179,7 +179,7 @@ fn bodies_over_64_kib_are_413() {
     assert_eq!(reply.status, 413);
     assert!(reply.error().contains("body over"), "{}", reply.error());
     // A chunked body is counted as it arrives.
-    let mut chunked = b"POST /params HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = b"POST /params HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..70 {
         chunked.extend_from_slice(format!("400\r\n{}\r\n", "x".repeat(1024)).as_bytes());
     }
@@ -188,13 +188,13 @@ fn bodies_over_64_kib_are_413() {
     // A small chunked body works.
     let body = r#"{"prompt": "a chunked fox"}"#;
     let small = format!(
-        "POST /params HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        "POST /params HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
         body.len()
     );
     assert_eq!(raw(addr, small.as_bytes()).status, 200);
     assert_eq!(hub.values().prompt, "a chunked fox");
     // A body longer than its Content-Length is read only as far as the length says.
-    let lying = format!("POST /params HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{big}");
+    let lying = format!("POST /params HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n{big}");
     let reply = raw(addr, lying.as_bytes());
     assert_eq!(reply.status, 400);
     assert!(reply.error().contains("malformed JSON"));
@@ -564,4 +564,38 @@ proptest! {
         osc::handle_packet(&hub, &bytes[..cut.index(bytes.len() + 1)]);
         assert_valid(&hub);
     }
+}
+
+#[test]
+fn web_pages_and_rebound_names_are_refused_without_a_token() {
+    let (hub, open) = server(None);
+    let addr = open.local_addr();
+    let post = |extra: &str| {
+        let body = r#"{"prompt": "hijacked"}"#;
+        let text = format!(
+            "POST /params HTTP/1.1\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw(addr, text.as_bytes())
+    };
+    // A page on another site posting a "simple request" (no preflight), and a page reached by DNS rebinding.
+    let forged = post(&format!("Host: {addr}\r\nOrigin: https://evil.example\r\n"));
+    assert_eq!(forged.status, 403, "{}", String::from_utf8_lossy(&forged.body));
+    let rebound = post("Host: evil.example:7860\r\n");
+    assert_eq!(rebound.status, 403);
+    assert_eq!(hub.values().prompt, "a cat", "nothing applied");
+    // A WebSocket opened by a page elsewhere.
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    assert_eq!(raw(addr, upgrade.as_bytes()).status, 403);
+    // This machine's own page and tools are fine.
+    let local = post(&format!("Host: localhost:{}\r\nOrigin: http://127.0.0.1:8080\r\n", addr.port()));
+    assert_eq!(local.status, 200, "{}", String::from_utf8_lossy(&local.body));
+    // With a token the token decides.
+    let (_, guarded) = server(Some("s3cret"));
+    let text = "GET /params HTTP/1.1\r\nHost: studio.lan\r\nOrigin: https://panel.studio.lan\r\n\
+                Authorization: Bearer s3cret\r\n\r\n";
+    assert_eq!(raw(guarded.local_addr(), text.as_bytes()).status, 200);
 }

@@ -136,7 +136,7 @@ fn post(addr: SocketAddr, body: &str) -> String {
     http(
         addr,
         &format!(
-            "POST /params HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /params HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     )
@@ -166,7 +166,7 @@ fn a_running_pipeline_takes_prompt_changes_over_http_osc_and_stdin() {
     let osc_addr = run.address("OSC on udp://");
     let out = tmp.path().join("frames");
 
-    let reply = http(http_addr, "GET /params HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let reply = http(http_addr, "GET /params HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 200") && reply.contains("\"prompt\":\"a watercolor fox\""), "{reply}");
     let bad = post(http_addr, r#"{"steps": 12}"#);
     assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("steps"), "{bad}");
@@ -189,7 +189,7 @@ fn a_running_pipeline_takes_prompt_changes_over_http_osc_and_stdin() {
         stdin.flush().unwrap();
     });
     eprintln!("frames until the change showed: HTTP {by_http}, OSC {by_osc}, stdin {by_stdin}");
-    let reply = http(http_addr, "GET /params HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let reply = http(http_addr, "GET /params HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert!(reply.contains("an oil painting of a harbour"), "the last change is the current value: {reply}");
 
     let _ = Command::new("kill").args(["-INT", &run.child.id().to_string()]).status();

@@ -272,3 +272,65 @@ fn a_controlnet_scale_change_applies_from_the_next_frame() {
     assert_ne!(before, expected, "the scale matters (the check is not vacuous)");
     assert!(max_level(&after, &expected) <= 1, "the next frame runs at the new scale");
 }
+
+#[test]
+fn a_denoising_batch_follows_the_step_count_through_live_changes() {
+    let runtime = common::runtime();
+    let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
+    let mut params = params(&folder, "a watercolor fox");
+    params.steps = 2;
+    let engine = Engine { batch: BatchMode::Denoising(2), cuda_graph: false, similarity: SimilaritySettings::DISABLED };
+    let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
+    let diffusion = Diffusion::load(&runtime, &folder).unwrap();
+    let mut p = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine, None).unwrap();
+    let values = LiveValues::new(&params, 0, 0.0, 0.0, None, None);
+    p.enable_live(&values).unwrap();
+    let mut out = Vec::new();
+    let mut pushed = 0;
+    let mut push = |p: &mut DiffusionProcessor, out: &mut Vec<RgbImage>| {
+        p.push(&frame(pushed), out).unwrap();
+        pushed += 1;
+    };
+    for _ in 0..3 {
+        push(&mut p, &mut out);
+    }
+    assert_eq!((out.len(), p.lag_frames()), (2, 1), "a denoising batch of 2: one frame of lag");
+    // Strength 0 has no step: one frame at a time (the VAE only), and back.
+    p.control(&LiveValues { strength: 0.0, ..values.clone() }, &mut out).unwrap();
+    assert_eq!(out.len(), 3, "the change finished the waiting frame");
+    assert_eq!(p.lag_frames(), 0);
+    push(&mut p, &mut out);
+    assert_eq!(out.len(), 4);
+    p.control(&values, &mut out).unwrap();
+    assert_eq!(p.lag_frames(), 1, "2 steps again: the denoising batch again");
+    push(&mut p, &mut out);
+    push(&mut p, &mut out);
+    p.finish(&mut out).unwrap();
+    assert_eq!(out.len(), pushed, "every frame came out once");
+}
+
+#[test]
+fn in_a_denoising_batch_feedback_waits_for_the_first_output() {
+    let frames: Vec<RgbImage> = (0..4).map(|i| frame(i * 3)).collect();
+    let run = |f: f32| {
+        let runtime = common::runtime();
+        let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
+        let diffusion = Diffusion::load(&runtime, &folder).unwrap();
+        let mut params = params(&folder, "a watercolor fox");
+        params.steps = 2;
+        let mut path = FramePath::new(&runtime, diffusion, &params, SIZE, BatchMode::Denoising(2), None).unwrap();
+        path.reconfigure(&params, f, None).unwrap();
+        path.warm_up().unwrap();
+        let mut out = Vec::new();
+        for frame in &frames {
+            path.push(frame.as_raw(), |o| out.push(o.to_vec())).unwrap();
+        }
+        path.finish(|o| out.push(o.to_vec())).unwrap();
+        out
+    };
+    let (plain, fed) = (run(0.0), run(0.4));
+    // Frames 0 and 1 entered the batch before frame 0 came out: nothing to blend yet (not the warm-up's output).
+    assert_eq!(fed[0], plain[0]);
+    assert_eq!(fed[1], plain[1]);
+    assert_ne!(fed[2], plain[2], "frame 2 entered after frame 0 came out: blended");
+}

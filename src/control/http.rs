@@ -44,6 +44,10 @@ const REQUEST_TIME: Duration = Duration::from_secs(10);
 const WRITE_TIME: Duration = Duration::from_secs(2);
 /// How often the WebSocket pushes statistics.
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// A WebSocket is pinged this often; one that has sent nothing (not even the pong) for [`WS_SILENT`] is closed,
+/// so vanished clients do not hold connection slots.
+const PING_EVERY: Duration = Duration::from_secs(10);
+const WS_SILENT: Duration = Duration::from_secs(30);
 
 /// A running control server; dropping it stops it.
 pub struct HttpServer {
@@ -85,6 +89,8 @@ struct Shared {
     hub: Arc<ControlHub>,
     token: Option<String>,
     stop: Arc<AtomicBool>,
+    /// The address bound (a `Host` naming it is this server).
+    addr: SocketAddr,
 }
 
 /// Listen on `addr` (port 0: any free port) and serve `hub` until the returned server is dropped.
@@ -93,7 +99,7 @@ pub fn serve(hub: Arc<ControlHub>, addr: SocketAddr, token: Option<String>) -> R
     let listener = TcpListener::bind(addr).map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared { hub, token, stop: stop.clone() });
+    let shared = Arc::new(Shared { hub, token, stop: stop.clone(), addr });
     let accept = std::thread::Builder::new()
         .name("control http".into())
         .spawn(move || accept_loop(&listener, &shared))
@@ -213,6 +219,11 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             return;
         }
     };
+    if let Some(r) = foreign(&head, shared) {
+        tracing::warn!(%peer, "control: {}", r.message);
+        finish(&mut stream, r.status, &json!({"error": r.message}), &[], &shared.stop);
+        return;
+    }
     if head.path == "/ws" && head.method == "GET" && authorized(&head, shared.token.as_deref()) {
         match upgrade(&mut stream, &head) {
             Ok(()) => {
@@ -301,6 +312,43 @@ fn read_some(stream: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool, deadline
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Without a token only this machine's own tools may drive the stream, not a web page the streamer happens to
+/// have open: a page's request from another site carries its `Origin` (cross-site request forgery, a WebSocket
+/// included), and a page that reaches this port through a re-bound DNS name carries that name in `Host`. Either
+/// is refused with 403. Tools (curl, OSC bridges, scripts) send no `Origin` and a loopback `Host`. With a token,
+/// the token decides (a page cannot know it).
+fn foreign(head: &Head, shared: &Shared) -> Option<Reject> {
+    if shared.token.is_some() {
+        return None;
+    }
+    let hint = "set control.token to accept it";
+    if let Some(host) = head.header("host")
+        && !local_authority(host, shared.addr)
+    {
+        let host: String = host.chars().take(100).collect();
+        return Some(reject(403, format!("Host `{host}` is not this machine's own address; {hint}")));
+    }
+    if let Some(origin) = head.header("origin") {
+        let authority = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
+        if !authority.is_some_and(|a| local_authority(a, shared.addr)) {
+            let origin: String = origin.chars().take(100).collect();
+            return Some(reject(403, format!("a request from the web page `{origin}` is refused; {hint}")));
+        }
+    }
+    None
+}
+
+/// Whether `authority` (`host[:port]`, `[v6][:port]`) names this machine: `localhost`, a loopback address or
+/// the address bound.
+fn local_authority(authority: &str, bound: SocketAddr) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip == bound.ip())
 }
 
 fn authorized(head: &Head, token: Option<&str>) -> bool {
@@ -547,13 +595,23 @@ fn websocket(stream: TcpStream, rest: Vec<u8>, shared: &Shared) {
     let config = WebSocketConfig::default().max_message_size(Some(MAX_BODY)).max_frame_size(Some(MAX_BODY));
     let mut ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
     let mut next_stats = Instant::now() + STATS_EVERY;
+    let mut next_ping = Instant::now() + PING_EVERY;
+    let mut heard = Instant::now();
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "server stopping".into() }));
             let _ = ws.flush();
             return;
         }
-        let reply = match ws.read() {
+        if heard.elapsed() > WS_SILENT {
+            tracing::debug!("control: WebSocket silent for {} s, closed", WS_SILENT.as_secs());
+            return;
+        }
+        let read = ws.read();
+        if read.is_ok() {
+            heard = Instant::now();
+        }
+        let reply = match read {
             Ok(Message::Text(text)) => Some(apply_message(&shared.hub, text.as_str())),
             Ok(Message::Binary(_)) => Some(json!({"error": "send JSON objects as text messages"})),
             // Pings are answered by the next write or flush; a close is answered likewise, after which reading
@@ -570,6 +628,12 @@ fn websocket(stream: TcpStream, rest: Vec<u8>, shared: &Shared) {
             && ws.send(Message::text(reply.to_string())).is_err()
         {
             return;
+        }
+        if Instant::now() >= next_ping {
+            next_ping = Instant::now() + PING_EVERY;
+            if ws.send(Message::Ping(Vec::new().into())).is_err() {
+                return;
+            }
         }
         if Instant::now() >= next_stats {
             next_stats = Instant::now() + STATS_EVERY;
@@ -595,6 +659,18 @@ fn apply_message(hub: &ControlHub, text: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_names_are_told_from_others() {
+        let bound: SocketAddr = "127.0.0.1:7860".parse().unwrap();
+        for ok in ["127.0.0.1:7860", "localhost", "LOCALHOST:80", "[::1]:7860", "127.0.0.2"] {
+            assert!(local_authority(ok, bound), "{ok}");
+        }
+        for bad in ["evil.example:7860", "192.168.1.4:7860", "[2001:db8::1]:80", "", "localhost.evil.com"] {
+            assert!(!local_authority(bad, bound), "{bad}");
+        }
+        assert!(local_authority("10.0.0.5:9", "10.0.0.5:9".parse().unwrap()), "the address bound");
+    }
 
     #[test]
     fn tokens_compare_whole() {

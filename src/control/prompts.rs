@@ -21,7 +21,7 @@ pub type Encoded = (String, Result<Arc<Array3<f32>>>);
 
 pub struct PromptWorker {
     requests: Option<LinkSender<String>>,
-    results: LinkReceiver<Encoded>,
+    results: Option<LinkReceiver<Encoded>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -43,7 +43,7 @@ impl PromptWorker {
                 }
             })
             .map_err(|e| Error::internal("text encoder thread", e))?;
-        Ok(PromptWorker { requests: Some(requests), results, thread: Some(thread) })
+        Ok(PromptWorker { requests: Some(requests), results: Some(results), thread: Some(thread) })
     }
 
     /// Ask for `prompt`'s embeddings (returns at once).
@@ -53,21 +53,27 @@ impl PromptWorker {
         }
     }
 
-    /// An encoded prompt, if one is ready.
-    pub fn try_next(&self) -> Option<Encoded> {
-        self.results.recv_timeout(Duration::ZERO).ok().flatten()
+    /// An encoded prompt, if one is ready; an error if the thread has ended (it panicked: a bug).
+    pub fn try_next(&self) -> Result<Option<Encoded>> {
+        self.next_within(Duration::ZERO)
     }
 
-    /// Wait up to `timeout` for an encoded prompt (the warm-up and tests).
-    pub fn next_within(&self, timeout: Duration) -> Option<Encoded> {
-        self.results.recv_timeout(timeout).ok().flatten()
+    /// Wait up to `timeout` for an encoded prompt.
+    pub fn next_within(&self, timeout: Duration) -> Result<Option<Encoded>> {
+        let ended = || Error::internal("text encoder thread", "it ended (a panic while encoding a prompt?)");
+        match &self.results {
+            Some(results) => results.recv_timeout(timeout).map_err(|()| ended()),
+            None => Err(ended()),
+        }
     }
 }
 
 impl Drop for PromptWorker {
     fn drop(&mut self) {
-        // Closing the request channel ends the thread after the prompt it is encoding.
+        // Closing the request channel ends the thread after the prompt it is encoding; dropping the results first
+        // means a thread blocked on a full result queue is released too.
         self.requests = None;
+        self.results = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -185,6 +185,8 @@ pub struct FramePath {
     times: StageTimes,
     /// Latent feedback fraction (0: off).
     feedback: f32,
+    /// The stream batch as asked for (1: none); the mode is chosen from it and the step count.
+    stream_batch: usize,
 }
 
 fn ms(start: Instant) -> f64 {
@@ -248,6 +250,10 @@ impl FramePath {
             entered: 0,
             times: StageTimes::default(),
             feedback: 0.0,
+            stream_batch: match mode {
+                BatchMode::Single => 1,
+                BatchMode::Frames(k) | BatchMode::Denoising(k) => k,
+            },
         })
     }
 
@@ -307,10 +313,10 @@ impl FramePath {
             (control, _) => control,
         };
         let prepared = self.diffusion.prepare(params)?;
-        let mode = match self.mode {
-            BatchMode::Denoising(_) => BatchMode::Denoising(prepared.plan.steps.len()),
-            other => other,
-        };
+        // The stream batch asked for is chosen again for the new step count: a denoising batch follows the steps,
+        // and strength 0 (no step) runs one frame at a time.
+        let mode = BatchMode::choose(self.stream_batch, prepared.plan.steps.len())
+            .map_err(|problem| Error::invalid("engine.stream-batch", problem))?;
         let setup = Setup {
             size: (self.width, self.height),
             mode,
@@ -359,7 +365,8 @@ impl FramePath {
         Ok(())
     }
 
-    /// After the first output: the noise graph reads the decoder's input (the last output latent) from now on.
+    /// After an output came out: the noise graph reads the decoder's input (the latest output latent) from now on.
+    /// (Not after any run: a denoising batch's first runs finish no frame.)
     fn prime_feedback(&mut self) -> Result<()> {
         let (Some(fb), Some(run)) = (self.b.feedback.as_mut(), self.b.noise_run) else { return Ok(()) };
         if fb.primed {
@@ -437,6 +444,7 @@ impl FramePath {
             BatchMode::Single => {
                 self.run_all()?;
                 self.emit(1, &mut each);
+                self.prime_feedback()?;
             }
             BatchMode::Frames(k) => {
                 self.filled += 1;
@@ -444,6 +452,7 @@ impl FramePath {
                     self.run_all()?;
                     self.filled = 0;
                     self.emit(k, &mut each);
+                    self.prime_feedback()?;
                 }
             }
             BatchMode::Denoising(n) => {
@@ -451,6 +460,7 @@ impl FramePath {
                 self.entered += 1;
                 if self.entered >= n {
                     self.emit(1, &mut each);
+                    self.prime_feedback()?;
                 }
             }
         }
@@ -480,11 +490,14 @@ impl FramePath {
                     self.run_all()?;
                     self.emit(1, &mut each);
                 }
+                // The batch refills from the next frame on; the decoder input then holds what the refill moves
+                // along, not an output, until the first new frame comes out.
+                self.reset_feedback()?;
             }
         }
         self.filled = 0;
         self.entered = 0;
-        self.reset_feedback()
+        Ok(())
     }
 
     /// Run the whole chain once on a mid-grey frame and start the stream empty (warm start).
@@ -583,8 +596,7 @@ impl FramePath {
         })();
         self.b.runs = runs;
         self.times = times;
-        result?;
-        self.prime_feedback()
+        result
     }
 }
 

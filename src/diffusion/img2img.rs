@@ -248,9 +248,14 @@ impl Diffusion {
         if let Some(text) = self.text.as_mut() {
             return text.encode(prompt);
         }
-        self.embeddings.iter().find(|(p, _)| p == prompt).map(|(_, e)| e.clone()).ok_or_else(|| {
+        // Most recently used last: a used prompt is the last to be evicted.
+        let pos = self.embeddings.iter().position(|(p, _)| p == prompt).ok_or_else(|| {
             Error::internal("prompt", format!("{prompt:?} was not encoded before the parameters changed"))
-        })
+        })?;
+        let entry = self.embeddings.remove(pos);
+        let embeddings = entry.1.clone();
+        self.embeddings.push(entry);
+        Ok(embeddings)
     }
     pub fn unet(&self) -> &Unet {
         &self.unet

@@ -123,7 +123,7 @@ impl DiffusionProcessor {
     /// transition on.
     fn before_frame(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
         let Some(live) = self.live.as_mut() else { return Ok(()) };
-        while let Some((prompt, result)) = live.prompts.try_next() {
+        while let Some((prompt, result)) = live.prompts.try_next()? {
             match result {
                 Ok(embeddings) => self.path.diffusion_mut().provide_embedding(&prompt, embeddings),
                 Err(e) => {
@@ -167,12 +167,29 @@ impl DiffusionProcessor {
         let rebuild = values.params() != old.params()
             || values.feedback != old.feedback
             || values.controlnet_scale != old.controlnet_scale;
-        let from = self.path.prepared().context_shared();
+        // A new transition starts from what is bound now: mid-transition, the blend so far.
+        let from = match (self.path.prepared().context_shared(), live.transition.as_ref()) {
+            (Some(to), Some(t)) if t.from.dim() == to.dim() => {
+                let k = t.frame as f32 / t.frames as f32;
+                Some(Arc::new(ndarray::Zip::from(&*t.from).and(&*to).map_collect(|&a, &b| a + (b - a) * k)))
+            }
+            (to, _) => to,
+        };
         if rebuild {
             let started = Instant::now();
             let scale = values.controlnet_scale.map(|s| s as f32);
-            self.path.reconfigure(&values.params(), values.feedback as f32, scale)?;
-            tracing::debug!(ms = started.elapsed().as_millis() as u64, "frame path rebuilt for new values");
+            match self.path.reconfigure(&values.params(), values.feedback as f32, scale) {
+                Ok(()) => {
+                    tracing::debug!(ms = started.elapsed().as_millis() as u64, "frame path rebuilt for new values")
+                }
+                // What the hub could not know about this model (a ControlNet without a conditioning-scale input):
+                // the run goes on with the values it had.
+                Err(e) if e.kind() == crate::error::ErrorKind::BadInput => {
+                    tracing::warn!("live change not applied, keeping the previous values: {}", e.chain_text());
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         let threshold = if live.similarity_usable { values.similarity_threshold as f32 } else { 0.0 };
         self.similarity.set_threshold(threshold);
