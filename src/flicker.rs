@@ -192,7 +192,8 @@ pub fn warp(frame: &Luma, field: &MotionField) -> Luma {
 /// The measures over a sequence of frame pairs (see the module doc). Values on the 0..1 luma scale.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct FlickerMetrics {
-    /// Frame pairs compared (frames - 1).
+    /// Frame pairs compared (frames - 1; reports give the frames instead).
+    #[serde(skip)]
     pub pairs: u64,
     /// Mean absolute difference between consecutive input frames.
     pub input_change: f64,

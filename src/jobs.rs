@@ -783,12 +783,9 @@ pub struct FlickerReport {
     /// The analysis grid (the output's aspect ratio, at most 256 wide).
     pub width: u32,
     pub height: u32,
-    pub input_change: f64,
-    pub output_change: f64,
-    pub flicker_ratio: f64,
-    pub warped_error: f64,
-    pub warped_error_input: f64,
-    pub warped_ratio: f64,
+    /// The measures (`input_change` ... `warped_ratio`), at the top level of the JSON.
+    #[serde(flatten)]
+    pub metrics: crate::flicker::FlickerMetrics,
     /// Said when the frame counts differ.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -847,7 +844,6 @@ impl FlickerRequest {
                 });
             }
         }
-        let m = meter.metrics();
         let note = (input_frames != output_frames).then(|| {
             format!(
                 "the input has {input_frames} frames and the output {output_frames}: the first {} of each were compared",
@@ -863,12 +859,7 @@ impl FlickerRequest {
             output_frames,
             width,
             height,
-            input_change: m.input_change,
-            output_change: m.output_change,
-            flicker_ratio: m.flicker_ratio,
-            warped_error: m.warped_error,
-            warped_error_input: m.warped_error_input,
-            warped_ratio: m.warped_ratio,
+            metrics: meter.metrics(),
             note,
         };
         if let Some(path) = &self.json {

@@ -54,7 +54,7 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from movenet import fir_pass, rust_round  # noqa: E402  (latentcam's resize, transcribed there)
+from movenet import fir_coefficients, fir_pass  # noqa: E402  (latentcam's resize, transcribed there)
 
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
@@ -81,45 +81,6 @@ OPENPOSE_FROM_COCO = [0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 
 
 
 # ------------------------------------------------------------------------------------------ latentcam's resampling
-
-
-def fir_coefficients(in_size, out_size, adaptive):
-    """fast_image_resize 6.1 precompute_coefficients (Bilinear) + Normalizer16, with or without the adaptive kernel
-    (Convolution / Interpolation); scripts/golden/movenet.py has the adaptive one."""
-    scale = in_size / out_size
-    filter_scale = max(scale, 1.0) if adaptive else 1.0
-    radius = 1.0 * filter_scale
-    recip = 1.0 / filter_scale
-    rows = []
-    for out_x in range(out_size):
-        in_center = (out_x + 0.5) * scale
-        x_min = int(max(np.floor(in_center - radius), 0.0))
-        x_max = int(min(np.ceil(in_center + radius), float(in_size)))
-        center = in_center - 0.5
-        weights, start = [], x_min
-        for x in range(x_min, x_max):
-            w = max(0.0, 1.0 - abs((x - center) * recip))
-            if x == start and w == 0.0:
-                start += 1
-            else:
-                weights.append(w)
-        total = 0.0
-        for w in weights:
-            total += w
-        if total != 0.0:
-            weights = [w / total for w in weights]
-        rows.append((start, weights))
-    max_weight = max(max(w) if w else 0.0 for _, w in rows)
-    precision = 0
-    for p in range(22):
-        precision = p
-        if rust_round(max_weight * float(1 << (p + 1))) >= (1 << 15):
-            break
-    matrix = np.zeros((out_size, in_size), np.int64)
-    for out_x, (start, weights) in enumerate(rows):
-        for i, w in enumerate(weights):
-            matrix[out_x, start + i] = int(rust_round(w * float(1 << precision)))
-    return matrix, precision
 
 
 def fir_interpolation(src, width, height):

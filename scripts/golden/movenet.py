@@ -65,11 +65,12 @@ def rust_round(v):
     return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
-def fir_coefficients(in_size, out_size):
-    """fast_image_resize's precompute_coefficients (Bilinear, adaptive kernel) and Normalizer16: an
-    out_size x in_size matrix of i16 weights, and their precision (bits)."""
+def fir_coefficients(in_size, out_size, adaptive=True):
+    """fast_image_resize's precompute_coefficients (Bilinear) and Normalizer16: an out_size x in_size matrix of
+    i16 weights, and their precision (bits). `adaptive`: the kernel widens when downscaling (Convolution, what
+    MoveNet's letterbox uses); without it, Interpolation (DWPose's detector input)."""
     scale = in_size / out_size
-    filter_scale = max(scale, 1.0)
+    filter_scale = max(scale, 1.0) if adaptive else 1.0
     radius = 1.0 * filter_scale
     recip = 1.0 / filter_scale
     rows = []

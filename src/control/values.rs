@@ -252,6 +252,24 @@ impl LiveValues {
 /// A value's range check from the pipeline file's rules.
 type RangeCheck = fn(f64) -> Result<f64, String>;
 
+#[cfg(test)]
+impl LiveValues {
+    /// A plain run with a window, for unit tests: "a cat", 2 steps, strength 0.5, guidance 1, seed 7, transitions
+    /// over 8 frames, similarity threshold 0.01.
+    pub(crate) fn sample() -> LiveValues {
+        let params = Params {
+            prompt: "a cat".into(),
+            negative_prompt: String::new(),
+            steps: 2,
+            strength: 0.5,
+            guidance: 1.0,
+            seed: 7,
+            timesteps: None,
+        };
+        LiveValues::new(&params, 8, 0.0, 0.01, None, Some(View::Output))
+    }
+}
+
 fn range(min: f64, max: f64) -> String {
     format!("a number from {min} to {max}")
 }
@@ -286,16 +304,7 @@ mod tests {
     use serde_json::json;
 
     fn values() -> LiveValues {
-        let params = Params {
-            prompt: "a cat".into(),
-            negative_prompt: String::new(),
-            steps: 2,
-            strength: 0.5,
-            guidance: 1.0,
-            seed: 7,
-            timesteps: None,
-        };
-        LiveValues::new(&params, 8, 0.0, 0.01, None, Some(View::Output))
+        LiveValues::sample()
     }
 
     #[test]

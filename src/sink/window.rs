@@ -197,19 +197,9 @@ pub fn run(mut view: View, slot: &LatestSlot, host: &mut dyn WindowHost) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::Params;
 
     fn values() -> LiveValues {
-        let params = Params {
-            prompt: "a cat".into(),
-            negative_prompt: String::new(),
-            steps: 2,
-            strength: 0.5,
-            guidance: 1.0,
-            seed: 7,
-            timesteps: None,
-        };
-        LiveValues::new(&params, 10, 0.0, 0.01, None, Some(View::Output))
+        LiveValues::sample()
     }
 
     fn change(key: Key, now: &LiveValues) -> Option<Vec<(String, Value)>> {
