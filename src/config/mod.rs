@@ -31,7 +31,9 @@ use serde::Deserialize;
 
 use self::file::{Any, EngineFile, ParamsFile, PipelineFile, PoseFile, SinkFile, SourceFile};
 pub use self::values::{Host, StreamUrl, WorkingSize};
-use self::values::{MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show};
+use self::values::{
+    MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show, show_f64,
+};
 use crate::diffusion::controlnet::MAX_CONDITIONING_SCALE;
 use crate::diffusion::frame_path::MAX_STREAM_BATCH;
 use crate::diffusion::scheduler::{Lcm, MAX_STEPS, Schedule};
@@ -339,12 +341,17 @@ impl PoseSpec {
         let controlnet_scale = match file.controlnet_scale {
             None => 1.0,
             Some(v) if v.is_finite() && (0.0..=MAX_CONDITIONING_SCALE).contains(&v) => v as f32,
-            Some(v) => return Err(err("controlnet-scale", format!("{v}: expected 0 to {MAX_CONDITIONING_SCALE}"))),
+            Some(v) => {
+                return Err(err(
+                    "controlnet-scale",
+                    format!("{}: expected 0 to {MAX_CONDITIONING_SCALE}", show_f64(v)),
+                ));
+            }
         };
         let threshold = match file.threshold {
             None => crate::pose::movenet::DEFAULT_THRESHOLD,
             Some(v) if v.is_finite() && (0.0..=1.0).contains(&v) => v as f32,
-            Some(v) => return Err(err("threshold", format!("{v}: expected a confidence from 0 to 1"))),
+            Some(v) => return Err(err("threshold", format!("{}: expected a confidence from 0 to 1", show_f64(v)))),
         };
         let mut smoothing = SmoothingSettings { gate: f64::from(threshold), ..SmoothingSettings::default() };
         if let Some(v) = file.min_cutoff {

@@ -1,23 +1,50 @@
 //! From the file's text and `--set key=value` overrides to [`PipelineFile`]: one path for both, so an error
-//! names its key either way (`params.steps: invalid type ...`), and, for a key written in the file, its line.
+//! names its key (`params.steps: invalid type ...`), and where the bad value came from: the file's line
+//! (`(at line 23)`), or the override that set it (`(from --set params.steps=1.5)`).
+
+use serde_path_to_error::Segment;
+use toml::de::{DeTable, DeValue};
 
 use super::file::PipelineFile;
 use super::message;
+use super::values::{SHOWN_CHARS, preview, show};
 
 /// Parse `text`, apply the overrides in order, and deserialize.
 pub fn read(text: &str, overrides: &[String]) -> Result<PipelineFile, String> {
-    // Syntax errors carry toml's own line and column.
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| message(&e))?;
+    // Syntax errors carry toml's own line and column; a key given twice is named, with both lines.
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| duplicate(text, &e).unwrap_or_else(|| message(&e)))?;
     for o in overrides {
-        apply(&mut table, o).map_err(|e| format!("--set {o}: {e}"))?;
+        apply(&mut table, o).map_err(|e| format!("--set {}: {e}", preview(o, SHOWN_CHARS)))?;
     }
     let deserializer = toml::Value::Table(table);
     serde_path_to_error::deserialize::<_, PipelineFile>(deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let inner = message(e.inner());
-        let key = unknown_field(&inner).unwrap_or_else(|| path.rsplit('.').next().unwrap_or("").to_string());
+        let inner = short_floats(&message(e.inner()));
+        // The failing key as `--set` spells it (`sink.0.path`), with the field an unknown- or missing-field
+        // message names.
+        let mut key: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Seq { index } => Some(index.to_string()),
+                Segment::Map { key } => Some(key.clone()),
+                Segment::Enum { .. } | Segment::Unknown => None,
+            })
+            .collect();
+        let unknown = named_field(&inner, "unknown field `");
+        if let Some(field) = unknown.clone().or_else(|| named_field(&inner, "missing field `"))
+            && key.last() != Some(&field)
+        {
+            key.push(field);
+        }
         let place = if path == "." { String::new() } else { format!("{path}: ") };
-        match line_of(text, &key) {
+        if let Some(o) = set_by(overrides, &key) {
+            return format!("{place}{inner} (from --set {})", preview(o, SHOWN_CHARS));
+        }
+        // A missing field has no line of its own.
+        let missing = unknown.is_none() && named_field(&inner, "missing field `").is_some();
+        match line_in_file(text, &key).filter(|_| !missing) {
             Some(line) => format!("{place}{inner} (at line {line})"),
             None if !overrides.is_empty() => format!("{place}{inner} (after --set)"),
             None => format!("{place}{inner}"),
@@ -25,25 +52,188 @@ pub fn read(text: &str, overrides: &[String]) -> Result<PipelineFile, String> {
     })
 }
 
-/// The key serde names in an "unknown field `x`" message.
-fn unknown_field(message: &str) -> Option<String> {
-    Some(message.split("unknown field `").nth(1)?.split('`').next()?.to_string())
-}
-
-/// The line (1-based) that assigns `key`, when exactly one does (`dir` in two tables points at neither).
-fn line_of(text: &str, key: &str) -> Option<usize> {
+/// The override (the last one, as it wins) that set `key` or a table above it (`--set params={steps=1.5}`),
+/// or a key below it that made it (`--set params.stepz.x=1` makes `params.stepz`).
+fn set_by<'a>(overrides: &'a [String], key: &[String]) -> Option<&'a str> {
     if key.is_empty() {
         return None;
     }
-    let assigns = |line: &str| {
-        let rest = line.trim_start().strip_prefix(key);
-        rest.is_some_and(|r| r.trim_start().starts_with('='))
-    };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| assigns(l)).map(|(i, _)| i + 1);
-    match (lines.next(), lines.next()) {
-        (Some(line), None) => Some(line),
-        _ => None,
+    overrides.iter().rev().map(String::as_str).find(|o| {
+        let Some((set, _)) = o.split_once('=') else { return false };
+        let set: Vec<&str> = set.trim().split('.').collect();
+        set.iter().zip(key).all(|(a, b)| a == b)
+    })
+}
+
+/// The field a serde message names after `lead` (`unknown field `x``, `missing field `x``).
+fn named_field(message: &str, lead: &str) -> Option<String> {
+    Some(message.split(lead).nth(1)?.split('`').next()?.to_string())
+}
+
+/// serde shows a float in a message with all its digits (`floating point `0.000…0001``, 300 of them): each
+/// `quoted` number that long is shown in its shortest form instead (`1e-300`). And a string it shows whole
+/// (`invalid type: string "…", expected i64`) is cut to a preview.
+fn short_floats(message: &str) -> String {
+    let mut message = message.to_string();
+    if let (Some(start), Some(end)) = (message.find("string \""), message.rfind("\", expected"))
+        && start + 8 <= end
+    {
+        let text = preview(&message[start + 8..end], SHOWN_CHARS);
+        message = format!("{}string \"{text}{}", &message[..start], &message[end..]);
     }
+    let mut parts: Vec<String> = message.split('`').map(str::to_string).collect();
+    for part in parts.iter_mut().skip(1).step_by(2) {
+        if part.len() > 24
+            && let Ok(x) = part.parse::<f64>()
+        {
+            *part = show(&toml::Value::Float(x));
+        }
+    }
+    parts.join("`")
+}
+
+/// A "duplicate key" syntax error as a message naming the key and both lines: ``duplicate key `model.dir` at
+/// line 9 (first set at line 7)``, ``duplicate table `[model]` at line 12 (first set at line 5)``. None for
+/// other errors. (toml says only "duplicate key" and where the second one is.)
+fn duplicate(text: &str, e: &toml::de::Error) -> Option<String> {
+    let span = e.span().filter(|_| e.message().starts_with("duplicate key"))?;
+    let raw = text.get(span.clone())?;
+    let line = line_at(text, span.start);
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[line_start..span.start].trim_start().starts_with('[');
+    // Where the second one goes: rename it and find it in the document (the path holds list indices).
+    const MARK: &str = "__latentcam_duplicate__";
+    let marked = format!("{}{MARK}{}", &text[..span.start], &text[span.end..]);
+    let (marked_doc, _) = DeTable::parse_recoverable(&marked);
+    let mut path = Vec::new();
+    let parent = find_key(marked_doc.get_ref(), MARK, &mut path).then_some(path);
+    // The key's own name (unquoted), from where it is in the document, else as written.
+    let name = {
+        let assignment = format!("{raw} = 0");
+        let (doc, _) = DeTable::parse_recoverable(&assignment);
+        doc.get_ref().iter().next().map_or_else(|| raw.to_string(), |(k, _)| k.get_ref().to_string())
+    };
+    // The first one: in the document up to the second (where nothing is yet given twice).
+    let first = parent.as_ref().and_then(|parent| {
+        let (before, _) = DeTable::parse_recoverable(&text[..span.start]);
+        let table = follow(before.get_ref(), parent)?;
+        let (key, _) = table.iter().find(|(k, _)| *k.get_ref() == name)?;
+        (key.span().start < span.start).then(|| line_at(text, key.span().start))
+    });
+    let mut full: Vec<String> = parent.unwrap_or_default().iter().map(Step::to_string).collect();
+    full.push(name);
+    let full = full.join(".");
+    let what = if header {
+        let close = text[span.end..].find(']').map_or(span.end, |i| span.end + i + 1);
+        let written = text[line_start..close].trim();
+        let written = if text[close..].starts_with(']') { format!("{written}]") } else { written.to_string() };
+        format!("duplicate table `{written}`")
+    } else {
+        format!("duplicate key `{full}`")
+    };
+    Some(match first {
+        Some(first) => format!("{what} at line {line} (first set at line {first})"),
+        None => format!("{what} at line {line}"),
+    })
+}
+
+/// The line (1-based) of byte `at`.
+fn line_at(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// One step from a table to a table in it: a key, or an entry of an array of tables.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Key(k) => f.write_str(k),
+            Step::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// Whether `table` (or a table in it) holds `key`; `path` is then the way to the table that holds it.
+fn find_key(table: &DeTable<'_>, key: &str, path: &mut Vec<Step>) -> bool {
+    for (k, v) in table.iter() {
+        if *k.get_ref() == key {
+            return true;
+        }
+        path.push(Step::Key(k.get_ref().to_string()));
+        if find_in_value(v.get_ref(), key, path) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn find_in_value(value: &DeValue<'_>, key: &str, path: &mut Vec<Step>) -> bool {
+    match value {
+        DeValue::Table(t) => find_key(t, key, path),
+        DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            path.push(Step::Index(i));
+            let found = find_in_value(item.get_ref(), key, path);
+            if !found {
+                path.pop();
+            }
+            found
+        }),
+        _ => false,
+    }
+}
+
+/// The table at `path` in `table`.
+fn follow<'t, 'i>(mut table: &'t DeTable<'i>, path: &[Step]) -> Option<&'t DeTable<'i>> {
+    let mut value: Option<&DeValue<'i>> = None;
+    for step in path {
+        let next = match (step, value) {
+            (Step::Key(k), None) => table.iter().find(|(key, _)| *key.get_ref() == k.as_str())?.1.get_ref(),
+            (Step::Key(k), Some(DeValue::Table(t))) => {
+                t.iter().find(|(key, _)| *key.get_ref() == k.as_str())?.1.get_ref()
+            }
+            (Step::Index(i), Some(DeValue::Array(items))) => items.get(*i)?.get_ref(),
+            _ => return None,
+        };
+        value = Some(next);
+        if let DeValue::Table(t) = next {
+            table = t;
+        }
+    }
+    match value {
+        None => Some(table),
+        Some(DeValue::Table(t)) => Some(t),
+        Some(_) => None,
+    }
+}
+
+/// The line (1-based) where the file sets `key` (`sink.1.path`: the second `[[sink]]`'s `path`), if it does.
+fn line_in_file(text: &str, key: &[String]) -> Option<usize> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut span = None;
+    let mut parts = key.iter().peekable();
+    while let Some(part) = parts.next() {
+        let (k, mut value) = table.iter().find(|(k, _)| *k.get_ref() == part.as_str())?;
+        span = Some(k.span());
+        // Entries of a list: `sink.1`.
+        while let DeValue::Array(items) = value.get_ref() {
+            let Some(index) = parts.peek().and_then(|p| p.parse::<usize>().ok()) else { break };
+            parts.next();
+            value = items.get(index)?;
+            span = Some(value.span());
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ if parts.peek().is_none() => break,
+            _ => return None,
+        }
+    }
+    span.map(|s| line_at(text, s.start))
 }
 
 /// `a.b.0.c=value` into a TOML table (list entries by index).
@@ -109,5 +299,74 @@ mod tests {
         assert!(read(text, &["source.kind.x=1".into()]).unwrap_err().contains("not a table"));
         assert!(read(text, &["novalue".into()]).unwrap_err().contains("KEY=VALUE"));
         assert!(read(text, &["a..b=1".into()]).unwrap_err().contains("bad key"));
+    }
+
+    fn err(text: &str, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        read(text, &overrides).expect_err("must fail")
+    }
+
+    #[test]
+    fn a_key_given_twice_is_named_with_both_lines() {
+        assert_eq!(
+            err("mode = \"offline\"\nmode = \"live\"\n", &[]),
+            "duplicate key `mode` at line 2 (first set at line 1)"
+        );
+        let text =
+            "mode = \"live\"\n[model]\ndir = \"a\"\nsize = [64, 64]\n[source]\nkind = \"test-pattern\"\n[model]\n";
+        assert_eq!(err(text, &[]), "duplicate table `[model]` at line 7 (first set at line 2)");
+        let text = "[source]\nkind = \"test-pattern\"\n[model]\ndir = \"a\"\n# a comment\n  dir = \"b\"\n";
+        assert_eq!(err(text, &[]), "duplicate key `model.dir` at line 6 (first set at line 4)");
+        // In the second entry of a list of tables: the index, as --set spells it.
+        let text = "[[sink]]\nkind = \"null\"\n[[sink]]\nkind = \"png\"\ndir = \"x\"\nkind = \"null\"\n";
+        assert_eq!(err(text, &[]), "duplicate key `sink.1.kind` at line 6 (first set at line 4)");
+        assert_eq!(
+            err("params.steps = 1\nparams.steps = 2\n", &[]),
+            "duplicate key `params.steps` at line 2 (first set at line 1)"
+        );
+        assert_eq!(err("\"mode\" = 1\nmode = 2\n", &[]), "duplicate key `mode` at line 2 (first set at line 1)");
+        assert_eq!(
+            err("[model]\nsize = 1\n[model.size]\n", &[]),
+            "duplicate table `[model.size]` at line 3 (first set at line 2)"
+        );
+        // Other syntax errors keep toml's own words.
+        assert!(err("[source\nkind=", &[]).contains("line 1"));
+    }
+
+    const FILE: &str = "[source]\nkind = \"test-pattern\"\n[params]\nsteps = 1\n[[sink]]\nkind = \"window\"\n[[sink]]\nkind = \"file\"\npath = \"x.mp4\"\n";
+
+    #[test]
+    fn a_bad_value_names_where_it_came_from() {
+        let e = err(FILE, &["params.steps=1.5"]);
+        assert!(e.ends_with("(from --set params.steps=1.5)"), "{e}");
+        assert!(!e.contains("line"), "{e}");
+        let e = err(FILE, &["sink.0.path=1"]);
+        assert!(e.starts_with("sink[0]: unknown field `path`") && e.ends_with("(from --set sink.0.path=1)"), "{e}");
+        let e = err(FILE, &["params={steps=1.5}"]);
+        assert!(e.ends_with("(from --set params={steps=1.5})"), "{e}");
+        let e = err(FILE, &["params.stepz.x=1"]);
+        assert!(e.contains("stepz") && e.ends_with("(from --set params.stepz.x=1)"), "{e}");
+        let e = err(FILE, &["sink.1.kind=hologram"]);
+        assert!(e.ends_with("(from --set sink.1.kind=hologram)"), "{e}");
+        // The file's own bad value keeps its line, whatever else --set changed.
+        let e = err(&FILE.replace("steps = 1", "steps = 1.5"), &["params.seed=3", "sink.1.path=\"y.mp4\""]);
+        assert!(e.starts_with("params.steps: invalid type") && e.ends_with("(at line 4)"), "{e}");
+        let e = err(&FILE.replace("kind = \"window\"", "kind = \"window\"\npath = \"z\""), &["params.steps=2"]);
+        assert!(e.ends_with("(at line 7)"), "{e}");
+        // A table made by --set without its `kind`: that override.
+        let e = err(FILE, &["source={width=3}"]);
+        assert!(e.contains("missing field `kind`") && e.ends_with("(from --set source={width=3})"), "{e}");
+        let e = err(&FILE.replace("kind = \"test-pattern\"", "width = 3"), &["source.height=4"]);
+        assert!(e.contains("missing field `kind`") && !e.contains("from --set"), "{e}");
+    }
+
+    #[test]
+    fn floats_in_serde_messages_are_short() {
+        let e = err(FILE, &["params.steps=1e-300"]);
+        assert!(e.contains("floating point `1e-300`") && e.len() < 200, "{e}");
+        let e = err(FILE, &["params.steps=2.0"]);
+        assert!(e.contains("floating point `2.0`"), "{e}");
+        let long = format!("params.steps={}", "9".repeat(400));
+        assert!(err(FILE, &[&long]).len() < 300);
     }
 }

@@ -14,8 +14,11 @@ pub const MAX_FPS: f64 = 240.0;
 /// A frame rate from a file or flag, in [`MIN_FPS`, `MAX_FPS`]: a number (`30`, `29.97`) or a fraction
 /// (`"30000/1001"`).
 pub fn parse_fps(value: &toml::Value) -> Result<Fps, String> {
-    let expected =
-        format!("expected a rate from {MIN_FPS} to {MAX_FPS}, as a number or a fraction like \"30000/1001\"");
+    let expected = format!(
+        "expected a rate from {} to {}, as a number or a fraction like \"30000/1001\"",
+        show_f64(MIN_FPS),
+        show_f64(MAX_FPS)
+    );
     let fps = match value {
         toml::Value::Integer(n) => u32::try_from(*n).ok().and_then(|n| Fps::new(n, 1)),
         toml::Value::Float(x) => Fps::from_f64(*x),
@@ -34,12 +37,60 @@ pub fn parse_fps(value: &toml::Value) -> Result<Fps, String> {
     }
 }
 
-/// A value as a message shows it: floats in their shortest form (`1e-300`, not 300 digits).
+/// A value as a message shows it: floats in their shortest form (`1e-300`, not 300 digits), also inside arrays
+/// and tables, and a long string or list cut to a preview.
 pub fn show(value: &toml::Value) -> String {
+    const MAX_ITEMS: usize = 8;
     match value {
-        toml::Value::Float(x) => format!("{x:?}"),
+        // A whole float keeps its point, as TOML writes it: `2.0 is float, expected ...`.
+        toml::Value::Float(x) if x.is_finite() && x.fract() == 0.0 && show_f64(*x).parse::<i64>().is_ok() => {
+            format!("{}.0", show_f64(*x))
+        }
+        toml::Value::Float(x) => show_f64(*x),
+        toml::Value::String(s) => {
+            let count = s.chars().count();
+            let head = toml::Value::String(s.chars().take(SHOWN_CHARS).collect()).to_string();
+            if count > SHOWN_CHARS { format!("{head}… ({count} chars)") } else { head }
+        }
+        toml::Value::Array(items) => {
+            let mut shown: Vec<String> = items.iter().take(MAX_ITEMS).map(show).collect();
+            if items.len() > MAX_ITEMS {
+                shown.push(format!("… ({} entries)", items.len()));
+            }
+            format!("[{}]", shown.join(", "))
+        }
+        toml::Value::Table(table) => {
+            let mut shown: Vec<String> =
+                table.iter().take(MAX_ITEMS).map(|(k, v)| format!("{k} = {}", show(v))).collect();
+            if table.len() > MAX_ITEMS {
+                shown.push(format!("… ({} keys)", table.len()));
+            }
+            format!("{{ {} }}", shown.join(", "))
+        }
         other => other.to_string(),
     }
+}
+
+/// How many characters of a user's text a message or log line shows ([`preview`]).
+pub const SHOWN_CHARS: usize = 60;
+
+/// An f64 as every message shows it: the shortest text that reads back as the same number, in plain notation
+/// for everyday magnitudes (`0.5`, `1`, `240`) and in exponent notation for the others (`1e-320`, `1e300`),
+/// never hundreds of digits. (Rust's `{}` prints every digit of 1e-320; `{:?}` prints `1.0` for 1.)
+pub fn show_f64(x: f64) -> String {
+    let magnitude = x.abs();
+    if x.is_finite() && x != 0.0 && !(1e-5..1e16).contains(&magnitude) { format!("{x:?}") } else { format!("{x}") }
+}
+
+/// The first `max` characters of `text`, and when there is more, `…` and the length: `a very long prompt… (60000
+/// chars)`. What logs and messages show of text a user sent (a prompt, a request, a line).
+pub fn preview(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max).collect();
+    format!("{}… ({count} chars)", head.trim_end())
 }
 
 /// Seconds from a file or flag as a `Duration`, within `min..=max`.
@@ -47,7 +98,7 @@ pub fn parse_seconds(value: f64, min: f64, max: f64) -> Result<Duration, String>
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(format!("{value:?}: expected seconds from {min} to {max}"))
+        Err(format!("{}: expected seconds from {} to {}", show_f64(value), show_f64(min), show_f64(max)))
     }
 }
 
@@ -275,5 +326,33 @@ mod tests {
         assert!(parse_seconds(f64::NAN, 0.0, 10.0).is_err());
         assert_eq!(parse_seconds(2.5, 0.0, 10.0).unwrap(), Duration::from_millis(2500));
         assert!(parse_int::<u32>(-1, 0, 50).is_err());
+    }
+
+    #[test]
+    fn floats_are_shown_short() {
+        assert_eq!(show_f64(1e-320), "1e-320");
+        assert_eq!(show_f64(-1e300), "-1e300");
+        assert_eq!(show_f64(1.0), "1");
+        assert_eq!(show_f64(0.5), "0.5");
+        assert_eq!(show_f64(29.97), "29.97");
+        assert_eq!(show_f64(0.0), "0");
+        assert_eq!(show_f64(f64::NAN), "NaN");
+        assert_eq!(show_f64(f64::INFINITY), "inf");
+        for x in [1e-320, 1e-300, 0.1 + 0.2, 1.0 / 3.0, 1e16, 123456789.125, f64::MIN_POSITIVE, f64::MAX] {
+            assert_eq!(show_f64(x).parse::<f64>().unwrap(), x, "{x:?} reads back");
+            assert!(show_f64(x).len() <= 24, "{}", show_f64(x));
+        }
+        use toml::Value;
+        let list = Value::Array(vec![Value::Float(1e-300), Value::Integer(2)]);
+        assert_eq!(show(&list), "[1e-300, 2]");
+        assert_eq!(show(&Value::Float(2.0)), "2.0");
+        assert_eq!(show(&Value::Float(-1e300)), "-1e300");
+        let err = parse_fps(&list).unwrap_err();
+        assert!(err.starts_with("[1e-300, 2]: expected a rate from 0.01 to 240"), "{err}");
+        assert_eq!(parse_seconds(1e-320, 0.1, 10.0).unwrap_err(), "1e-320: expected seconds from 0.1 to 10");
+        let long = show(&Value::String("x".repeat(1000)));
+        assert!(long.len() < 100 && long.ends_with("(1000 chars)"), "{long}");
+        assert_eq!(preview("a fox", 60), "a fox");
+        assert_eq!(preview("abcdef", 3), "abc… (6 chars)");
     }
 }

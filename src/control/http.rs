@@ -17,8 +17,8 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::ControlHub;
+use super::{ControlHub, Throttle};
+use crate::config::values::{SHOWN_CHARS, preview};
 use crate::error::{Error, Result, because};
 
 /// The largest request body (and WebSocket message) taken.
@@ -91,6 +92,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// The address bound (a `Host` naming it is this server).
     addr: SocketAddr,
+    /// Refused requests are warned about at most once a second (a web page can send them by the thousand).
+    refusals: Mutex<Throttle>,
 }
 
 /// Listen on `addr` (port 0: any free port) and serve `hub` until the returned server is dropped.
@@ -99,7 +102,8 @@ pub fn serve(hub: Arc<ControlHub>, addr: SocketAddr, token: Option<String>) -> R
     let listener = TcpListener::bind(addr).map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared { hub, token, stop: stop.clone(), addr });
+    let shared =
+        Arc::new(Shared { hub, token, stop: stop.clone(), addr, refusals: Mutex::new(Throttle::per_second()) });
     let accept = std::thread::Builder::new()
         .name("control http".into())
         .spawn(move || accept_loop(&listener, &shared))
@@ -119,6 +123,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     // here could block, and closing without reading the request would reset the connection before the client
     // reads the answer. Past that too, they are just closed.
     let mut refusals: Vec<JoinHandle<()>> = Vec::new();
+    let mut busy = Throttle::per_second();
     loop {
         let accepted = listener.accept();
         if shared.stop.load(Ordering::SeqCst) {
@@ -131,7 +136,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 let (threads, refuse) = if connections.len() < MAX_CONNECTIONS {
                     (&mut connections, false)
                 } else if refusals.len() < MAX_CONNECTIONS {
-                    tracing::warn!(%peer, "control: {MAX_CONNECTIONS} connections already open; refusing one");
+                    busy.warn(format_args!(
+                        "control: {MAX_CONNECTIONS} connections already open; refusing one from {peer}"
+                    ));
                     (&mut refusals, true)
                 } else {
                     continue;
@@ -220,7 +227,7 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
     };
     if let Some(r) = foreign(&head, shared) {
-        tracing::warn!(%peer, "control: {}", r.message);
+        shared.refusals.lock().unwrap_or_else(|p| p.into_inner()).warn(format_args!("control: {peer}: {}", r.message));
         finish(&mut stream, r.status, &json!({"error": r.message}), &[], &shared.stop);
         return;
     }
@@ -251,7 +258,8 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             (r.status, json!({"error": r.message}), extra)
         }
     };
-    tracing::debug!(%peer, method = head.method, path = head.path, status, "control request");
+    let (method, path) = (preview(&head.method, SHOWN_CHARS), preview(&head.path, SHOWN_CHARS));
+    tracing::debug!(%peer, method, path, status, "control request");
     finish(&mut stream, status, &body, extra, &shared.stop);
 }
 
@@ -327,13 +335,13 @@ fn foreign(head: &Head, shared: &Shared) -> Option<Reject> {
     if let Some(host) = head.header("host")
         && !local_authority(host, shared.addr)
     {
-        let host: String = host.chars().take(100).collect();
+        let host = preview(host, SHOWN_CHARS);
         return Some(reject(403, format!("Host `{host}` is not this machine's own address; {hint}")));
     }
     if let Some(origin) = head.header("origin") {
         let authority = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
         if !authority.is_some_and(|a| local_authority(a, shared.addr)) {
-            let origin: String = origin.chars().take(100).collect();
+            let origin = preview(origin, SHOWN_CHARS);
             return Some(reject(403, format!("a request from the web page `{origin}` is refused; {hint}")));
         }
     }
@@ -387,11 +395,14 @@ fn route(
             })?;
             shared.hub.apply_json(&value).map(|values| (200, values)).map_err(|e| reject(400, e))
         }
-        ("/params", method) => Err(reject(405, format!("{method} /params: use GET or POST"))),
+        ("/params", method) => Err(reject(405, format!("{} /params: use GET or POST", preview(method, SHOWN_CHARS)))),
         ("/ws", "GET") => Err(reject(426, "/ws takes a WebSocket upgrade")),
-        ("/ws", method) => Err(reject(405, format!("{method} /ws: open a WebSocket (GET with Upgrade: websocket)"))),
+        ("/ws", method) => Err(reject(
+            405,
+            format!("{} /ws: open a WebSocket (GET with Upgrade: websocket)", preview(method, SHOWN_CHARS)),
+        )),
         (path, _) => {
-            let path: String = path.chars().take(100).collect();
+            let path = preview(path, SHOWN_CHARS);
             Err(reject(404, format!("no such path `{path}`: use GET/POST /params or the WebSocket /ws")))
         }
     }
@@ -411,7 +422,10 @@ fn read_body(
         if !encoding.trim().eq_ignore_ascii_case("chunked") {
             return Err(reject(
                 501,
-                format!("transfer encoding `{encoding}` not supported (use chunked or Content-Length)"),
+                format!(
+                    "transfer encoding `{}` not supported (use chunked or Content-Length)",
+                    preview(encoding, SHOWN_CHARS)
+                ),
             ));
         }
         continue_if_expected(&mut input, head);
@@ -423,7 +437,8 @@ fn read_body(
     if lengths.iter().any(|l| l != first) {
         return Err(reject(400, "conflicting Content-Length headers"));
     }
-    let length: u64 = first.parse().map_err(|_| reject(400, format!("bad Content-Length `{first}`")))?;
+    let length: u64 =
+        first.parse().map_err(|_| reject(400, format!("bad Content-Length `{}`", preview(first, SHOWN_CHARS))))?;
     if length > MAX_BODY as u64 {
         return Err(too_large());
     }
@@ -670,6 +685,53 @@ mod tests {
             assert!(!local_authority(bad, bound), "{bad}");
         }
         assert!(local_authority("10.0.0.5:9", "10.0.0.5:9".parse().unwrap()), "the address bound");
+    }
+
+    /// Serve one request on this thread; the reply and what was logged.
+    fn serve_one(shared: &Shared, request: String) -> (String, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            reply
+        });
+        let (stream, peer) = listener.accept().unwrap();
+        let logged = crate::control::capture_logs(|| connection(stream, peer, shared));
+        (client.join().unwrap(), logged)
+    }
+
+    #[test]
+    fn requests_are_logged_bounded_and_refusals_throttled() {
+        let shared = Shared {
+            hub: Arc::new(crate::control::sample_hub()),
+            token: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            addr: "127.0.0.1:7860".parse().unwrap(),
+            refusals: Mutex::new(Throttle::per_second()),
+        };
+        let long = "/x".repeat(5000);
+        let (reply, logged) = serve_one(&shared, format!("GET {long} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+        assert!(reply.starts_with("HTTP/1.1 404") && reply.contains("(10000 chars)"), "{reply}");
+        assert!(logged.contains("(10000 chars)") && logged.len() < 600, "{logged}");
+        let prompt = "a harbour at dusk ".repeat(2000);
+        let body = json!({ "prompt": prompt }).to_string();
+        let post = format!("POST /params HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let (reply, logged) = serve_one(&shared, post);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let logged: Vec<&str> = logged.lines().filter(|l| !l.contains(" TRACE ")).collect();
+        let logged = logged.join("\n");
+        assert!(logged.contains("live change") && logged.contains("(36000 chars)") && logged.len() < 1000, "{logged}");
+        let mut warnings = 0;
+        for _ in 0..3 {
+            let request = "GET /params HTTP/1.1\r\nHost: localhost\r\nOrigin: https://evil.example\r\n\r\n".to_string();
+            let (reply, logged) = serve_one(&shared, request);
+            assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+            warnings += logged.lines().filter(|l| l.contains(" WARN ")).count();
+        }
+        assert_eq!(warnings, 1, "one warning a second");
     }
 
     #[test]

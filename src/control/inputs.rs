@@ -49,7 +49,7 @@ fn read_stdin(hub: Arc<ControlHub>) -> Result<()> {
                     continue;
                 }
                 if line == "help" || line == "?" {
-                    tracing::info!("live values: {}", hub.values_json());
+                    tracing::info!("live values: {}", super::shown_values(&hub.values_json()));
                     continue;
                 }
                 if let Err(e) = hub.apply_line(line) {

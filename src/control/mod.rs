@@ -18,11 +18,13 @@ pub mod prompts;
 pub mod values;
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub use self::inputs::LiveControl;
 pub use self::values::{Limits, LiveValues};
+use crate::config::values::{SHOWN_CHARS, preview};
 
 /// The one place live values change.
 pub struct ControlHub {
@@ -95,9 +97,7 @@ impl ControlHub {
         }
         next.check(&self.limits)?;
         if next != state.values {
-            for (key, value) in changes {
-                tracing::info!(key = key.as_str(), value = %value, "live change");
-            }
+            log_change(&state.values, &next);
             state.values = next;
             state.version += 1;
         }
@@ -107,7 +107,10 @@ impl ControlHub {
     /// `POST /params`: a JSON object of changes; the new values as JSON.
     pub fn apply_json(&self, body: &Value) -> Result<Value, String> {
         let Value::Object(map) = body else {
-            return Err(format!("expected a JSON object of parameters, e.g. {{\"prompt\": \"a fox\"}}; got {body}"));
+            return Err(format!(
+                "expected a JSON object of parameters, e.g. {{\"prompt\": \"a fox\"}}; got {}",
+                values::show(body)
+            ));
         };
         let changes: Vec<(String, Value)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         self.apply(&changes).map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
@@ -115,11 +118,11 @@ impl ControlHub {
 
     /// A `key=value` line (stdin), written as `--set` takes it: `params.prompt="a fox"`, `steps=2`.
     pub fn apply_line(&self, line: &str) -> Result<LiveValues, String> {
-        let (key, raw) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{line:?}: expected KEY=VALUE, e.g. params.prompt=\"a fox\""))?;
+        let (key, raw) = line.split_once('=').ok_or_else(|| {
+            format!("{:?}: expected KEY=VALUE, e.g. params.prompt=\"a fox\"", preview(line, SHOWN_CHARS))
+        })?;
         let value = serde_json::to_value(crate::config::overrides::parse_value(raw.trim()))
-            .map_err(|e| format!("{}: {e}", key.trim()))?;
+            .map_err(|e| format!("{}: {e}", preview(key.trim(), SHOWN_CHARS)))?;
         self.apply(&[(key.trim().to_string(), value)])
     }
 
@@ -132,6 +135,108 @@ impl ControlHub {
     pub fn stats_json(&self) -> Value {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// Log what a change changed: one INFO line per value that differs, each a bounded preview (a 60 KB prompt
+/// shows as its first characters and its length); the whole value only at TRACE.
+fn log_change(old: &LiveValues, new: &LiveValues) {
+    let (Ok(Value::Object(old)), Ok(Value::Object(new))) = (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return;
+    };
+    for (key, value) in &new {
+        if old.get(key) != Some(value) {
+            tracing::info!(key = key.as_str(), value = %values::show(value), "live change");
+            tracing::trace!(key = key.as_str(), %value, "live change (whole value)");
+        }
+    }
+}
+
+/// The live values as a log line shows them: the JSON of `GET /params`, every text cut to a preview.
+pub(crate) fn shown_values(values: &Value) -> Value {
+    let cut = |v: &Value| match v {
+        Value::String(s) => Value::String(preview(s, SHOWN_CHARS)),
+        other => other.clone(),
+    };
+    match values {
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), cut(v))).collect()),
+        other => cut(other),
+    }
+}
+
+/// At most one warning per interval from something a peer can repeat at will (bad OSC packets, refused
+/// requests); the others are counted, and the next warning says how many were left out.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// One warning a second.
+    pub(crate) fn per_second() -> Throttle {
+        Throttle { every: Duration::from_secs(1), last: None, suppressed: 0 }
+    }
+
+    /// Whether to warn at `now`: `Some(n)` when so, `n` being how many were suppressed since the last warning;
+    /// None (and counted) when one was given less than the interval ago.
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// `message`, at WARN when the throttle allows it (with the count of those suppressed), else at TRACE.
+    pub(crate) fn warn(&mut self, message: std::fmt::Arguments<'_>) {
+        match self.allow(Instant::now()) {
+            Some(0) => tracing::warn!("{message}"),
+            Some(n) => tracing::warn!("{message} ({n} more like it suppressed since the last)"),
+            None => tracing::trace!("{message}"),
+        }
+    }
+}
+
+/// A hub over [`LiveValues::sample`] (img2img, no stream batch), for the inputs' tests.
+#[cfg(test)]
+pub(crate) fn sample_hub() -> ControlHub {
+    let limits =
+        Limits { lcm: crate::diffusion::scheduler::Lcm::new(Default::default()), stream_batch: 1, txt2img: false };
+    ControlHub::new(LiveValues::sample(), limits)
+}
+
+/// What `f` logs on this thread (every level), as text: for tests of what is logged.
+#[cfg(test)]
+pub(crate) fn capture_logs(f: impl FnOnce()) -> String {
+    use std::sync::Arc;
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
 }
 
 #[cfg(test)]
@@ -194,6 +299,52 @@ mod tests {
         assert!(hub.apply_json(&json!({"strength": 0.5})).unwrap_err().starts_with("strength: pose txt2img"));
         assert!(hub.apply_json(&json!({"feedback": 0.2})).unwrap_err().starts_with("feedback:"));
         hub.apply_json(&json!({"steps": 4, "seed": 3})).unwrap();
+    }
+
+    #[test]
+    fn a_long_prompt_is_logged_as_a_preview() {
+        let hub = hub();
+        let prompt = format!("a watercolor painting {}", "of a very long harbour ".repeat(3000));
+        let logged = capture_logs(|| {
+            hub.apply_json(&json!({"prompt": prompt, "steps": 1})).unwrap();
+        });
+        let info: Vec<&str> = logged.lines().filter(|l| l.contains(" INFO ")).collect();
+        assert_eq!(info.len(), 1, "one line for the one value that changed (steps did not):\n{info:?}");
+        assert!(info[0].contains("key=\"prompt\""), "{}", info[0]);
+        assert!(info[0].contains(&format!("… ({} chars)", prompt.chars().count())), "{}", info[0]);
+        assert!(info[0].len() < 250, "{}", info[0]);
+        // The whole prompt only at TRACE.
+        assert!(logged.lines().any(|l| l.contains(" TRACE ") && l.contains(&prompt)));
+        let shown = shown_values(&hub.values_json()).to_string();
+        assert!(shown.len() < 500 && shown.contains("(69022 chars)") && shown.contains("\"steps\":1"), "{shown}");
+    }
+
+    #[test]
+    fn errors_show_a_bounded_piece_of_what_was_sent() {
+        let hub = hub();
+        let long = "x".repeat(100_000);
+        for e in [
+            hub.apply_line(&long).unwrap_err(),
+            hub.apply_line(&format!("{long}=1")).unwrap_err(),
+            hub.apply_json(&json!([long])).unwrap_err(),
+            hub.apply_json(&json!({"steps": long})).unwrap_err(),
+            hub.apply_json(&json!({ long.clone(): 1 })).unwrap_err(),
+        ] {
+            assert!(e.len() < 400 && e.contains("chars)"), "{}", &e[..e.len().min(400)]);
+        }
+    }
+
+    #[test]
+    fn a_throttle_lets_one_warning_a_second_through_and_counts_the_rest() {
+        let mut throttle = Throttle::per_second();
+        let t0 = Instant::now();
+        assert_eq!(throttle.allow(t0), Some(0));
+        for ms in [1, 10, 500, 999] {
+            assert_eq!(throttle.allow(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(throttle.allow(t0 + Duration::from_millis(1000)), Some(4));
+        assert_eq!(throttle.allow(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(throttle.allow(t0 + Duration::from_millis(2500)), Some(1));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ndarray::Array3;
 
+use crate::config::values::{SHOWN_CHARS, preview};
 use crate::diffusion::text::TextEncoder;
 use crate::error::{Error, Result};
 use crate::link::{LinkReceiver, LinkSender, Overflow, link};
@@ -36,7 +37,8 @@ impl PromptWorker {
                 while let Some(prompt) = inbox.recv() {
                     let started = std::time::Instant::now();
                     let result = encoder.encode(&prompt);
-                    tracing::debug!(prompt, ms = started.elapsed().as_millis() as u64, "prompt encoded");
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(prompt = %preview(&prompt, SHOWN_CHARS), ms, "prompt encoded");
                     if outbox.send((prompt, result)).is_err() {
                         break;
                     }

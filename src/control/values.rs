@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::View;
+use crate::config::values::{SHOWN_CHARS, preview, show_f64};
 use crate::diffusion::scheduler::{Lcm, MAX_STEPS};
 use crate::diffusion::{MAX_GUIDANCE, Params};
 use crate::pose::smooth::{self, SmoothingSettings};
@@ -154,8 +155,9 @@ impl LiveValues {
 
     /// Set one value (`key` in any spelling [`canonical`] takes); the message names the key and what it takes.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
-        let name =
-            canonical(key).ok_or_else(|| format!("unknown key `{key}` (expected one of: {})", KEYS.join(", ")))?;
+        let name = canonical(key).ok_or_else(|| {
+            format!("unknown key `{}` (expected one of: {})", preview(key, SHOWN_CHARS), KEYS.join(", "))
+        })?;
         let bad = |expected: &str| format!("{name}: {} is not {expected}", show(value));
         let pose_only = |slot: &Option<f64>| {
             if slot.is_none() { Err(format!("{name}: this pipeline is not pose-guided (no [pose])")) } else { Ok(()) }
@@ -221,7 +223,7 @@ impl LiveValues {
                 let view = serde_json::from_value::<View>(value.clone()).ok();
                 self.view = Some(view.ok_or_else(|| bad("\"output\", \"input\", \"side-by-side\" or \"pose\""))?);
             }
-            _ => return Err(format!("unknown key `{key}`")),
+            _ => return Err(format!("unknown key `{}`", preview(key, SHOWN_CHARS))),
         }
         Ok(())
     }
@@ -239,7 +241,7 @@ impl LiveValues {
         if limits.txt2img && self.timesteps.is_none() && self.strength != 1.0 {
             return Err(format!(
                 "strength: pose txt2img runs the whole schedule (strength 1), not {}; change steps or timesteps",
-                self.strength
+                show_f64(self.strength)
             ));
         }
         if limits.txt2img && self.feedback > 0.0 {
@@ -271,12 +273,21 @@ impl LiveValues {
 }
 
 fn range(min: f64, max: f64) -> String {
-    format!("a number from {min} to {max}")
+    format!("a number from {} to {}", show_f64(min), show_f64(max))
 }
 
-fn show(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 60 { format!("{}...", text.chars().take(60).collect::<String>()) } else { text }
+/// A JSON value as a message or log line shows it: a string quoted and cut to its first characters (with its
+/// length when cut), anything else as JSON cut likewise. Numbers are JSON's shortest form (`1e-320`).
+pub(crate) fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) => {
+            let count = s.chars().count();
+            let head = Value::String(s.chars().take(SHOWN_CHARS).collect()).to_string();
+            if count > SHOWN_CHARS { format!("{head}… ({count} chars)") } else { head }
+        }
+        Value::Number(n) if n.is_f64() => n.as_f64().map_or_else(|| n.to_string(), show_f64),
+        other => preview(&other.to_string(), SHOWN_CHARS),
+    }
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -347,5 +358,22 @@ mod tests {
         assert_eq!(json["transition-frames"], json!(8));
         assert_eq!(json["view"], json!("output"));
         assert!(json.get("controlnet-scale").is_none());
+    }
+
+    #[test]
+    fn values_in_messages_are_bounded_and_short() {
+        assert_eq!(show(&json!("a fox")), "\"a fox\"");
+        let long = show(&json!("y".repeat(70_000)));
+        assert!(long.ends_with("\"… (70000 chars)") && long.len() < 90, "{long}");
+        assert_eq!(show(&json!(1e-320)), "1e-320");
+        let mut v = values();
+        let e = v.set("strength", &json!(1e300)).unwrap_err();
+        assert_eq!(e, "strength: 1e300 is not a number from 0 to 1");
+        let e = v.set(&"k".repeat(5000), &json!(1)).unwrap_err();
+        assert!(e.len() < 400 && e.contains("(5000 chars)"), "{}", &e[..e.len().min(400)]);
+        v.strength = 1e-320;
+        let limits = Limits { lcm: Lcm::new(Default::default()), stream_batch: 1, txt2img: true };
+        let e = v.check(&limits).unwrap_err();
+        assert!(e.starts_with("strength: 1e-320 leaves 0"), "{e}");
     }
 }

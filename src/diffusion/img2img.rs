@@ -45,7 +45,10 @@ impl Params {
     /// Check every value for the range it is used in and resolve the schedule (before any model runs).
     pub fn check(&self, lcm: &Lcm) -> Result<Schedule> {
         if !(self.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance)) {
-            return Err(Error::invalid("guidance", format!("{} (expected 0 to {MAX_GUIDANCE})", self.guidance)));
+            return Err(Error::invalid(
+                "guidance",
+                format!("{} (expected 0 to {MAX_GUIDANCE})", crate::config::values::show_f64(self.guidance)),
+            ));
         }
         lcm.schedule(self.timesteps.as_deref(), self.steps, self.strength)
     }

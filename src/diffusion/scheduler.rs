@@ -15,6 +15,7 @@
 use ndarray::{Array4, ArrayView4, Zip};
 use serde::Deserialize;
 
+use crate::config::values::show_f64;
 use crate::error::{Error, Result};
 
 /// Steps latentcam accepts; LCM / Turbo models are made for 1-4, 8 is the useful ceiling.
@@ -75,7 +76,8 @@ impl LcmConfig {
         if !(self.beta_start > 0.0 && self.beta_start < self.beta_end && self.beta_end < 1.0) {
             return Err(format!(
                 "betas must satisfy 0 < beta-start < beta-end < 1, found {} and {}",
-                self.beta_start, self.beta_end
+                show_f64(self.beta_start),
+                show_f64(self.beta_end)
             ));
         }
         if self.original_inference_steps == 0 || self.original_inference_steps > self.num_train_timesteps {
@@ -85,7 +87,7 @@ impl LcmConfig {
             ));
         }
         if !(self.timestep_scaling.is_finite() && self.timestep_scaling > 0.0) {
-            return Err(format!("timestep-scaling must be positive, found {}", self.timestep_scaling));
+            return Err(format!("timestep-scaling must be positive, found {}", show_f64(self.timestep_scaling)));
         }
         Ok(())
     }
@@ -147,7 +149,7 @@ impl Lcm {
     pub fn timesteps(&self, steps: usize, strength: f64) -> Result<Vec<u32>> {
         check_steps(steps)?;
         if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
-            return Err(Error::invalid("strength", format!("{strength} (expected a number from 0 to 1)")));
+            return Err(Error::invalid("strength", format!("{} (expected a number from 0 to 1)", show_f64(strength))));
         }
         if strength == 0.0 {
             return Ok(Vec::new());
@@ -157,12 +159,15 @@ impl Lcm {
         // Python's int() truncates; strength is f64 exactly as the user wrote it, like diffusers' float.
         let count = (f64::from(original) * strength) as u32;
         if (count as usize) < steps {
+            // The least strength that leaves enough timesteps, rounded up to hundredths.
+            let least = (steps as u64 * 100).div_ceil(u64::from(original)) as f64 / 100.0;
             return Err(Error::invalid(
                 "strength",
                 format!(
-                    "{strength} leaves {count} of the {original} LCM timesteps, fewer than the {steps} steps asked \
-                     for; use strength >= {:.2} or fewer steps",
-                    steps as f64 / f64::from(original)
+                    "{} leaves {count} of the {original} LCM timesteps, fewer than the {steps} steps asked for; use \
+                     strength >= {} or fewer steps",
+                    show_f64(strength),
+                    show_f64(least)
                 ),
             ));
         }
@@ -358,6 +363,26 @@ mod tests {
         assert!(lcm.timesteps(1, 1.5).is_err());
         assert!(lcm.timesteps(1, f64::NAN).is_err());
         assert!(lcm.timesteps(2, 0.0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn messages_show_strength_short() {
+        let lcm = Lcm::new(LcmConfig::default());
+        let e = lcm.timesteps(2, 1e-320).unwrap_err().to_string();
+        assert!(e.contains("1e-320 leaves 0 of the 50 LCM timesteps"), "{e}");
+        assert!(e.contains("strength >= 0.04"), "{e}");
+        assert!(e.len() < 200, "{e}");
+        let e = lcm.timesteps(1, 1e300).unwrap_err().to_string();
+        assert!(e.contains("1e300 (expected"), "{e}");
+        let e = LcmConfig { beta_start: 1e-320, beta_end: 1e-321, ..LcmConfig::default() }.validate().unwrap_err();
+        assert!(e.ends_with("found 1e-320 and 1e-321"), "{e}");
+        let e = LcmConfig { timestep_scaling: -1e-310, ..LcmConfig::default() }.validate().unwrap_err();
+        assert!(e.ends_with("found -1e-310"), "{e}");
+        // The advice is enough: 30 original steps need 1/30 = 0.0333..., 0.04 leaves one.
+        let lcm = Lcm::new(LcmConfig { original_inference_steps: 30, ..LcmConfig::default() });
+        let e = lcm.timesteps(1, 0.01).unwrap_err().to_string();
+        assert!(e.contains("strength >= 0.04"), "{e}");
+        assert_eq!(lcm.timesteps(1, 0.04).unwrap().len(), 1);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Prompts: CLIP tokenization (the `tokenizers` crate reading a `tokenizer.json`) and the text encoder, with
 //! embeddings cached per prompt so a live prompt switch back to an earlier prompt costs nothing.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,7 +19,42 @@ use crate::model::{ModelFolder, TokenizerSettings};
 /// (`padding="max_length", max_length=77, truncation=True`).
 pub struct ClipTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation or padding: counts a long prompt's tokens and finds where it was cut.
+    whole: Tokenizer,
     max_length: usize,
+}
+
+/// A prompt's token ids, and whether the prompt was cut to fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    /// With start and end tokens, truncated and padded to `max_length`.
+    pub ids: Vec<u32>,
+    pub truncated: Option<Truncated>,
+}
+
+/// How many characters of the dropped text a [`Truncated`] keeps.
+const DROPPED_CHARS: usize = 40;
+
+/// A prompt longer than the text encoder takes (CLIP: 77 tokens): the encoder sees only the first `limit`
+/// tokens and the rest of the prompt has no effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncated {
+    /// The prompt's tokens, start and end tokens included.
+    pub tokens: usize,
+    /// What the text encoder takes, start and end tokens included.
+    pub limit: usize,
+    /// The start of the text that was dropped (up to 40 characters, `…` when there is more).
+    pub dropped: String,
+}
+
+impl std::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the prompt has {} tokens, over the text encoder's limit of {}: the words from \"{}\" on are dropped",
+            self.tokens, self.limit, self.dropped
+        )
+    }
 }
 
 impl ClipTokenizer {
@@ -40,6 +77,8 @@ impl ClipTokenizer {
         inner
             .with_truncation(Some(TruncationParams { max_length: settings.max_length, ..Default::default() }))
             .map_err(|e| bad(e.to_string()))?;
+        let mut whole = inner.clone();
+        whole.with_truncation(None).map_err(|e| bad(e.to_string()))?;
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(settings.max_length),
             direction: PaddingDirection::Right,
@@ -48,7 +87,7 @@ impl ClipTokenizer {
             pad_type_id: 0,
             pad_token: settings.pad_token.clone(),
         }));
-        Ok(ClipTokenizer { inner, max_length: settings.max_length })
+        Ok(ClipTokenizer { inner, whole, max_length: settings.max_length })
     }
 
     pub fn max_length(&self) -> usize {
@@ -57,11 +96,64 @@ impl ClipTokenizer {
 
     /// Token ids with start/end tokens, truncated and padded to `max_length`.
     pub fn ids(&self, prompt: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(prompt, true)
-            .map_err(|e| Error::invalid("prompt", format!("{prompt:?} could not be tokenized: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        Ok(self.tokenize(prompt)?.ids)
+    }
+
+    /// [`ClipTokenizer::ids`], and whether the prompt had to be cut to `max_length` tokens (and where).
+    pub fn tokenize(&self, prompt: &str) -> Result<Tokens> {
+        let failed = |e: tokenizers::Error| {
+            let shown = crate::config::values::preview(prompt, crate::config::values::SHOWN_CHARS);
+            Error::invalid("prompt", format!("{shown:?} could not be tokenized: {e}"))
+        };
+        let encoding = self.inner.encode(prompt, true).map_err(failed)?;
+        let truncated = if encoding.get_overflowing().is_empty() {
+            None
+        } else {
+            // Cut: count the whole prompt, and find where the first token that did not fit starts (the kept
+            // tokens are the start token and `max_length - 2` of the prompt's; the end token takes the last place).
+            let whole = self.whole.encode(prompt, true).map_err(failed)?;
+            let dropped_at = whole.get_offsets().get(self.max_length.saturating_sub(1)).map_or(prompt.len(), |o| o.0);
+            (whole.len() > self.max_length).then(|| Truncated {
+                tokens: whole.len(),
+                limit: self.max_length,
+                dropped: dropped_start(prompt, dropped_at),
+            })
+        };
+        Ok(Tokens { ids: encoding.get_ids().to_vec(), truncated })
+    }
+}
+
+/// Up to [`DROPPED_CHARS`] characters of `prompt` from byte `at` (`…` when there is more).
+fn dropped_start(prompt: &str, at: usize) -> String {
+    let rest = prompt.get(at..).unwrap_or("").trim();
+    let head: String = rest.chars().take(DROPPED_CHARS).collect();
+    if head.len() < rest.len() { format!("{}…", head.trim_end()) } else { head }
+}
+
+/// Prompts already warned about as truncated, by hash: each distinct prompt is warned about once per session
+/// (a live session that cycles through a few long prompts says so once each, not on every switch).
+#[derive(Default)]
+struct TruncationWarnings {
+    seen: HashSet<u64>,
+}
+
+impl TruncationWarnings {
+    /// Forgotten past this many (then a prompt may be warned about again).
+    const REMEMBERED: usize = 1024;
+
+    /// Warn (once per distinct prompt) when `tokens` says the prompt was cut. True when it warned.
+    fn note(&mut self, prompt: &str, tokens: &Tokens) -> bool {
+        let Some(truncated) = &tokens.truncated else { return false };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        prompt.hash(&mut hasher);
+        if self.seen.len() >= Self::REMEMBERED {
+            self.seen.clear();
+        }
+        if !self.seen.insert(hasher.finish()) {
+            return false;
+        }
+        tracing::warn!("{truncated}");
+        true
     }
 }
 
@@ -74,6 +166,7 @@ pub struct TextEncoder {
     ids_are_i64: bool,
     /// Most recently used last.
     cache: Vec<(String, Arc<Array3<f32>>)>,
+    truncations: TruncationWarnings,
 }
 
 impl TextEncoder {
@@ -90,7 +183,7 @@ impl TextEncoder {
             )));
         }
         let ids_are_i64 = ids.ty == TensorElementType::Int64;
-        Ok(TextEncoder { tokenizer, model, ids_are_i64, cache: Vec::new() })
+        Ok(TextEncoder { tokenizer, model, ids_are_i64, cache: Vec::new(), truncations: TruncationWarnings::default() })
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
@@ -122,10 +215,14 @@ impl TextEncoder {
         Ok(embeddings)
     }
 
-    /// Runs the text encoder every time (benchmarks, and the cache's miss path).
+    /// Runs the text encoder every time (benchmarks, and the cache's miss path). A prompt over the tokenizer's
+    /// `max_length` is cut to it, with a warning the first time that prompt is seen.
     pub fn encode_uncached(&mut self, prompt: &str) -> Result<Array3<f32>> {
-        let _span = tracing::debug_span!("text_encoder", prompt).entered();
-        let ids = self.tokenizer.ids(prompt)?;
+        let shown = crate::config::values::preview(prompt, crate::config::values::SHOWN_CHARS);
+        let _span = tracing::debug_span!("text_encoder", prompt = shown).entered();
+        let tokens = self.tokenizer.tokenize(prompt)?;
+        self.truncations.note(prompt, &tokens);
+        let ids = tokens.ids;
         let len = ids.len();
         let input_name = self.model.binding.input(port::INPUT_IDS).name.clone();
         let err = |e: ort::Error| Error::inference("text encoder", e);
@@ -141,5 +238,59 @@ impl TextEncoder {
         hidden
             .into_dimensionality::<Ix3>()
             .map_err(|e| Error::inference("text encoder", format!("output is not [batch, tokens, width]: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TokenizerSettings;
+
+    fn tokenizer() -> ClipTokenizer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-clip/tokenizer.json");
+        ClipTokenizer::load(&path, &TokenizerSettings::default()).unwrap()
+    }
+
+    /// `n` words of one token each.
+    fn words(n: usize) -> String {
+        vec!["cat"; n].join(" ")
+    }
+
+    #[test]
+    fn a_prompt_over_the_limit_says_so() {
+        let t = tokenizer();
+        let short = t.tokenize("a watercolor painting of a fox").unwrap();
+        assert_eq!((short.ids.len(), short.truncated), (77, None));
+        // 75 prompt tokens and the start and end tokens: exactly 77, nothing dropped.
+        assert_eq!(t.tokenize(&words(75)).unwrap().truncated, None);
+        let prompt = format!("{} in the style of a faded 1950s technicolor film still", words(75));
+        let long = t.tokenize(&prompt).unwrap();
+        assert_eq!(long.ids.len(), 77);
+        assert_eq!(long.ids, t.ids(&prompt).unwrap());
+        let cut = long.truncated.expect("truncated");
+        assert_eq!((cut.limit, cut.dropped.as_str()), (77, "in the style of a faded 1950s technicolo…"));
+        assert!(cut.tokens > 77 + 8, "{cut:?}");
+        let shown = cut.to_string();
+        assert!(shown.contains(&format!("{} tokens", cut.tokens)) && shown.contains("limit of 77"), "{shown}");
+        let one_over = t.tokenize(&format!("{} dog", words(75))).unwrap().truncated.unwrap();
+        assert_eq!((one_over.tokens, one_over.dropped.as_str()), (78, "dog"));
+    }
+
+    #[test]
+    fn each_truncated_prompt_is_warned_about_once() {
+        let t = tokenizer();
+        let mut warnings = TruncationWarnings::default();
+        let long = format!("{} dog", words(80));
+        let tokens = t.tokenize(&long).unwrap();
+        let logged = crate::control::capture_logs(|| {
+            assert!(warnings.note(&long, &tokens), "first time");
+            assert!(!warnings.note(&long, &tokens), "the same prompt again");
+            assert!(!warnings.note("a fox", &t.tokenize("a fox").unwrap()), "not truncated");
+        });
+        assert_eq!(logged.matches("WARN").count(), 1, "{logged}");
+        assert!(
+            logged.contains("83 tokens") && logged.contains("limit of 77") && logged.contains("\"cat cat"),
+            "{logged}"
+        );
     }
 }

@@ -125,7 +125,10 @@ pub fn check_threshold(value: f32) -> Result<f32, String> {
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{value} is out of range (expected a keypoint confidence threshold from 0 to 1)"))
+        Err(format!(
+            "{} is out of range (expected a keypoint confidence threshold from 0 to 1)",
+            crate::config::values::show_f64(f64::from(value))
+        ))
     }
 }
 
