@@ -1,6 +1,7 @@
 //! Shared test helpers: paths, the ONNX Runtime, the CLI binary, and the optional ../shared data.
 #![allow(dead_code)]
 
+pub mod ffmpeg;
 #[cfg(feature = "gstreamer")]
 pub mod media;
 
