@@ -416,14 +416,29 @@ def _toml_value(v):
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def unet_memory(config):
+    """model.toml's [unet]: the heads of the UNet's first self-attention and its down level (what latentcam's memory
+    estimate needs: that attention's tokens x tokens scores dominate). diffusers names SD1/SD2 heads
+    `attention_head_dim` (an int, or one per block)."""
+    types = list(config["down_block_types"])
+    level = next((i for i, t in enumerate(types) if "CrossAttn" in t), 0)
+    heads = config.get("num_attention_heads") or config["attention_head_dim"]
+    if isinstance(heads, (list, tuple)):
+        heads = heads[level]
+    return {"attention-heads": int(heads), "attention-level": level}
+
+
 def write_manifest(folder, *, name, description, latent_channels, latent_scale, image_range, files, pad_token,
-                   defaults, size_multiple, scheduler=None):
+                   defaults, size_multiple, native_size, unet, scheduler=None):
+    """native_size: the side the real model was trained at (tiny twins declare their real counterpart's);
+    unet: the UNet's config, for [unet]."""
     lines = [f"# Written by scripts/export_models.py. {description}", f"name = {_toml_value(name)}",
              f"description = {_toml_value(description)}", f"latent-channels = {latent_channels}",
              f"latent-scale = {_toml_value(latent_scale)}", f"image-range = {_toml_value(image_range)}",
-             f"size-multiple = {size_multiple}", "",
+             f"size-multiple = {size_multiple}", f"native-size = {native_size}", "",
              "[files]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in files.items()]
+    lines += ["", "[unet]"] + [f"{k} = {_toml_value(v)}" for k, v in unet_memory(unet).items()]
     lines += ["", "[tokenizer]", f"pad-token = {_toml_value(pad_token)}", "", "[scheduler]", 'kind = "lcm"']
     lines += [f"{k} = {_toml_value(v)}" for k, v in (scheduler or {}).items()]
     lines += ["", "[defaults]"] + [f"{k} = {_toml_value(v)}" for k, v in defaults.items()]
@@ -790,7 +805,8 @@ def export_real(preset, out, vae_choice, timestep_kind, fp16=False, controlnet=N
                    files={"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx",
                           "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json", **controlnet_files},
                    pad_token=p["pad"], defaults=p["defaults"], scheduler=scheduler,
-                   size_multiple=8 * 2 ** (len(pipe.unet.config.block_out_channels) - 1))
+                   size_multiple=8 * 2 ** (len(pipe.unet.config.block_out_channels) - 1),
+                   native_size=8 * pipe.unet.config.sample_size, unet=pipe.unet.config)
     if fp16:
         del pipe
         convert_folder_fp16(out, fp16_folder_for(out), fuse="cuda")
@@ -869,7 +885,7 @@ def build_random_sd15(out, vae="taesd", tiny=False, fp16=False, timestep_kind="f
                           "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json"},
                    pad_token="<|endoftext|>", defaults=dict(steps=1, strength=0.5, guidance=1.0),
                    size_multiple=8 * 2 ** (len(unet.config.block_out_channels) - 1),
-                   scheduler={"prediction-type": "epsilon"})
+                   native_size=512, unet=unet.config, scheduler={"prediction-type": "epsilon"})
     if fp16:
         del unet, ae, text
         convert_folder_fp16(out, fp16_folder_for(out), fuse="cuda")
@@ -1008,7 +1024,8 @@ def build_tiny(models_dir):
         files.update(TINY_FILES_SHARED)
         write_manifest(folder, name=name, description=f"TINY RANDOM weights for tests; mimics {what}",
                        latent_channels=4, latent_scale=scale, image_range=image_range, files=files, pad_token=pad,
-                       defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16)
+                       defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16,
+                       native_size=512, unet=mods[name]["unet"].config)
 
     # The real TAEF2 (32 latent channels) from ../shared, referenced, not copied, with a tiny 32-channel UNet.
     print("taef2-tiny", flush=True)
@@ -1022,7 +1039,8 @@ def build_tiny(models_dir):
                    description="REAL TAEF2 autoencoder (../shared/models/taef2, 32 latent channels) with a TINY RANDOM "
                    "UNet and text encoder: a real VAE round trip (--strength 0) and a 32-channel diffusion path",
                    latent_channels=32, latent_scale=1.0, image_range="zero-to-one", files=files,
-                   pad_token="<|endoftext|>", defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16)
+                   pad_token="<|endoftext|>", defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16,
+                   native_size=512, unet=mods["taef2-tiny"]["unet"].config)
 
     for name, base in TINY_CONTROLNETS.items():
         print(name, flush=True)
@@ -1038,7 +1056,8 @@ def build_tiny(models_dir):
                        description=f"TINY RANDOM weights for tests: {base} (UNet, VAE, text encoder referenced) with "
                        "a tiny random ControlNet (zero convolutions randomised) and the same UNet taking its residuals",
                        latent_channels=4, latent_scale=0.18215, image_range="minus-one-to-one", files=files,
-                       pad_token=pad, defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16)
+                       pad_token=pad, defaults=dict(steps=2, strength=0.5, guidance=1.0), size_multiple=16,
+                       native_size=512, unet=mods[name]["unet"].config)
 
     for twin, source in TINY_FP16_TWINS.items():
         print(twin, flush=True)

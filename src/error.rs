@@ -145,6 +145,14 @@ pub enum Error {
         cause: Cause,
     },
 
+    /// A model ran out of memory at the working size (what to try is in `hint`).
+    #[error("{hint}")]
+    OutOfMemory {
+        hint: String,
+        #[source]
+        cause: Box<Error>,
+    },
+
     /// Something that cannot happen did (a panic, a broken invariant).
     #[error("internal error in {what}")]
     Internal {
@@ -160,7 +168,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Write { .. } | Error::Listen { .. } => ErrorKind::Environment,
+            Error::Write { .. } | Error::Listen { .. } | Error::OutOfMemory { .. } => ErrorKind::Environment,
             Error::Running { cause, .. } => match cause.kind() {
                 ErrorKind::Internal => ErrorKind::Internal,
                 ErrorKind::Interrupted => ErrorKind::Interrupted,
@@ -203,6 +211,16 @@ impl Error {
 
     pub(crate) fn internal(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
         Error::Internal { what: what.into(), cause: because(cause.to_string()) }
+    }
+
+    /// This error as an out-of-memory error when ONNX Runtime's allocator failed (at `size`, the working size,
+    /// sides multiples of `multiple`); else as it is.
+    pub fn or_out_of_memory(self, size: (u32, u32), multiple: u32) -> Self {
+        if crate::sizing::is_out_of_memory(&self.chain_text()) {
+            Error::OutOfMemory { hint: crate::sizing::out_of_memory_hint(size, multiple), cause: Box::new(self) }
+        } else {
+            self
+        }
     }
 
     /// This error, raised by `stage` of a running pipeline.

@@ -119,7 +119,8 @@ pub struct FrameFormat {
 #[derive(Clone, Debug)]
 pub struct Frame {
     pub image: Arc<RgbImage>,
-    /// Position in the stream (from the container or the capture clock); None when unknown.
+    /// Position in the stream as a player shows it (from the container, its edit lists applied, or the capture
+    /// clock); None when unknown.
     pub pts: Option<Duration>,
     pub duration: Option<Duration>,
     /// 0, 1, 2, ... in capture order (gaps mean frames were dropped on the way).

@@ -1,14 +1,10 @@
 //! Still images in and out, and the conversion between pixels and the models' tensors.
 //!
-//! Size policy (the models need sides that are multiples of 8 for the VAE, and of the model's `size-multiple`,
-//! usually 64, for the UNet):
-//! - by default the image keeps its resolution and is **center-cropped** to the largest size whose sides are
-//!   such multiples (at most `multiple - 1` pixels go from each axis; no resampling, so a strength-0 round
-//!   trip measures the VAE alone);
-//! - `--size WxH` instead resizes to exactly W×H: scaled to cover it (Lanczos3), then center-cropped, so the
-//!   aspect ratio is never distorted.
+//! Sizes: [`crate::sizing`] decides the working size (by default the input's aspect at about the model's
+//! native area); [`fit_image`] brings a picture to it.
 //!
-//! Grayscale inputs become RGB; an alpha channel is dropped (as diffusers' `load_image` does).
+//! Grayscale inputs become RGB; an alpha channel is dropped (as diffusers' `load_image` does); an EXIF
+//! orientation (JPEG, PNG) is applied, as every viewer does.
 
 use std::path::{Path, PathBuf};
 
@@ -26,43 +22,41 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         std::io::ErrorKind::NotFound => bad("no such file".into()),
         _ => bad(e.to_string()),
     })?;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(bad("is empty (0 bytes)".into()));
+    }
     let reader = reader.with_guessed_format().map_err(|e| bad(e.to_string()))?;
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(other) => return Err(bad(format!("{other:?} images are not supported (expected PNG or JPEG)"))),
         None => return Err(bad("not a PNG or JPEG image".into())),
     }
-    let image = reader.decode().map_err(|e| bad(format!("cannot decode: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| bad(format!("cannot decode: {e}")))?;
+    // Cameras store the sensor's pixels and say in EXIF how to turn them (a portrait photo is landscape
+    // pixels with orientation 6): turned here, every use (diffusion, pose keypoints, outputs) sees it upright.
+    let orientation =
+        image::ImageDecoder::orientation(&mut decoder).unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("cannot decode: {e}")))?;
+    if orientation != image::metadata::Orientation::NoTransforms {
+        tracing::debug!(path = %path.display(), ?orientation, "turned upright by its EXIF orientation");
+        image.apply_orientation(orientation);
+    }
     Ok(image.to_rgb8())
 }
 
-/// How an image is brought to a size the model accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fit {
-    /// Keep the resolution; center-crop to multiples.
-    CropToMultiple,
-    /// Cover W×H and center-crop (never distorts).
-    Resize { width: u32, height: u32 },
-}
-
-/// Apply `fit` so both sides are multiples of `multiple` (the rule of [`WorkingSize`]).
-pub fn fit_image(image: &RgbImage, fit: Fit, multiple: u32) -> Result<RgbImage> {
-    match fit {
-        Fit::CropToMultiple => {
-            let size = WorkingSize::crop_of(image.width(), image.height(), multiple)
-                .map_err(|e| Error::invalid("image size", format!("{e} (pass --size to enlarge it)")))?;
-            let (w, h) = size.dims();
-            if (w, h) == image.dimensions() {
-                return Ok(image.clone());
-            }
-            let (x, y) = ((image.width() - w) / 2, (image.height() - h) / 2);
-            Ok(image::imageops::crop_imm(image, x, y, w, h).to_image())
-        }
-        Fit::Resize { width, height } => {
-            let size = WorkingSize::new(width, height, multiple).map_err(|e| Error::invalid("size", e))?;
-            resize_cover(image, size.width(), size.height())
-        }
+/// Bring an image to `size`: centre-cropped when that only cuts what the model's multiple requires (no
+/// resampling), else scaled to cover it (Lanczos3) and centre-cropped (never distorted). See [`crate::sizing`].
+pub fn fit_image(image: &RgbImage, size: WorkingSize) -> Result<RgbImage> {
+    let (w, h) = size.dims();
+    let (iw, ih) = image.dimensions();
+    if (w, h) == (iw, ih) {
+        return Ok(image.clone());
     }
+    if w <= iw && h <= ih && iw - w < size.multiple() && ih - h < size.multiple() {
+        let (x, y) = ((iw - w) / 2, (ih - h) / 2);
+        return Ok(image::imageops::crop_imm(image, x, y, w, h).to_image());
+    }
+    resize_cover(image, w, h)
 }
 
 /// Scale to cover `width`×`height` and center-crop.
@@ -103,7 +97,7 @@ pub fn from_tensor(tensor: ArrayView4<f32>) -> RgbImage {
 pub struct OutputImage {
     path: PathBuf,
     format: ImageFormat,
-    temp: tempfile::NamedTempFile,
+    partial: crate::paths::PartialFile,
 }
 
 impl OutputImage {
@@ -120,12 +114,9 @@ impl OutputImage {
         }
         let dir = crate::paths::parent_folder(path);
         crate::paths::probe_writable_folder(path, &dir)?;
-        let temp = tempfile::Builder::new()
-            .prefix(".latentcam-")
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
-        Ok(OutputImage { path: path.to_path_buf(), format, temp })
+        let partial = crate::paths::PartialFile::new(path)
+            .map_err(|e| bad(format!("cannot write in {}: {}", dir.display(), crate::paths::plain_io_error(&e))))?;
+        Ok(OutputImage { path: path.to_path_buf(), format, partial })
     }
 
     pub fn path(&self) -> &Path {
@@ -136,12 +127,11 @@ impl OutputImage {
     pub fn write(mut self, image: &RgbImage) -> Result<()> {
         let path = self.path.clone();
         {
-            let mut writer = std::io::BufWriter::new(self.temp.as_file_mut());
+            let mut writer = std::io::BufWriter::new(self.partial.file_mut());
             image.write_to(&mut writer, self.format).map_err(|e| Error::write(&path, e))?;
             std::io::Write::flush(&mut writer).map_err(|e| Error::write(&path, e))?;
         }
-        self.temp.persist(&path).map_err(|e| Error::write(&path, e.error))?;
-        Ok(())
+        self.partial.commit().map_err(|e| Error::write(&path, e))
     }
 }
 
@@ -170,13 +160,14 @@ mod tests {
     #[test]
     fn crop_to_multiple_centers_and_resize_covers() {
         let img = RgbImage::from_fn(451, 300, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
-        let cropped = fit_image(&img, Fit::CropToMultiple, 64).unwrap();
+        let cropped = fit_image(&img, WorkingSize::new(448, 256, 64).unwrap()).unwrap();
         assert_eq!(cropped.dimensions(), (448, 256));
         assert_eq!(cropped.get_pixel(0, 0)[0], 1, "1 pixel off the left for a 3-pixel crop");
-        let resized = fit_image(&img, Fit::Resize { width: 128, height: 64 }, 64).unwrap();
+        let resized = fit_image(&img, WorkingSize::new(128, 64, 64).unwrap()).unwrap();
         assert_eq!(resized.dimensions(), (128, 64));
-        assert!(fit_image(&img, Fit::Resize { width: 100, height: 64 }, 64).is_err());
-        assert!(fit_image(&RgbImage::new(40, 40), Fit::CropToMultiple, 64).is_err());
+        // A larger size than the input is covered, not cropped.
+        let up = fit_image(&img, WorkingSize::new(512, 320, 64).unwrap()).unwrap();
+        assert_eq!(up.dimensions(), (512, 320));
     }
 
     #[test]

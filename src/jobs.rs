@@ -16,9 +16,26 @@ use crate::config::{self, Mode, Origin, Pipeline};
 use crate::diffusion::scheduler::{Lcm, LcmConfig, Schedule};
 use crate::diffusion::{Diffusion, Params};
 use crate::error::{Error, Result};
-use crate::imaging::{self, Fit, OutputImage};
+use crate::imaging::{self, OutputImage};
 use crate::infer::Runtime;
 use crate::model::ModelFolder;
+use crate::paths::{NamedPath, OutputLock};
+use crate::sizing::{self, SizeOrigin};
+
+/// Claim a command's files before any work: every output is a file of its own (no input or other output under
+/// another name), its folder can be written, and no other latentcam writes it (the locks, held until dropped).
+pub fn claim_paths(reads: &[NamedPath], writes: &[NamedPath]) -> Result<Vec<OutputLock>> {
+    crate::paths::check_distinct(reads, writes)?;
+    for w in writes {
+        crate::paths::probe_writable_folder(&w.path, &crate::paths::parent_folder(&w.path))?;
+    }
+    crate::paths::lock_outputs(writes)
+}
+
+/// The files of a model folder, as inputs of a command.
+fn model_reads(folder: &ModelFolder) -> Vec<NamedPath> {
+    folder.files().into_iter().map(|f| NamedPath::new("model file", f)).collect()
+}
 
 /// The diffusion flags every running command shares, as given (unset: the model's defaults).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,14 +95,11 @@ pub struct ConvertRequest {
 impl ConvertRequest {
     /// The offline pipeline this conversion is: a GStreamer source, the model, one file sink.
     pub fn pipeline(&self) -> Result<Pipeline> {
-        if let (Ok(a), Ok(b)) = (self.input.canonicalize(), self.output.canonicalize())
-            && a == b
-        {
-            return Err(Error::Output {
-                path: self.output.clone(),
-                problem: "is the input file: writing it would destroy what is being read".into(),
-            });
-        }
+        // Before the model folder is read: the output being the input is the first thing to say.
+        crate::paths::check_distinct(
+            &[crate::paths::NamedPath::new("input", &self.input)],
+            &[crate::paths::NamedPath::new("output", &self.output)],
+        )?;
         let size = match &self.size {
             Some(text) => {
                 let (w, h) = parse_wxh(text, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e))?;
@@ -132,28 +146,34 @@ pub struct Img2ImgRequest {
 pub struct Img2ImgJob {
     pub input: PathBuf,
     pub output: OutputImage,
+    /// The output's lock, held while the job lives.
+    pub locks: Vec<OutputLock>,
     pub folder: ModelFolder,
     pub params: Params,
     pub schedule: Schedule,
-    pub fit: Fit,
+    /// `--size`; None: the input's aspect at about the model's native area ([`crate::sizing`]).
+    pub size: Option<config::WorkingSize>,
 }
 
 impl Img2ImgRequest {
     /// Cheap checks first (the output, the flags, the model's manifest), so a typo fails before seconds of
     /// model loading.
     pub fn check(&self) -> Result<Img2ImgJob> {
+        let input = [NamedPath::new("input", &self.input)];
+        crate::paths::check_distinct(&input, &[NamedPath::new("output", &self.output)])?;
         let output = OutputImage::create(&self.output)?;
         let (folder, params, schedule) = self.diffusion.resolve()?;
+        let reads: Vec<NamedPath> = input.into_iter().chain(model_reads(&folder)).collect();
+        let locks = claim_paths(&reads, &[NamedPath::new("output", &self.output)])?;
         let multiple = folder.size_multiple_for(&schedule);
-        let fit = match &self.size {
+        let size = match &self.size {
             Some(text) => {
                 let (width, height) = parse_wxh(text, MAX_WORKING_SIDE).map_err(|e| Error::invalid("--size", e))?;
-                config::WorkingSize::new(width, height, multiple).map_err(|e| Error::invalid("--size", e))?;
-                Fit::Resize { width, height }
+                Some(config::WorkingSize::new(width, height, multiple).map_err(|e| Error::invalid("--size", e))?)
             }
-            None => Fit::CropToMultiple,
+            None => None,
         };
-        Ok(Img2ImgJob { input: self.input.clone(), output, folder, params, schedule, fit })
+        Ok(Img2ImgJob { input: self.input.clone(), output, locks, folder, params, schedule, size })
     }
 }
 
@@ -172,16 +192,28 @@ impl Img2ImgJob {
     pub fn run(self, runtime: &Runtime) -> Result<Img2ImgReport> {
         let input = imaging::load_rgb(&self.input)?;
         let multiple = self.folder.size_multiple_for(&self.schedule);
-        let fitted = imaging::fit_image(&input, self.fit, multiple)?;
-        if fitted.dimensions() != input.dimensions() {
-            tracing::info!(from = ?input.dimensions(), to = ?fitted.dimensions(), "input fitted to the model's size multiple");
+        let (width, height) = input.dimensions();
+        let (size, origin) = match self.size {
+            Some(size) => (size, SizeOrigin::Given),
+            None => (
+                sizing::default_size(width, height, self.folder.native_size, multiple)
+                    .map_err(|e| Error::invalid("--size", format!("the input image is {e}")))?,
+                SizeOrigin::Default,
+            ),
+        };
+        let batch = crate::memory::unet_batch(1, self.params.guidance);
+        let refuse = |problem: String| Error::invalid("--size", problem);
+        let size = sizing::ensure_fits(&self.folder, size, batch, origin, runtime.may_use_gpu(), &refuse)?;
+        if let Some(fit) = sizing::describe_fit(width, height, size) {
+            tracing::info!("working size {size}: the input's {fit}");
         }
+        let fitted = imaging::fit_image(&input, size)?;
         let started = Instant::now();
         let mut diffusion = Diffusion::load(runtime, &self.folder)?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let prepared = diffusion.prepare(&self.params)?;
         let tensor = imaging::to_tensor(&fitted);
-        let result = diffusion.run(&prepared, tensor.view())?;
+        let result = diffusion.run(&prepared, tensor.view()).map_err(|e| e.or_out_of_memory(size.dims(), multiple))?;
         let image = imaging::from_tensor(result.view());
         let output = self.output.path().to_path_buf();
         self.output.write(&image)?;
@@ -437,7 +469,10 @@ impl BenchJob {
         let mut throughput = Vec::with_capacity(self.pipelines.len());
         for pipeline in &self.pipelines {
             let started = Instant::now();
-            let built = crate::pipeline::build(pipeline, &crate::pipeline::BuildOptions { runtime, display: false })?;
+            let built = crate::pipeline::build(
+                pipeline,
+                &crate::pipeline::BuildOptions { runtime, display: false, extra_outputs: &[] },
+            )?;
             let startup = started.elapsed();
             // The warm-up ran inside build, once, at the working size.
             let warm_up = Some(built.warm_up);
@@ -462,7 +497,7 @@ impl BenchJob {
 
 /// Write `text` to `path` (statistics, reports); a failure is an I/O error naming the file.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::write(path, e))
+    crate::paths::write_atomically(path, text.as_bytes())
 }
 
 /// `latentcam pose IN OUT [--json FILE] [--model PATH] [--overlay]` for a still image.
@@ -513,12 +548,19 @@ impl PoseRequest {
         })
     }
 
+    /// What a pose run reads and writes.
+    fn paths(&self) -> (Vec<NamedPath>, Vec<NamedPath>) {
+        let mut writes = vec![NamedPath::new("output", &self.output)];
+        writes.extend(self.json.iter().map(|j| NamedPath::new("--json", j)));
+        (vec![NamedPath::new("input", &self.input)], writes)
+    }
+
     pub fn run(&self, runtime: &Runtime) -> Result<PoseReport> {
+        let (reads, writes) = self.paths();
+        crate::paths::check_distinct(&reads, &writes)?;
         let image = crate::imaging::load_rgb(&self.input)?;
         let output = OutputImage::create(&self.output)?;
-        if let Some(json) = &self.json {
-            crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
-        }
+        let _locks = claim_paths(&reads, &writes)?;
         let spec = self.pose_spec()?;
         let mut estimator = crate::pose::stage::load_estimator(runtime, &spec)?;
         let people = estimator.estimate(&image)?;
@@ -554,6 +596,11 @@ impl PoseRequest {
     /// path says it is missing) is read as a video.
     pub fn input_kind(&self) -> PoseInputKind {
         use std::io::Read;
+        // Named as an image: read as one (an empty or broken image is then said to be one, not "a video").
+        let ext = self.input.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
+            return PoseInputKind::Image;
+        }
         let mut head = [0u8; 16];
         let read = std::fs::File::open(&self.input).and_then(|mut f| f.read(&mut head));
         match read.ok().and_then(|n| image::guess_format(&head[..n]).ok()) {
@@ -575,14 +622,8 @@ impl PoseRequest {
                 ),
             });
         }
-        if let (Ok(a), Ok(b)) = (self.input.canonicalize(), self.output.canonicalize())
-            && a == b
-        {
-            return Err(Error::Output {
-                path: self.output.clone(),
-                problem: "is the input file: writing it would destroy what is being read".into(),
-            });
-        }
+        let (reads, writes) = self.paths();
+        crate::paths::check_distinct(&reads, &writes)?;
         let sink = crate::config::SinkSpec {
             index: 0,
             only_when: None,
@@ -594,9 +635,7 @@ impl PoseRequest {
             },
         };
         crate::sink::precheck(&sink)?;
-        if let Some(json) = &self.json {
-            crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
-        }
+        let locks = claim_paths(&reads, &writes)?;
         let spec = self.pose_spec()?;
         let source_spec = crate::config::SourceSpec::Gstreamer {
             input: crate::config::GstInput::Uri(self.input.display().to_string()),
@@ -624,6 +663,7 @@ impl PoseRequest {
             output: self.output.clone(),
             json: self.json.clone(),
             frames,
+            locks,
             parts: crate::pipeline::Parts {
                 source,
                 annotator: None,
@@ -673,6 +713,8 @@ pub struct PoseVideoJob {
     pub output: PathBuf,
     json: Option<PathBuf>,
     frames: std::sync::Arc<std::sync::Mutex<Vec<PoseFrameJson>>>,
+    /// The outputs' locks, held while the job lives.
+    locks: Vec<OutputLock>,
 }
 
 /// What a pose video run did.
@@ -691,6 +733,7 @@ impl PoseVideoJob {
     /// Every frame through the pose model into the video; then the JSON, also when the run failed or was
     /// stopped (it then holds the frames written).
     pub fn run(self, stop: crate::pipeline::StopFlag, tick: crate::pipeline::Tick) -> Result<PoseVideoReport> {
+        let _locks = self.locks;
         let result = crate::pipeline::run(self.parts, stop, tick);
         let json =
             PoseVideoJson { frames: std::mem::take(&mut *self.frames.lock().unwrap_or_else(|p| p.into_inner())) };
@@ -795,9 +838,9 @@ impl FlickerRequest {
     /// Decode both videos in step (the same GStreamer source as `convert`), each frame brought to the analysis
     /// grid, and measure. Bad input (a missing or undecodable file, fewer than 2 frames) is exit code 2.
     pub fn run(&self) -> Result<FlickerReport> {
-        if let Some(json) = &self.json {
-            crate::paths::probe_writable_folder(json, &crate::paths::parent_folder(json))?;
-        }
+        let reads = [NamedPath::new("input", &self.input), NamedPath::new("output video", &self.output)];
+        let writes: Vec<NamedPath> = self.json.iter().map(|j| NamedPath::new("--json", j)).collect();
+        let _locks = claim_paths(&reads, &writes)?;
         let open = |path: &Path| {
             let spec = crate::config::SourceSpec::Gstreamer {
                 input: crate::config::GstInput::Uri(path.display().to_string()),

@@ -23,7 +23,9 @@
 //! - [`jobs`] is the library side of each command: flags parsed into checked jobs, and the jobs run; `main.rs`
 //!   only maps clap's flags onto them.
 //! - [`link`] are the bounded, named channels between threads; [`media`] the GStreamer helpers sources and sinks
-//!   share; [`paths`] probes output folders before any work is done.
+//!   share; [`paths`] decides before any work is done whether each output can be written and is a file of its
+//!   own (not an input under another name, not written by another run); [`sizing`] what working size a run uses
+//!   and [`memory`] whether it fits.
 //!
 //! Errors are [`Error`]: each says what was wrong, keeps its cause, and has a [`error::ErrorKind`] that decides
 //! the exit code (bad input 2, environment or internal failure 1, interrupted 130).
@@ -42,12 +44,14 @@ pub mod jobs;
 pub mod link;
 #[cfg(feature = "gstreamer")]
 pub mod media;
+pub mod memory;
 pub mod model;
 pub mod paths;
 pub mod pipeline;
 pub mod pose;
 pub mod similarity;
 pub mod sink;
+pub mod sizing;
 pub mod source;
 
 pub use error::{Error, Result};

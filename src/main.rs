@@ -17,6 +17,7 @@ use latentcam::infer::{ExecutionProvider, Runtime, RuntimeOptions};
 use latentcam::jobs::{
     BenchRequest, ConvertRequest, DiffusionRequest, Img2ImgRequest, ScheduleRequest, check_model, write_text,
 };
+use latentcam::paths::NamedPath;
 use latentcam::pipeline::stats::Snapshot;
 use latentcam::pipeline::{self, BuildOptions, StopFlag};
 
@@ -378,6 +379,11 @@ fn stop_on_signal() -> StopFlag {
     stop
 }
 
+/// `--stats-json` as an output of the run (checked, probed and locked with the others).
+fn stats_output(path: Option<&Path>) -> Vec<NamedPath> {
+    path.map(|p| NamedPath::new("--stats-json", p)).into_iter().collect()
+}
+
 fn write_stats(path: Option<&Path>, stats: &Snapshot) -> anyhow::Result<()> {
     if let Some(path) = path {
         write_text(path, &serde_json::to_string_pretty(stats)?)?;
@@ -388,7 +394,12 @@ fn write_stats(path: Option<&Path>, stats: &Snapshot) -> anyhow::Result<()> {
 fn run_pipeline(rt: &RuntimeArgs, args: RunArgs) -> anyhow::Result<()> {
     let config = Pipeline::load(&args.pipeline, &args.overrides)?;
     let runtime = runtime(rt)?;
-    let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: display_available() })?;
+    let stats = stats_output(args.stats_json.as_deref());
+    let built = pipeline::build(
+        &config,
+        &BuildOptions { runtime: &runtime, display: display_available(), extra_outputs: &stats },
+    )?;
+    let _locks = built.locks;
     tracing::info!(source = %built.source, model = %built.model, size = %built.size, mode = ?config.mode, "running");
     let mut last_log = Instant::now();
     let mut tick = |s: &Snapshot| {
@@ -434,7 +445,9 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
     };
     let config = request.pipeline()?;
     let runtime = runtime(rt)?;
-    let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: false })?;
+    let stats = stats_output(args.stats_json.as_deref());
+    let built = pipeline::build(&config, &BuildOptions { runtime: &runtime, display: false, extra_outputs: &stats })?;
+    let _locks = built.locks;
     tracing::info!(source = %built.source, model = %built.model, size = %built.size, "converting");
     let progress = Progress::new(built.total_frames, Duration::from_secs_f64(args.progress_interval_s));
     let mut tick = |s: &Snapshot| progress.update(s);
@@ -602,10 +615,9 @@ fn bench(rt: &RuntimeArgs, args: BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
     };
     let job = request.check()?;
-    if let Some(path) = &args.json {
-        // A JSON file that cannot be written fails now, not after minutes of timing.
-        latentcam::paths::probe_writable_folder(path, &latentcam::paths::parent_folder(path))?;
-    }
+    // A JSON file that cannot be written fails now, not after minutes of timing.
+    let json = args.json.as_deref().map(|p| NamedPath::new("--json", p));
+    let _locks = latentcam::jobs::claim_paths(&[], json.as_slice())?;
     let runtime = runtime(rt)?;
     let reports = job.run(&runtime)?;
     for report in &reports {

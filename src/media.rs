@@ -55,12 +55,26 @@ pub fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
 fn error_text(err: &gst::message::Error) -> String {
     let mut text = err.error().to_string();
     if let Some(debug) = err.debug() {
-        // The debug string's last part usually names the real cause ("no decoder for...", "No space left").
-        if let Some(detail) = debug.lines().last().filter(|l| !l.is_empty() && l.len() < 300) {
+        // The debug string's last part usually names the real cause ("no decoder for...", "No space left");
+        // its source-code trace means nothing to a user.
+        let detail = plain_message(&debug);
+        if let Some(detail) = detail.lines().last().filter(|l| !l.is_empty() && l.len() < 300) {
             text = format!("{text} ({detail})");
         }
     }
     text
+}
+
+/// A GStreamer message without its source-code traces (`../gst/gstfoo.c(123): func (): /GstPipeline:...`),
+/// which name GStreamer's C files and elements, not anything the user gave.
+pub fn plain_message(text: &str) -> String {
+    let is_trace = |line: &str| {
+        let line = line.trim();
+        line.split_once(".c(").is_some_and(|(file, rest)| {
+            !file.contains(' ') && rest.split_once("):").is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        }) || line.starts_with("/GstPipeline:")
+    };
+    text.lines().filter(|l| !is_trace(l)).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
 }
 
 /// Wait for end-of-stream to come out of the pipeline (after `end_of_stream` on its sources): what the muxers
@@ -74,5 +88,18 @@ pub fn wait_for_eos(pipeline: &gst::Pipeline, timeout: Duration) -> std::result:
             _ => Ok(()),
         },
         None => Err(format!("did not finish within {} s", timeout.seconds())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn traces_are_not_shown() {
+        let debug = "../plugins/elements/gsttypefindelement.c(1186): gst_type_find_element_loop (): \
+                     /GstPipeline:latentcam-source/GstURISourceBin:urisourcebin0/GstTypeFindElement:typefindelement0";
+        assert_eq!(super::plain_message(debug), "");
+        let disk = "../plugins/elements/gstfilesink.c(694): gst_file_sink_event (): /GstPipeline:p/GstFileSink:f:\n\
+                    system error: No space left on device";
+        assert_eq!(super::plain_message(disk), "system error: No space left on device");
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::ffmpeg;
 use common::media::{MediaInfo, probe};
 use common::{assert_bad_input, latentcam, path_str, stderr};
 
@@ -27,21 +28,24 @@ fn convert(input: &Path, output: &Path, size: &str) -> std::process::Output {
     ])
 }
 
-/// Every frame, the same rate, the same span from the first frame to the end of the last. MKV keeps the first
-/// timestamp as it is; MP4/MOV (written fragmented, then re-muxed) start every track at zero, the way
-/// GStreamer's MP4 muxer writes them.
-fn assert_same_timing(input: &MediaInfo, output: &MediaInfo, what: &str) {
-    assert_eq!(output.video_frames, input.video_frames, "{what}: frame count");
-    assert_eq!(output.fps, input.fps, "{what}: frame rate");
-    let frame_ns = input.fps.map_or(40_000_000, |(n, d)| (1e9 * f64::from(d) / f64::from(n)) as u64);
+/// Every frame, the same rate, the same span from the first frame to the end of the last (GStreamer's view);
+/// then ffmpeg's: every output frame decodes, as many as the input's, and the video starts where a player
+/// starts the input's (MKV: the input's first timestamp, edit lists applied; MP4/MOV: zero, the first frame).
+fn assert_same_timing(input: &Path, output: &Path, what: &str) {
+    let (a, b) = (probe(input).unwrap(), probe(output).unwrap());
+    assert_eq!(b.video_frames, a.video_frames, "{what}: frame count");
+    assert_eq!(b.fps, a.fps, "{what}: frame rate");
+    let frame_ns = a.fps.map_or(40_000_000, |(n, d)| (1e9 * f64::from(d) / f64::from(n)) as u64);
     let span = |m: &MediaInfo| m.video_end_ns - m.first_pts_ns.unwrap_or(0);
-    let (a, b) = (span(input), span(output));
-    assert!(a.abs_diff(b) <= frame_ns, "{what}: duration {b} ns vs input {a} ns (more than one frame apart)");
-    if what == "mkv" {
-        assert_eq!(output.first_pts_ns, input.first_pts_ns, "{what}: first timestamp");
-    } else {
-        assert_eq!(output.first_pts_ns, Some(0), "{what}: first timestamp");
-    }
+    let (x, y) = (span(&a), span(&b));
+    assert!(x.abs_diff(y) <= frame_ns, "{what}: duration {y} ns vs input {x} ns (more than one frame apart)");
+    let frames = ffmpeg::decoded_video_frames(output).unwrap_or_else(|e| panic!("{what}: ffmpeg: {e}"));
+    assert_eq!(frames, ffmpeg::decoded_video_frames(input).unwrap(), "{what}: frames ffmpeg decodes");
+    let start = |p: &Path| ffmpeg::streams(p).unwrap().into_iter().find(|s| s.is_video()).unwrap().start_time_s;
+    let is_mkv = output.extension().is_some_and(|e| e == "mkv");
+    let expected = if is_mkv { start(input).unwrap_or(0.0) } else { 0.0 };
+    let got = start(output).unwrap_or(0.0);
+    assert!((got - expected).abs() < 1e-3, "{what}: the video starts at {got} s, expected {expected} s");
 }
 
 #[test]
@@ -56,7 +60,7 @@ fn chaplin_keeps_every_frame_and_the_timing() {
     let (a, b) = (probe(&input).unwrap(), probe(&output).unwrap());
     assert_eq!(a.video_frames, 241, "the test clip has 241 frames");
     assert_eq!(a.fps, Some((25, 1)));
-    assert_same_timing(&a, &b, "chaplin");
+    assert_same_timing(&input, &output, "chaplin");
     assert_eq!((b.width, b.height), (128, 64));
     assert!(b.video_codec.as_deref().is_some_and(|c| c.contains("video/x-h264")), "{:?}", b.video_codec);
     assert!(b.audio_codec.is_none(), "the input has no audio");
@@ -88,8 +92,8 @@ fn pose_guided_convert_keeps_every_frame_and_the_timing() {
             "1.5",
         ]);
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
-        let (a, b) = (probe(&input).unwrap(), probe(&output).unwrap());
-        assert_same_timing(&a, &b, mode);
+        let b = probe(&output).unwrap();
+        assert_same_timing(&input, &output, mode);
         assert_eq!((b.width, b.height), (64, 64));
     }
     // A model folder without a ControlNet, and a bad scale, are refused before any work.
@@ -132,7 +136,7 @@ fn cockatoo_444_with_audio_keeps_frames_timing_and_audio() {
         let out = convert(&input, &output, "128x64");
         assert!(out.status.success(), "{}", stderr(&out));
         let (a, b) = (probe(&input).unwrap(), probe(&output).unwrap());
-        assert_same_timing(&a, &b, ext);
+        assert_same_timing(&input, &output, ext);
         let audio = b.audio_codec.as_deref().unwrap_or_else(|| panic!("{ext}: no audio in the output"));
         assert!(audio.contains("audio/mpeg"), "{ext}: audio re-muxed as MP3, got {audio}");
         assert!(
@@ -226,7 +230,7 @@ fn bad_videos_and_outputs_give_exit_code_2() {
     assert_bad_input(&convert(video, &out, "64x64x"), "--size");
     let copy = tmp.path().join("copy.mp4");
     std::fs::copy(video, &copy).unwrap();
-    assert_bad_input(&convert(&copy, &copy, "64x64"), "is the input file");
+    assert_bad_input(&convert(&copy, &copy, "64x64"), "is the same file as the input");
 }
 
 /// Encode 20 frames of a test picture with `encode` (a gst-launch fragment ending in a muxer) into `path`.

@@ -209,7 +209,7 @@ fn bad_input_and_models_give_exit_code_2() {
     assert_bad_input(&args(&video, &out_mp4, &garbage), "garbage.onnx");
     // A video needs a video container out; the output may not be the input.
     assert_bad_input(&args(&video, &tmp.path().join("out.png"), &garbage), ".mp4");
-    assert_bad_input(&args(&video, &video, &garbage), "is the input file");
+    assert_bad_input(&args(&video, &video, &garbage), "is the same file as the input");
     assert_bad_input(&args(&video, &tmp.path().join("no/dir/out.mp4"), &garbage), "does not exist");
     assert!(!out_mp4.exists(), "nothing written for bad input");
     // A still image still gives a still image: a video output name is refused.

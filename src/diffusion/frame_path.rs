@@ -76,6 +76,14 @@ impl BatchMode {
         }
     }
 
+    /// Items in one UNet run (before classifier-free guidance doubles them).
+    pub fn items(self) -> usize {
+        match self {
+            BatchMode::Single => 1,
+            BatchMode::Frames(k) | BatchMode::Denoising(k) => k,
+        }
+    }
+
     /// Frames held back before the first output.
     pub fn lag_frames(self) -> usize {
         match self {
@@ -306,7 +314,10 @@ impl FramePath {
     /// denoising batch of n the latest finished frame is n-1 frames behind the newest input.
     pub fn reconfigure(&mut self, params: &Params, feedback: f32, control_scale: Option<f32>) -> Result<()> {
         if !(feedback.is_finite() && (0.0..1.0).contains(&feedback)) {
-            return Err(Error::invalid("feedback", format!("{feedback} (expected 0 to below 1)")));
+            return Err(Error::invalid(
+                "feedback",
+                format!("{} (expected 0 to below 1)", crate::config::values::show_f64(f64::from(feedback))),
+            ));
         }
         let control = match (self.control, control_scale) {
             (Some(c), Some(scale)) => Some(Control { scale, ..c }),
@@ -1059,7 +1070,10 @@ fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Prepared, setu
             return Err(Error::invalid("params.strength", "0 runs the VAE only: ControlNet needs at least one step"));
         }
         if !(0.0..=super::controlnet::MAX_CONDITIONING_SCALE as f32).contains(&c.scale) {
-            return Err(Error::invalid("pose.controlnet-scale", format!("{} (expected 0 to 2)", c.scale)));
+            return Err(Error::invalid(
+                "pose.controlnet-scale",
+                format!("{} (expected 0 to 2)", crate::config::values::show_f64(f64::from(c.scale))),
+            ));
         }
     }
     if let BatchMode::Denoising(n) = mode

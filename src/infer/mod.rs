@@ -69,6 +69,16 @@ impl Runtime {
         &self.options
     }
 
+    /// Whether models may run on a GPU (a CUDA or TensorRT provider asked for, or `auto` in a build that has
+    /// them): memory limits are then the device's, not the machine's.
+    pub fn may_use_gpu(&self) -> bool {
+        match self.options.execution_provider {
+            ExecutionProvider::Cpu => false,
+            ExecutionProvider::Cuda | ExecutionProvider::TensorRt => true,
+            ExecutionProvider::Auto => cfg!(feature = "cuda"),
+        }
+    }
+
     /// Create a session for `path` and check it against `contract`. `role` names the model in messages.
     pub fn load(&self, role: &'static str, path: &Path, contract: &Contract) -> Result<Model> {
         self.load_with_extras(role, path, contract, &contract::Extras::NONE)

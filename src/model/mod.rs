@@ -6,12 +6,16 @@
 //! latent-scale = 0.18215             # full SD VAE; TAESD-family latents use 1.0
 //! image-range = "minus-one-to-one"   # SD VAE; TAESD-family: "zero-to-one"
 //! size-multiple = 64                 # image sides must be multiples of this (8 x the UNet's downsampling)
+//! native-size = 512                  # the side it was trained at: default working sizes hold about its square
 //! [files]                            # relative to the folder; may point into other folders
 //! unet = "unet.onnx"
 //! vae-encoder = "vae_encoder.onnx"
 //! vae-decoder = "vae_decoder.onnx"
 //! text-encoder = "text_encoder.onnx"
 //! tokenizer = "tokenizer.json"
+//! [unet]                             # for the memory estimate (crate::memory): the first self-attention's
+//! attention-heads = 8                # heads (SD1.5 8, SD2.x / SD-Turbo 5)
+//! attention-level = 0                # and down level (0: full latent resolution; SDXL 1)
 //! [tokenizer]
 //! pad-token = "<|endoftext|>"        # SD1.x; SD2.x and SD-Turbo pad with "!"
 //! [scheduler]                        # defaults = the upstream scheduler_config.json values
@@ -52,7 +56,13 @@ struct ManifestFile {
     image_range: ImageRange,
     #[serde(default = "default_size_multiple")]
     size_multiple: u32,
+    /// The side the model was trained at (512 for SD1.5 and SD-Turbo): default working sizes aim at its
+    /// square's area.
+    #[serde(default = "default_native_size")]
+    native_size: u32,
     files: Files,
+    #[serde(default)]
+    unet: UnetMemory,
     #[serde(default)]
     tokenizer: TokenizerSettings,
     scheduler: SchedulerSection,
@@ -62,6 +72,33 @@ struct ManifestFile {
 
 fn default_size_multiple() -> u32 {
     64
+}
+
+fn default_native_size() -> u32 {
+    512
+}
+
+/// `[unet]`: what the memory estimate needs to know of the UNet's first self-attention (see
+/// [`crate::memory`]); scripts/export_models.py writes it from the UNet's config.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UnetMemory {
+    /// Its heads (SD1.5: 8, SD2.x and SD-Turbo: 5).
+    #[serde(default = "default_attention_heads")]
+    pub attention_heads: u32,
+    /// The down level it is at: 0 at full latent resolution (SD1.x, SD2.x), 1 at half (SDXL).
+    #[serde(default)]
+    pub attention_level: u32,
+}
+
+fn default_attention_heads() -> u32 {
+    8
+}
+
+impl Default for UnetMemory {
+    fn default() -> Self {
+        UnetMemory { attention_heads: default_attention_heads(), attention_level: 0 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,6 +184,10 @@ pub struct ModelFolder {
     pub latent_scale: f32,
     pub image_range: ImageRange,
     pub size_multiple: u32,
+    /// The side the model was trained at: default working sizes hold about its square's pixels.
+    pub native_size: u32,
+    /// The UNet's first self-attention, for the memory estimate.
+    pub unet_memory: UnetMemory,
     pub unet: PathBuf,
     pub vae_encoder: PathBuf,
     pub vae_decoder: PathBuf,
@@ -186,10 +227,22 @@ impl ModelFolder {
             return Err(bad("latent-channels must be at least 1".into()));
         }
         if !(m.latent_scale.is_finite() && m.latent_scale > 0.0) {
-            return Err(bad(format!("latent-scale must be a positive number, found {}", m.latent_scale)));
+            return Err(bad(format!(
+                "latent-scale must be a positive number, found {}",
+                crate::config::values::show_f64(f64::from(m.latent_scale))
+            )));
         }
         if m.size_multiple == 0 || !m.size_multiple.is_multiple_of(VAE_MULTIPLE) || m.size_multiple > 512 {
             return Err(bad(format!("size-multiple must be a multiple of 8 from 8 to 512, found {}", m.size_multiple)));
+        }
+        if !(64..=4096).contains(&m.native_size) || !m.native_size.is_multiple_of(VAE_MULTIPLE) {
+            return Err(bad(format!("native-size must be a multiple of 8 from 64 to 4096, found {}", m.native_size)));
+        }
+        if !(1..=128).contains(&m.unet.attention_heads) || m.unet.attention_level > 4 {
+            return Err(bad(format!(
+                "[unet] attention-heads must be 1 to 128 and attention-level 0 to 4, found {} and {}",
+                m.unet.attention_heads, m.unet.attention_level
+            )));
         }
         if m.tokenizer.max_length < 2 {
             return Err(bad(format!("tokenizer.max-length must be at least 2, found {}", m.tokenizer.max_length)));
@@ -216,6 +269,8 @@ impl ModelFolder {
             latent_scale: m.latent_scale,
             image_range: m.image_range,
             size_multiple: m.size_multiple,
+            native_size: m.native_size,
+            unet_memory: m.unet,
             unet: resolve(&m.files.unet),
             vae_encoder: resolve(&m.files.vae_encoder),
             vae_decoder: resolve(&m.files.vae_decoder),
@@ -233,6 +288,21 @@ impl ModelFolder {
 pub const VAE_MULTIPLE: u32 = 8;
 
 impl ModelFolder {
+    /// Every model file the folder names (inputs of a run: never to be written over).
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = vec![
+            self.unet.as_path(),
+            self.vae_encoder.as_path(),
+            self.vae_decoder.as_path(),
+            self.text_encoder.as_path(),
+            self.tokenizer_file.as_path(),
+        ];
+        if let Some(c) = &self.controlnet {
+            files.extend([c.controlnet.as_path(), c.unet.as_path()]);
+        }
+        files
+    }
+
     /// What image sides must be multiples of for a run on this schedule: the VAE's 8 when only the VAE runs
     /// (strength 0), else the model's `size-multiple` (the UNet's downsampling x 8). The one place this rule
     /// lives.

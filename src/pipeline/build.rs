@@ -6,20 +6,24 @@
 use super::{Annotator, DiffusionProcessor, Parts, Processor};
 use std::sync::Arc;
 
-use crate::config::{Mode, Pipeline, SinkKind, WorkingSize};
+use crate::config::{GstInput, Mode, Origin, Pipeline, SinkKind, SourceSpec, WorkingSize};
 use crate::control::{ControlHub, Limits, LiveControl, LiveValues};
 use crate::diffusion::Diffusion;
 use crate::diffusion::frame_path::Control;
 use crate::error::{Error, Result};
 use crate::infer::Runtime;
+use crate::paths::{NamedPath, OutputLock};
 use crate::pose::stage::PoseAnnotator;
 use crate::sink::{self, SinkContext};
+use crate::sizing::{self, SizeOrigin};
 use crate::source;
 
 pub struct BuildOptions<'a> {
     pub runtime: &'a Runtime,
     /// Whether a display is available (windows, `only-when`).
     pub display: bool,
+    /// Files the command writes besides the sinks (`--stats-json`): checked and locked with them.
+    pub extra_outputs: &'a [NamedPath],
 }
 
 /// A pipeline ready to run, and what it was built from.
@@ -31,22 +35,41 @@ pub struct Built {
     pub size: WorkingSize,
     /// How long the warm-up run took (every session once at the working size).
     pub warm_up: std::time::Duration,
+    /// Every output's lock: hold them until the run has ended.
+    pub locks: Vec<OutputLock>,
 }
 
 pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
     check(pipeline, options.display)?;
+    let (reads, mut writes) = paths_of(pipeline, options.display)?;
+    for extra in options.extra_outputs {
+        // Found now, not after the whole run.
+        crate::paths::probe_writable_folder(&extra.path, &crate::paths::parent_folder(&extra.path))?;
+    }
+    writes.extend_from_slice(options.extra_outputs);
+    crate::paths::check_distinct(&reads, &writes)?;
+    let locks = crate::paths::lock_outputs(&writes)?;
     let active = pipeline.active_sinks(options.display)?;
     let window = active.iter().find_map(|s| if let SinkKind::Window { view } = s.kind { Some(view) } else { None });
 
     let want_audio = active.iter().any(|s| s.wants_audio());
     let mut source = source::open(&pipeline.source, pipeline.mode, want_audio)?;
     let format = source.format();
-    let size = match pipeline.size {
-        Some(size) => size,
-        // The source's size, cropped to what the model accepts (the same policy as img2img).
-        None => WorkingSize::crop_of(format.width, format.height, pipeline.multiple)
-            .map_err(|problem| pipeline.origin.error("model.size", format!("the source is {problem}")))?,
+    let (size, origin) = match pipeline.size {
+        Some(size) => (size, SizeOrigin::Given),
+        // The source's aspect ratio at about the model's native area (the same policy as img2img).
+        None => {
+            let size = sizing::default_size(format.width, format.height, pipeline.model.native_size, pipeline.multiple)
+                .map_err(|problem| pipeline.origin.error("model.size", format!("the source is {problem}")))?;
+            (size, SizeOrigin::Default)
+        }
     };
+    let batch = crate::memory::unet_batch(pipeline.engine.batch.items(), pipeline.params.guidance);
+    let refuse = |problem: String| pipeline.origin.error("model.size", problem);
+    let size = sizing::ensure_fits(&pipeline.model, size, batch, origin, options.runtime.may_use_gpu(), &refuse)?;
+    if let Some(fit) = sizing::describe_fit(format.width, format.height, size) {
+        tracing::info!("working size {size}: the source's {fit}");
+    }
     // CUDA graphs are captured for the sessions the frame path binds (the models and its graphs).
     let runtime = options.runtime.with_cuda_graph(pipeline.engine.cuda_graph);
     let (diffusion, control, annotator) = match &pipeline.pose {
@@ -95,6 +118,7 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         model: pipeline.model.dir.display().to_string(),
         size,
         warm_up,
+        locks,
         parts: Parts { annotator, source, processor: Box::new(processor), sinks, window, mode: pipeline.mode, control },
     })
 }
@@ -113,15 +137,41 @@ pub fn live_values(pipeline: &Pipeline, window: Option<crate::config::View>) -> 
 
 /// What live changes must respect in this pipeline.
 pub fn limits(pipeline: &Pipeline) -> Limits {
-    use crate::diffusion::BatchMode;
     Limits {
         lcm: crate::diffusion::scheduler::Lcm::new(pipeline.model.scheduler.clone()),
-        stream_batch: match pipeline.engine.batch {
-            BatchMode::Single => 1,
-            BatchMode::Frames(k) | BatchMode::Denoising(k) => k,
-        },
+        stream_batch: pipeline.engine.batch.items(),
         txt2img: pipeline.pose.as_ref().is_some_and(|p| p.txt2img),
     }
+}
+
+/// The files a pipeline reads (its file, its source, its model) and writes (its active sinks' files and
+/// folders), named as the user knows them.
+pub fn paths_of(pipeline: &Pipeline, display: bool) -> Result<(Vec<NamedPath>, Vec<NamedPath>)> {
+    let from_flags = matches!(pipeline.origin, Origin::Flags);
+    let mut reads = Vec::new();
+    if let Origin::File(path) = &pipeline.origin {
+        reads.push(NamedPath::new("pipeline file", path));
+    }
+    match &pipeline.source {
+        SourceSpec::Gstreamer { input: GstInput::Uri(uri), .. } if !uri.contains("://") => {
+            reads.push(NamedPath::new(if from_flags { "input" } else { "source" }, uri));
+        }
+        SourceSpec::Images { path, .. } if std::path::Path::new(path).is_dir() => {
+            reads.push(NamedPath::new("source folder", path));
+        }
+        _ => {}
+    }
+    reads.extend(pipeline.model.files().into_iter().map(|f| NamedPath::new("model file", f)));
+    let mut writes = Vec::new();
+    for s in pipeline.active_sinks(display)? {
+        let role = if from_flags { "output".to_string() } else { format!("sink {} ({})", s.index, s.kind_name()) };
+        match &s.kind {
+            SinkKind::File { path, .. } => writes.push(NamedPath::new(role, path)),
+            SinkKind::Png { dir, .. } => writes.push(NamedPath::new(role, dir)),
+            _ => {}
+        }
+    }
+    Ok((reads, writes))
 }
 
 /// Say which sink of the file an error belongs to.
@@ -141,6 +191,11 @@ pub fn check(pipeline: &Pipeline, display: bool) -> Result<String> {
     for s in pipeline.active_sinks(display)? {
         sink::precheck(s).map_err(|e| annotate(e, s))?;
     }
+    let (reads, writes) = paths_of(pipeline, display)?;
+    crate::paths::check_distinct(&reads, &writes)?;
+    for output in &writes {
+        crate::paths::probe_unlocked(output)?;
+    }
     let sinks: Vec<String> = pipeline
         .sinks
         .iter()
@@ -149,8 +204,14 @@ pub fn check(pipeline: &Pipeline, display: bool) -> Result<String> {
             _ => s.kind_name().to_string(),
         })
         .collect();
-    let size =
-        pipeline.size.map_or(format!("the source's, cropped to multiples of {}", pipeline.multiple), |s| s.to_string());
+    let size = pipeline.size.map_or(
+        format!(
+            "the source's aspect at about {n}x{n} pixels at most, sides multiples of {}",
+            pipeline.multiple,
+            n = pipeline.model.native_size
+        ),
+        |s| s.to_string(),
+    );
     let c = &pipeline.control;
     let control: Vec<String> = [
         c.http.map(|a| format!("HTTP {a}{}", if c.token.is_some() { " (token)" } else { "" })),

@@ -128,7 +128,11 @@ impl DiffusionProcessor {
                 Ok(embeddings) => self.path.diffusion_mut().provide_embedding(&prompt, embeddings),
                 Err(e) => {
                     // The hub checked the value; a prompt the tokenizer still refuses keeps the old one.
-                    tracing::warn!(prompt, error = %e, "prompt not encoded; keeping the current one");
+                    tracing::warn!(
+                        prompt = %crate::config::values::preview(&prompt, crate::config::values::SHOWN_CHARS),
+                        error = %e,
+                        "prompt not encoded; keeping the current one"
+                    );
                     if live.waiting.as_ref().is_some_and(|w| w.prompt == prompt || w.negative_prompt == prompt) {
                         live.waiting = None;
                     }
@@ -238,10 +242,12 @@ fn collect(
     step: impl FnOnce(&mut FramePath, &mut dyn FnMut(&[u8])) -> Result<()>,
 ) -> Result<()> {
     let mut wrong_size = false;
+    let multiple = path.diffusion().size_multiple(path.prepared());
     step(path, &mut |bytes: &[u8]| match RgbImage::from_raw(width, height, bytes.to_vec()) {
         Some(image) => ready.push(image),
         None => wrong_size = true,
-    })?;
+    })
+    .map_err(|e| e.or_out_of_memory((width, height), multiple))?;
     if wrong_size {
         return Err(Error::internal("DiffusionProcessor", "an output frame of the wrong size"));
     }
@@ -259,7 +265,8 @@ impl Processor for DiffusionProcessor {
 
     fn warm_up(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        self.path.warm_up()?;
+        let multiple = self.path.diffusion().size_multiple(self.path.prepared());
+        self.path.warm_up().map_err(|e| e.or_out_of_memory(self.size, multiple))?;
         Ok(started.elapsed())
     }
 

@@ -32,14 +32,51 @@ fn parser_for(caps: &gst::CapsRef) -> Option<&'static str> {
     }
 }
 
+/// Where each track of the recording starts on its timeline (the video's first frame is at zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackStarts {
+    /// The first audio packet's timestamp as it was written (ns); None: no audio was written.
+    pub audio_ns: Option<u64>,
+}
+
+/// Put a demuxed stream back on the recording's timeline: its segment from zero (nothing is clipped), its
+/// first packet at `intended_ns` and every later one at the same distance from it as in the file.
+fn restamp(pad: &gst::Pad, intended_ns: u64) {
+    let first: Arc<Mutex<Option<u64>>> = Arc::default();
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        match &mut info.data {
+            Some(gst::PadProbeData::Event(event)) if event.type_() == gst::EventType::Segment => {
+                let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+                *event = gst::event::Segment::new(&segment);
+            }
+            Some(gst::PadProbeData::Buffer(buffer)) => {
+                let Some(pts) = buffer.pts().map(gst::ClockTime::nseconds) else { return gst::PadProbeReturn::Ok };
+                let first = *first.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(pts);
+                let shift = |t: u64| (t + intended_ns).saturating_sub(first);
+                let b = buffer.make_mut();
+                b.set_pts(gst::ClockTime::from_nseconds(shift(pts)));
+                if let Some(dts) = b.dts() {
+                    b.set_dts(gst::ClockTime::from_nseconds(shift(dts.nseconds())));
+                }
+            }
+            _ => {}
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// Re-mux the fragmented `path` into a plain file with `mux_factory` (`mp4mux`, `qtmux`).
-pub fn remux_to_plain(path: &Path, mux_factory: &str) -> Result<(), String> {
+///
+/// Timestamps: a fragmented MP4 starts every track at zero (mp4mux's fragmented mode writes no edit list:
+/// audio that started after the video would come out early) and qtdemux reads it back with one segment that
+/// starts at the latest track's start (a video frame before it would be cut: AAC made that the first video
+/// frame, the only keyframe of the first second). So each stream is put back where it was written: its
+/// first packet at `starts` (video at zero), the rest at the same distances, in a segment from zero; the
+/// plain muxer then writes an edit list for a track that starts later.
+pub fn remux_to_plain(path: &Path, mux_factory: &str, starts: TrackStarts) -> Result<(), String> {
     let dir = crate::paths::parent_folder(path);
-    let temp = tempfile::Builder::new()
-        .prefix(".latentcam-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let temp = crate::paths::PartialFile::new(path)
+        .map_err(|e| format!("cannot write in {}: {}", dir.display(), crate::paths::plain_io_error(&e)))?;
     let make = |factory: &str| gst::ElementFactory::make(factory).build().map_err(|_| media::missing_plugin(factory));
     let pipeline = gst::Pipeline::with_name("latentcam-finalize");
     let src = make("filesrc")?;
@@ -71,6 +108,8 @@ pub fn remux_to_plain(path: &Path, mux_factory: &str) -> Result<(), String> {
                 element.sync_state_with_parent().map_err(|e| e.to_string())?;
             }
             let first = chain.first().and_then(|e| e.static_pad("sink")).ok_or("no sink pad")?;
+            let intended = if kind == "video" { 0 } else { starts.audio_ns.unwrap_or(0) };
+            restamp(pad, intended);
             pad.link(&first).map_err(|e| format!("{e:?}"))?;
             let mux_pad = mux.request_pad_simple(&format!("{kind}_%u")).ok_or(format!("the muxer takes no {kind}"))?;
             let last = chain.last().and_then(|e| e.static_pad("src")).ok_or("no src pad")?;
@@ -91,11 +130,9 @@ pub fn remux_to_plain(path: &Path, mux_factory: &str) -> Result<(), String> {
         return Err(e);
     }
     finished?;
-    temp.as_file().sync_all().map_err(|e| format!("cannot sync the re-muxed file: {e}"))?;
-    // The temporary file is private (0600); the recording keeps the permissions it was created with.
+    // The recording keeps the permissions it was created with.
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(temp.path(), meta.permissions());
     }
-    temp.persist(path).map_err(|e| format!("cannot replace the fragmented file: {}", e.error))?;
-    Ok(())
+    temp.commit().map_err(|e| format!("cannot replace the fragmented file: {e}"))
 }

@@ -44,8 +44,8 @@ pub struct EncodeSink {
     audio: Option<JoinHandle<()>>,
     /// A recording: where it goes, and when it was last synced to disk.
     file: Option<RecordingFile>,
-    /// The first frame's timestamp (ns), `NOT_YET` before it (nothing to re-mux then).
-    video_first_ns: Arc<AtomicU64>,
+    /// Where the recording's time starts (nothing to re-mux before its first frame).
+    timeline: Arc<Timeline>,
     /// The pipeline reported this error: it will not finish normally.
     broken: Option<String>,
     finished: bool,
@@ -57,6 +57,29 @@ struct RecordingFile {
     /// needs no end step.
     mux: &'static str,
     last_sync: Instant,
+    /// The file the muxer writes, as the filesystem knows it: a file put in its place by another program (or
+    /// removed) is noticed, instead of recording on into a file nobody can find.
+    id: Option<crate::paths::FileId>,
+}
+
+impl RecordingFile {
+    /// The recording is still the file at its path.
+    fn still_there(&self) -> Result<()> {
+        match crate::paths::FileId::of(&self.path) {
+            now if now == self.id || self.id.is_none() => Ok(()),
+            None => Err(Error::write(
+                &self.path,
+                crate::error::because("it was removed by another program while latentcam recorded into it"),
+            )),
+            Some(_) => Err(Error::write(
+                &self.path,
+                crate::error::because(
+                    "another program put a different file in its place while latentcam recorded into it: this \
+                     run's video is not in that file",
+                ),
+            )),
+        }
+    }
 }
 
 /// No frame written yet.
@@ -113,6 +136,14 @@ impl EncodeSink {
         };
         let mux = make(mux_factory, &name)?;
         crash_safe(&mux, &ext);
+        // An existing output is replaced by a new file, not written over: another name for the old file (a
+        // hard link) keeps what it had.
+        if path.is_file() {
+            std::fs::remove_file(path).map_err(|e| Error::Output {
+                path: path.to_path_buf(),
+                problem: format!("cannot replace it: {}", crate::paths::plain_io_error(&e)),
+            })?;
+        }
         let filesink = make("filesink", &name)?;
         filesink.set_property("location", path.to_string_lossy().as_ref());
         // Each finished fragment goes to the file at once, not into a 64 KB buffer.
@@ -130,13 +161,19 @@ impl EncodeSink {
         pipeline.add(&filesink).map_err(|e| Error::Sink { sink: name.clone(), problem: e.to_string() })?;
         mux.link(&filesink).map_err(|e| Error::Sink { sink: name.clone(), problem: e.to_string() })?;
         let video_end_ns = Arc::new(AtomicU64::new(0));
+        let timeline = Arc::new(Timeline::new(mux_factory != "matroskamux"));
         let audio = match audio {
-            Some(track) => audio_branch(&name, &pipeline, &mux, track.inner, video_end_ns.clone())?,
+            Some(track) => audio_branch(&name, &pipeline, &mux, track.inner, video_end_ns.clone(), timeline.clone())?,
             None => None,
         };
-        let mut sink = EncodeSink::new(name, pipeline, video, info, view, context, video_end_ns, audio);
-        sink.file = Some(RecordingFile { path: path.to_path_buf(), mux: mux_factory, last_sync: Instant::now() });
+        let mut sink = EncodeSink::new(name, pipeline, video, info, view, context, video_end_ns, audio, timeline);
+        sink.file =
+            Some(RecordingFile { path: path.to_path_buf(), mux: mux_factory, last_sync: Instant::now(), id: None });
         sink.start()?;
+        // The file sink has opened (created) the file by now.
+        if let Some(file) = sink.file.as_mut() {
+            file.id = crate::paths::FileId::of(path);
+        }
         Ok(sink)
     }
 
@@ -179,7 +216,9 @@ impl EncodeSink {
         let (pipeline, video, info) = video_chain(url, context, true, encoder, &mux)?;
         pipeline.add(&net).map_err(|e| Error::Sink { sink: url.clone(), problem: e.to_string() })?;
         mux.link(&net).map_err(|e| Error::Sink { sink: url.clone(), problem: e.to_string() })?;
-        let mut sink = EncodeSink::new(url.clone(), pipeline, video, info, view, context, Arc::default(), None);
+        let timeline = Arc::new(Timeline::new(false));
+        let mut sink =
+            EncodeSink::new(url.clone(), pipeline, video, info, view, context, Arc::default(), None, timeline);
         sink.start()?;
         Ok(sink)
     }
@@ -194,6 +233,7 @@ impl EncodeSink {
         context: &SinkContext,
         video_end_ns: Arc<AtomicU64>,
         audio: Option<JoinHandle<()>>,
+        timeline: Arc<Timeline>,
     ) -> EncodeSink {
         let frame_duration = context.fps.map_or(Duration::from_millis(40), Fps::frame_duration);
         EncodeSink {
@@ -208,7 +248,7 @@ impl EncodeSink {
             video_end_ns,
             audio,
             file: None,
-            video_first_ns: Arc::new(AtomicU64::new(NOT_YET)),
+            timeline,
             broken: None,
             finished: false,
         }
@@ -253,9 +293,19 @@ impl EncodeSink {
             return Ok(());
         }
         file.last_sync = Instant::now();
+        if let Err(e) = file.still_there() {
+            self.broken = Some(e.chain_text());
+            return Err(e);
+        }
         // fsync through any descriptor flushes the file's data (Linux syncs the inode, not the descriptor).
         std::fs::File::open(&file.path).and_then(|f| f.sync_data()).map_err(|e| Error::write(&file.path, e))
     }
+}
+
+/// The largest even size within `width`×`height`: 4:2:0 chroma covers 2×2 pixels, and x264 refuses odd sides
+/// in it (a 641x361 video plays everywhere, so it is written as 640x360 rather than refused).
+fn even_size(width: u32, height: u32) -> (u32, u32) {
+    ((width & !1).max(2), (height & !1).max(2))
 }
 
 /// `appsrc ! videoconvert ! video/x-raw,format=I420 ! <encoder> ! h264parse ! <mux>` in a new pipeline.
@@ -270,7 +320,17 @@ fn video_chain(
     let fps = context.fps.map_or(gst::Fraction::new(0, 1), |f| {
         gst::Fraction::new(i32::try_from(f.num()).unwrap_or(i32::MAX), i32::try_from(f.den()).unwrap_or(i32::MAX))
     });
-    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, context.width, context.height)
+    let (width, height) = even_size(context.width, context.height);
+    if (width, height) != (context.width, context.height) {
+        tracing::info!(
+            sink = name,
+            "H.264 in 4:2:0 (what every player takes) needs even sides: the {}x{} frames are written as {width}x{height} \
+             (their last column or row is cut)",
+            context.width,
+            context.height
+        );
+    }
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, width, height)
         .fps(fps)
         .build()
         .map_err(|e| Error::Sink { sink: name.to_string(), problem: format!("bad video format: {e}") })?;
@@ -309,6 +369,7 @@ fn audio_branch(
     mux: &gst::Element,
     tap: AudioTap,
     video_end_ns: Arc<AtomicU64>,
+    timeline: Arc<Timeline>,
 ) -> Result<Option<JoinHandle<()>>> {
     let Some(mux_pad) = mux.request_pad_simple("audio_%u") else {
         tracing::warn!(sink = name, "the container takes no audio; dropping it");
@@ -350,7 +411,7 @@ fn audio_branch(
 
     let thread = std::thread::Builder::new()
         .name("sink:audio".into())
-        .spawn(move || pump_audio(tap, appsrc, &video_end_ns))
+        .spawn(move || pump_audio(tap, appsrc, &video_end_ns, &timeline))
         .map_err(|e| bad(format!("cannot start its thread: {e}")))?;
     Ok(Some(thread))
 }
@@ -366,21 +427,19 @@ const AUDIO_LEAD_NS: u64 = 100_000_000;
 /// After the stream ended, give up on audio that does not come within this long.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
-/// Feed the source's audio to the muxer, paced by the video: never more than `AUDIO_LEAD_NS` ahead of it.
-fn pump_audio(tap: AudioTap, appsrc: gst_app::AppSrc, video_end_ns: &AtomicU64) {
-    let mut pending = tap.first.as_ref().and_then(|s| s.buffer_owned());
+/// Feed the source's audio to the muxer on the recording's timeline, paced by the video: never more than
+/// `AUDIO_LEAD_NS` ahead of it.
+fn pump_audio(tap: AudioTap, appsrc: gst_app::AppSrc, video_end_ns: &AtomicU64, timeline: &Timeline) {
+    let mut pending = tap.first.clone();
     let mut idle_since = Instant::now();
     loop {
-        let buffer = match pending.take() {
-            Some(b) => b,
+        let sample = match pending.take() {
+            Some(s) => s,
             None => match tap.sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
-                Some(sample) => match sample.buffer_owned() {
-                    Some(b) => {
-                        idle_since = Instant::now();
-                        b
-                    }
-                    None => continue,
-                },
+                Some(sample) => {
+                    idle_since = Instant::now();
+                    sample
+                }
                 None => {
                     let state = video_end_ns.load(Ordering::SeqCst);
                     if tap.sink.is_eos()
@@ -393,18 +452,43 @@ fn pump_audio(tap: AudioTap, appsrc: gst_app::AppSrc, video_end_ns: &AtomicU64) 
                 }
             },
         };
-        let pts = buffer.pts().map_or(0, |p| p.nseconds());
         let state = video_end_ns.load(Ordering::SeqCst);
+        let Some(origin) = timeline.origin_ns() else {
+            // Where the recording starts is set by its first video frame: wait for it (or for the end).
+            if state & FLAGS != 0 {
+                break;
+            }
+            pending = Some(sample);
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let Some(buffer) = sample.buffer() else { continue };
+        // A packet that starts before the stream's start (AAC and MP3 priming) or before the recording's (audio
+        // that starts before the video) is left out whole: the rest keeps its exact place, and the audio starts
+        // at most one packet after the video. (A packet cannot start before zero here, and moving it to zero
+        // would shift it against the video.)
+        let Some(at) = crate::source::gst::running_time(&sample, buffer, false) else {
+            tracing::trace!("audio before the stream's start (priming) left out");
+            continue;
+        };
+        let Some(pts) = at.nseconds().checked_sub(origin) else { continue };
         let video_end = state & !FLAGS;
         if state & CUT != 0 && pts >= video_end {
             break;
         }
         if state & FLAGS == 0 && pts > video_end + AUDIO_LEAD_NS {
             // Ahead of the video: wait for it.
-            pending = Some(buffer);
+            pending = Some(sample);
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
+        let mut buffer = buffer.copy();
+        {
+            let b = buffer.make_mut();
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_dts(gst::ClockTime::from_nseconds(pts));
+        }
+        timeline.wrote_audio(pts);
         if appsrc.push_buffer(buffer).is_err() {
             break;
         }
@@ -412,11 +496,59 @@ fn pump_audio(tap: AudioTap, appsrc: gst_app::AppSrc, video_end_ns: &AtomicU64) 
     let _ = appsrc.end_of_stream();
 }
 
+/// The recording's timeline. Frames and audio arrive on the input's (edit lists applied, see
+/// [`crate::source::gst::running_time`]); a recording that is `zero_based` (MP4/MOV) starts where the first
+/// video frame is: every timestamp moves back by that frame's, and audio before it is left out, so no track
+/// starts before the video and the first frame (a keyframe) is never cut. MKV keeps the input's timestamps.
+struct Timeline {
+    zero_based: bool,
+    /// The first video frame's timestamp on the input's timeline (ns), `NOT_YET` before it.
+    first_video_ns: AtomicU64,
+    /// The first audio packet's timestamp as written (ns), `NOT_YET` before it.
+    first_audio_ns: AtomicU64,
+}
+
+impl Timeline {
+    fn new(zero_based: bool) -> Timeline {
+        Timeline { zero_based, first_video_ns: AtomicU64::new(NOT_YET), first_audio_ns: AtomicU64::new(NOT_YET) }
+    }
+
+    /// Note a video frame's timestamp; the first one sets where the recording starts.
+    fn saw_video(&self, pts_ns: u64) {
+        let _ = self.first_video_ns.compare_exchange(NOT_YET, pts_ns, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// An audio packet went out at `pts_ns` (on the recording's timeline).
+    fn wrote_audio(&self, pts_ns: u64) {
+        let _ = self.first_audio_ns.compare_exchange(NOT_YET, pts_ns, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Where each track starts, for the re-mux.
+    fn starts(&self) -> super::finalize::TrackStarts {
+        let audio = self.first_audio_ns.load(Ordering::SeqCst);
+        super::finalize::TrackStarts { audio_ns: (audio != NOT_YET).then_some(audio) }
+    }
+
+    fn has_video(&self) -> bool {
+        self.first_video_ns.load(Ordering::SeqCst) != NOT_YET
+    }
+
+    /// What is subtracted from every timestamp; None until the first video frame came.
+    fn origin_ns(&self) -> Option<u64> {
+        match self.first_video_ns.load(Ordering::SeqCst) {
+            NOT_YET => None,
+            first if self.zero_based => Some(first),
+            _ => Some(0),
+        }
+    }
+}
+
 impl Sink for EncodeSink {
     fn write(&mut self, frame: &Processed) -> Result<()> {
         let image = compose(frame, self.view);
         let (w, h) = image.dimensions();
-        if (w, h) != (self.info.width(), self.info.height()) {
+        // The encoder's size is the frames' own, or one less on an odd side (see `even_size`).
+        if even_size(w, h) != (self.info.width(), self.info.height()) {
             return Err(Error::Sink {
                 sink: self.name.clone(),
                 problem: format!(
@@ -427,7 +559,8 @@ impl Sink for EncodeSink {
             });
         }
         let stride = self.info.stride()[0] as usize;
-        let row = w as usize * 3;
+        let (row_in, row) = (w as usize * 3, self.info.width() as usize * 3);
+        let rows = self.info.height() as usize;
         let mut buffer = gst::Buffer::with_size(self.info.size()).map_err(|e| self.failed(&e.to_string()))?;
         {
             let Some(buffer) = buffer.get_mut() else { return Err(self.failed("a new buffer was not writable")) };
@@ -436,19 +569,22 @@ impl Sink for EncodeSink {
                 let start = *self.started.get_or_insert(frame.captured);
                 frame.captured.saturating_duration_since(start)
             } else {
-                frame.pts.unwrap_or_else(|| {
+                let on_input = frame.pts.unwrap_or_else(|| {
                     self.frame_duration.saturating_mul(u32::try_from(frame.sequence).unwrap_or(u32::MAX))
-                })
+                });
+                self.timeline.saw_video(u64::try_from(on_input.as_nanos()).unwrap_or(u64::MAX));
+                on_input.saturating_sub(Duration::from_nanos(self.timeline.origin_ns().unwrap_or(0)))
             };
             let duration = frame.duration.unwrap_or(self.frame_duration);
             buffer.set_pts(gst::ClockTime::from_nseconds(pts.as_nanos() as u64));
             buffer.set_duration(gst::ClockTime::from_nseconds(duration.as_nanos() as u64));
             self.video_end_ns.fetch_max((pts + duration).as_nanos() as u64, Ordering::SeqCst);
-            let first = u64::try_from(pts.as_nanos()).unwrap_or(0);
-            let _ = self.video_first_ns.compare_exchange(NOT_YET, first, Ordering::SeqCst, Ordering::SeqCst);
+            if self.live {
+                self.timeline.saw_video(0);
+            }
             let mut map = buffer.map_writable().map_err(|e| self.failed(&e.to_string()))?;
-            for (y, src) in image.as_raw().chunks_exact(row).enumerate() {
-                map[y * stride..y * stride + row].copy_from_slice(src);
+            for (y, src) in image.as_raw().chunks_exact(row_in).take(rows).enumerate() {
+                map[y * stride..y * stride + row].copy_from_slice(&src[..row]);
             }
         }
         if !self.live {
@@ -471,6 +607,13 @@ impl Sink for EncodeSink {
             // The failure was reported by `write`; no end-of-stream will come out of a failed pipeline. What
             // the muxer wrote before it stays (a fragmented file plays up to its last whole fragment).
             let _ = self.pipeline.set_state(gst::State::Null);
+            // The file is closed now: cut off the fragment the failed write left half-written.
+            // (Not when the path holds another program's file now.)
+            if let Some(file) = &self.file
+                && file.still_there().is_ok()
+            {
+                super::repair::after_failed_write(&file.path, file.mux);
+            }
             return Ok(());
         }
         let result = media::wait_for_eos(&self.pipeline, EOS_TIMEOUT).map_err(|problem| match &self.file {
@@ -478,14 +621,23 @@ impl Sink for EncodeSink {
             None => Error::Sink { sink: self.name.clone(), problem: format!("while finishing: {problem}") },
         });
         let _ = self.pipeline.set_state(gst::State::Null);
+        if result.is_err()
+            && let Some(file) = &self.file
+            && file.still_there().is_ok()
+        {
+            // A write failed while the muxer wrote the end (the last fragment): cut off what it left half-written.
+            super::repair::after_failed_write(&file.path, file.mux);
+        }
         result?;
         let Some(file) = &self.file else { return Ok(()) };
+        // The re-mux would read (and replace) another program's file.
+        file.still_there()?;
         // What the muxer wrote at the end (the MKV index, the fragment index) goes to disk too.
         std::fs::File::open(&file.path).and_then(|f| f.sync_all()).map_err(|e| Error::write(&file.path, e))?;
-        if file.mux != "matroskamux" && self.video_first_ns.load(Ordering::SeqCst) != NOT_YET {
+        if file.mux != "matroskamux" && self.timeline.has_video() {
             // The fragmented file is complete and plays; the plain one is what editors take. A failure here
             // leaves the fragmented file, so it is a warning.
-            if let Err(e) = super::finalize::remux_to_plain(&file.path, file.mux) {
+            if let Err(e) = super::finalize::remux_to_plain(&file.path, file.mux, self.timeline.starts()) {
                 tracing::warn!(file = %file.path.display(), error = %e, "kept the fragmented file: re-muxing to a plain one failed");
             }
         }

@@ -11,6 +11,8 @@ mod finalize;
 pub mod gst;
 #[cfg(feature = "window")]
 pub mod overlay;
+#[cfg(feature = "gstreamer")]
+mod repair;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 #[cfg(feature = "window")]

@@ -14,6 +14,7 @@ use gstreamer_video::prelude::*;
 use image::RgbImage;
 
 use super::Source;
+use super::probe::Orientation;
 use crate::config::GstInput;
 use crate::error::{Error, Result};
 use crate::frame::{Fps, Frame, FrameFormat};
@@ -88,7 +89,23 @@ impl GstSource {
         let (name, pipeline, video, audio, pads_done) = match input {
             GstInput::Uri(text) => {
                 let uri = to_uri(text)?;
-                let (pipeline, video, audio, done) = uri_pipeline(&uri, want_audio, live)?;
+                // A local file is asked first what it holds: no waiting to learn there is no video, or no audio.
+                let probe = match uri.starts_with("file://") {
+                    true => super::probe::probe(&uri)
+                        .map_err(|problem| Error::Source { source_name: text.clone(), problem })?,
+                    false => None,
+                };
+                let want_audio = want_audio && probe.as_ref().is_none_or(|p| p.audio.is_some());
+                let orientation = probe.as_ref().map(|p| p.orientation);
+                if let Some(o) = orientation.filter(|o| *o != Orientation::Upright) {
+                    tracing::info!(source = %text, orientation = ?o, "the video is stored turned: frames are turned upright");
+                }
+                let (pipeline, video, audio, done) = uri_pipeline(&uri, want_audio, live, orientation)?;
+                // Known from the probe: the audio pad, if any, is linked with the video's.
+                let done = match probe {
+                    Some(_) => Arc::new(AtomicBool::new(true)),
+                    None => done,
+                };
                 (text.clone(), pipeline, video, audio, Some(done))
             }
             GstInput::Launch(description) => {
@@ -131,17 +148,23 @@ impl GstSource {
         source.format = format;
         source.pending = Some(frame);
         if let (Some(done), Some(audio)) = (pads_done, audio) {
-            // parsebin reports when every stream is exposed; only then is "no audio pad" an answer.
+            // parsebin reports when every stream is exposed; only then is "no audio pad" an answer (unless the
+            // probe said there is audio: then it is linked by the time video flows, or shortly after).
             let until = Instant::now() + Duration::from_secs(5);
-            while !done.load(Ordering::SeqCst) && Instant::now() < until {
+            let linked = || {
+                source.pipeline.by_name("audio-queue").and_then(|q| q.static_pad("sink")).is_some_and(|p| p.is_linked())
+            };
+            while !done.load(Ordering::SeqCst) && !linked() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let linked = source
-                .pipeline
-                .by_name("audio-queue")
-                .and_then(|q| q.static_pad("sink"))
-                .is_some_and(|p| p.is_linked());
-            if linked {
+            if !linked() && done.load(Ordering::SeqCst) {
+                // The probe found audio: give parsebin a moment to expose it.
+                let until = Instant::now() + Duration::from_secs(2);
+                while !linked() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            if linked() {
                 source.audio = Some(audio);
             }
         }
@@ -184,7 +207,8 @@ impl GstSource {
         Ok((
             Frame {
                 image: Arc::new(image),
-                pts: to_duration(buffer.pts()),
+                // A decoder hands on a frame that starts before the segment only when part of it is shown.
+                pts: to_duration(running_time(sample, buffer, true)),
                 duration: to_duration(buffer.duration()).or_else(|| fps.map(Fps::frame_duration)),
                 sequence,
                 captured: Instant::now(),
@@ -239,6 +263,27 @@ impl Source for GstSource {
     }
 }
 
+/// A buffer's time on the stream's timeline as players show it: its timestamp through the segment it came in.
+/// MP4/MOV edit lists live there (the first frame of a video with B-frames has a timestamp of two frames, and
+/// an AAC track starts with priming samples before zero); Matroska and MPEG-TS segments start at zero, so their
+/// timestamps pass as they are. A buffer that starts before the segment has none (players skip it, or the part
+/// of it before the start), unless `partial` and it ends inside the segment: then it is at the segment's start.
+pub fn running_time(sample: &gst::Sample, buffer: &gst::BufferRef, partial: bool) -> Option<gst::ClockTime> {
+    let pts = buffer.pts()?;
+    let Some(segment) = sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>()) else { return Some(pts) };
+    match segment.to_running_time(pts) {
+        Some(t) => Some(t),
+        None if partial
+            && segment
+                .start()
+                .is_some_and(|start| pts < start && pts + buffer.duration().unwrap_or_default() > start) =>
+        {
+            segment.to_running_time(segment.start())
+        }
+        None => None,
+    }
+}
+
 fn video_appsink(live: bool) -> gst_app::AppSink {
     // Offline: a short blocking queue (backpressure to the decoder, nothing dropped). Live: the newest frame.
     gst_app::AppSink::builder()
@@ -259,7 +304,9 @@ fn is_video_stream(caps_name: &str) -> bool {
 
 type UriParts = (gst::Pipeline, gst_app::AppSink, Option<gst_app::AppSink>, Arc<AtomicBool>);
 
-fn uri_pipeline(uri: &str, want_audio: bool, live: bool) -> Result<UriParts> {
+/// `orientation`: how the file says its video is turned (None: not known up front; `videoflip` then follows
+/// the stream's `image-orientation` tag as it comes).
+fn uri_pipeline(uri: &str, want_audio: bool, live: bool, orientation: Option<Orientation>) -> Result<UriParts> {
     let pipeline = gst::Pipeline::with_name("latentcam-source");
     let src = element("urisourcebin")?;
     src.set_property("uri", uri);
@@ -275,6 +322,10 @@ fn uri_pipeline(uri: &str, want_audio: bool, live: bool) -> Result<UriParts> {
     audio_queue.set_property("max-size-time", 0u64);
     let decode = element("decodebin")?;
     let convert = element("videoconvert")?;
+    // Phones store portrait video as landscape pixels plus a rotation to apply: the frames are turned upright
+    // here, so every stage (pose, diffusion, sinks) sees what a player shows.
+    let flip = element("videoflip")?;
+    flip.set_property_from_str("video-direction", orientation.map_or("auto", Orientation::video_direction));
     let video = video_appsink(live);
     let audio = want_audio.then(|| {
         // Compressed audio is small: an unbounded queue here cannot stall the demuxer. Not async: a file
@@ -286,7 +337,7 @@ fn uri_pipeline(uri: &str, want_audio: bool, live: bool) -> Result<UriParts> {
     let bad = |problem: String| Error::Source { source_name: uri.to_string(), problem };
     pipeline.add_many([&src, &parse]).map_err(|e| bad(e.to_string()))?;
     media::add_and_link(&pipeline, &[&video_queue, &decode]).map_err(bad)?;
-    media::add_and_link(&pipeline, &[&convert, video.upcast_ref()]).map_err(bad)?;
+    media::add_and_link(&pipeline, &[&convert, &flip, video.upcast_ref()]).map_err(bad)?;
     if let Some(a) = &audio {
         media::add_and_link(&pipeline, &[&audio_queue, a.upcast_ref()]).map_err(bad)?;
     }

@@ -7,6 +7,8 @@ pub mod test_pattern;
 
 #[cfg(feature = "gstreamer")]
 pub mod gst;
+#[cfg(feature = "gstreamer")]
+pub mod probe;
 #[cfg(feature = "webcam")]
 pub mod webcam;
 
