@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::Mode;
 use crate::diffusion::{Diffusion, Params};
 use crate::error::{Error, Result};
-use crate::frame::{Fps, Processed};
+use crate::frame::{Fps, Frame, Processed};
 use crate::pipeline::{self, Parts, Processor};
 use crate::sink::null::NullSink;
 use crate::sink::{Sink, StreamEnd};
@@ -272,17 +272,11 @@ impl Processor for SharedProcessor {
     fn size(&self) -> (u32, u32) {
         self.lock().size()
     }
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-        self.lock().process(input)
-    }
     fn lag_frames(&self) -> usize {
         self.lock().lag_frames()
     }
-    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
-        self.lock().push(input, ready)
-    }
-    fn push_frame(&mut self, frame: &crate::frame::Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
-        self.lock().push_frame(frame, ready)
+    fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.lock().push(frame, ready)
     }
     fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
         self.lock().finish(ready)
@@ -336,7 +330,7 @@ pub fn throughput(
 
     // 1. The processor alone: the same per-frame work, back to back, no threads or links.
     let distinct = frames.min(BARE_DISTINCT_FRAMES);
-    let images: Vec<RgbImage> = (0..distinct).map(|n| TestPattern::render(width, height, n)).collect();
+    let images: Vec<Frame> = (0..distinct).map(|n| Frame::new(TestPattern::render(width, height, n))).collect();
     let mut bare = shared.clone();
     let mut ready = Vec::with_capacity(stream_batch);
     let mut outputs = 0u64;
@@ -411,7 +405,7 @@ impl Processor for Idle {
     fn size(&self) -> (u32, u32) {
         (0, 0)
     }
-    fn process(&mut self, _input: &RgbImage) -> Result<RgbImage> {
+    fn push(&mut self, _frame: &Frame, _ready: &mut Vec<RgbImage>) -> Result<()> {
         Err(Error::internal("bench", "the processor was taken for the benchmark"))
     }
 }
@@ -430,14 +424,11 @@ mod tests {
         fn size(&self) -> (u32, u32) {
             (16, 16)
         }
-        fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-            Ok(input.clone())
-        }
         fn lag_frames(&self) -> usize {
             self.lag
         }
-        fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
-            self.held.push(input.clone());
+        fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+            self.held.push((*frame.image).clone());
             if self.held.len() > self.lag {
                 ready.append(&mut self.held);
             }

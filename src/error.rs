@@ -216,8 +216,8 @@ impl Error {
     /// This error as an out-of-memory error when ONNX Runtime's allocator failed (at `size`, the working size,
     /// sides multiples of `multiple`); else as it is.
     pub fn or_out_of_memory(self, size: (u32, u32), multiple: u32) -> Self {
-        if crate::sizing::is_out_of_memory(&self.chain_text()) {
-            Error::OutOfMemory { hint: crate::sizing::out_of_memory_hint(size, multiple), cause: Box::new(self) }
+        if is_out_of_memory(&self.chain_text()) {
+            Error::OutOfMemory { hint: out_of_memory_hint(size, multiple), cause: Box::new(self) }
         } else {
             self
         }
@@ -244,9 +244,34 @@ impl Error {
     }
 }
 
+/// The message of an allocation failure while running at `size`: what ran out, and what to try.
+pub fn out_of_memory_hint(size: (u32, u32), multiple: u32) -> String {
+    let (w, h) = size;
+    let smaller = |s: u32| (s * 3 / 4 / multiple * multiple).max(multiple);
+    format!(
+        "ran out of memory at {w}x{h}: try a smaller --size (e.g. {}x{}), a stream batch of 1, or close other programs",
+        smaller(w),
+        smaller(h)
+    )
+}
+
+/// Whether an error from ONNX Runtime is an allocation failure.
+pub fn is_out_of_memory(text: &str) -> bool {
+    ["Failed to allocate", "bad_alloc", "out of memory", "Cannot allocate memory", "OOM"]
+        .iter()
+        .any(|p| text.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocation_failures_are_recognised() {
+        assert!(is_out_of_memory("BFCArena::AllocateRawInternal Failed to allocate memory for requested buffer"));
+        assert!(!is_out_of_memory("shape mismatch"));
+        assert!(out_of_memory_hint((2048, 2048), 64).contains("1536x1536"));
+    }
 
     #[test]
     fn kinds_decide_exit_codes() {

@@ -127,8 +127,71 @@ pub struct Frame {
     pub sequence: u64,
     /// When the frame entered latentcam: capture-to-sink latency is measured from here.
     pub captured: Instant,
-    /// The conditioning image (the OpenPose skeleton at the working size), when the run is pose-guided.
-    pub control: Option<Arc<RgbImage>>,
+    /// What comes with the frame for a guided run (the pose skeleton), set in the preprocess thread.
+    pub conditioning: Conditioning,
+}
+
+impl Frame {
+    /// `image` as a frame captured now: sequence 0, no timestamp, no conditioning (stills, tests, benchmarks).
+    pub fn new(image: impl Into<Arc<RgbImage>>) -> Frame {
+        Frame {
+            image: image.into(),
+            pts: None,
+            duration: None,
+            sequence: 0,
+            captured: Instant::now(),
+            conditioning: Conditioning::default(),
+        }
+    }
+}
+
+/// The kinds of per-frame conditioning input: one field of [`Conditioning`] each. The frame path lists which
+/// of them a run takes and how each is uploaded (`diffusion::frame_path::conditioning`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditioningKind {
+    /// The OpenPose skeleton (ControlNet's conditioning image).
+    Skeleton,
+}
+
+impl ConditioningKind {
+    pub const ALL: [ConditioningKind; 1] = [ConditioningKind::Skeleton];
+
+    /// In messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConditioningKind::Skeleton => "skeleton",
+        }
+    }
+}
+
+/// The per-frame inputs that travel with a frame beside its picture, each at the working size, 8 bits per
+/// channel. Cheap to clone (the images are shared).
+#[derive(Clone, Debug, Default)]
+pub struct Conditioning {
+    /// The OpenPose skeleton, RGB on black (pose-guided runs).
+    pub skeleton: Option<Arc<RgbImage>>,
+}
+
+/// A frame's conditioning when it has none.
+static NO_CONDITIONING: Conditioning = Conditioning { skeleton: None };
+
+impl Conditioning {
+    /// No conditioning input, borrowed for as long as needed.
+    pub fn none() -> &'static Conditioning {
+        &NO_CONDITIONING
+    }
+
+    /// Only a skeleton.
+    pub fn skeleton(skeleton: Arc<RgbImage>) -> Conditioning {
+        Conditioning { skeleton: Some(skeleton) }
+    }
+
+    /// The 8-bit pixels of input `kind` (interleaved channels, row by row), if the frame has it.
+    pub fn bytes(&self, kind: ConditioningKind) -> Option<&[u8]> {
+        match kind {
+            ConditioningKind::Skeleton => self.skeleton.as_deref().map(|image| image.as_raw().as_slice()),
+        }
+    }
 }
 
 /// A frame after diffusion: the model-sized input beside the output (for side-by-side views).
@@ -136,8 +199,8 @@ pub struct Frame {
 pub struct Processed {
     pub input: Arc<RgbImage>,
     pub output: Arc<RgbImage>,
-    /// The skeleton the output was conditioned on (pose-guided runs).
-    pub control: Option<Arc<RgbImage>>,
+    /// What the output was conditioned on (the skeleton, for the pose view).
+    pub conditioning: Conditioning,
     pub pts: Option<Duration>,
     pub duration: Option<Duration>,
     pub sequence: u64,

@@ -169,13 +169,4 @@ mod tests {
         let up = fit_image(&img, WorkingSize::new(512, 320, 64).unwrap()).unwrap();
         assert_eq!(up.dimensions(), (512, 320));
     }
-
-    #[test]
-    fn sizes_parse() {
-        use crate::config::values::parse_wxh;
-        assert_eq!(parse_wxh("512x384", 4096).unwrap(), (512, 384));
-        for bad in ["512", "0x5", "axb", "5000x64", "-64x64", "x", ""] {
-            assert!(parse_wxh(bad, 4096).is_err(), "{bad}");
-        }
-    }
 }

@@ -137,7 +137,7 @@ struct ConvertArgs {
     output: PathBuf,
     #[command(flatten)]
     diffusion: DiffusionArgs,
-    /// Working size WxH (default: the input's size cropped to the model's size multiple).
+    // Help from its knob (knobs::SIZE), as for every knob's flag: see `knob_help`.
     #[arg(long, value_name = "WxH")]
     size: Option<String>,
     /// x264 quality, 0-50 (lower is better).
@@ -146,29 +146,21 @@ struct ConvertArgs {
     /// Do not carry the audio over.
     #[arg(long)]
     no_audio: bool,
-    /// Frames per UNet batch with 1 step, or the denoising batch (= --steps) with more: faster on GPUs, the
-    /// output the same; 1 to 8.
     #[arg(long, value_name = "K", allow_negative_numbers = true)]
-    stream_batch: Option<i64>,
-    /// Reuse the last output for a frame that differs from the last converted one by less than this (0 to 1;
-    /// default 0 = off: every frame is converted).
+    stream_batch: Option<String>,
     #[arg(long, value_name = "T", allow_negative_numbers = true)]
-    similarity_threshold: Option<f64>,
-    /// Latent feedback: blend this fraction (0 to 0.9) of each output latent into the next frame's input latent;
-    /// steadier pictures, some smearing on fast motion. Default 0 (off).
+    similarity_threshold: Option<String>,
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
-    feedback: Option<f64>,
-    /// Pose-guided: each frame's OpenPose skeleton drives the model's ControlNet; txt2img (a character from the
-    /// pose alone) or img2img (the frame, guided by its pose). The model folder needs a ControlNet.
+    feedback: Option<String>,
+    /// Pose-guided (the model folder needs a ControlNet): each frame's OpenPose skeleton drives it.
     #[arg(long, value_name = "MODE")]
     pose: Option<String>,
     /// Pose model: a folder with a pose.toml (DWPose or MoveNet), or a MoveNet ONNX file or folder (default:
     /// models/dwpose, models/movenet or ../shared/models/movenet).
     #[arg(long, value_name = "PATH", requires = "pose")]
     pose_model: Option<PathBuf>,
-    /// ControlNet conditioning scale, 0 to 2 (default 1).
     #[arg(long, value_name = "S", requires = "pose", allow_negative_numbers = true)]
-    controlnet_scale: Option<f64>,
+    controlnet_scale: Option<String>,
     /// Write the final statistics here as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
@@ -201,27 +193,22 @@ struct DiffusionArgs {
     /// tiny-sd-turbo.
     #[arg(long, env = "LATENTCAM_MODEL", value_name = "DIR")]
     model: Option<PathBuf>,
-    /// What to turn the image into.
+    // The knobs' flags take their help from the declarations (`knob_help`) and their values as typed: the
+    // declaration checks them as it checks every other entry point.
     #[arg(long, default_value = "")]
     prompt: String,
-    /// What to steer away from (classifier-free guidance only).
     #[arg(long, default_value = "")]
     negative_prompt: String,
-    /// Denoising steps, 1 to 8 (default: the model's).
     #[arg(long, allow_negative_numbers = true)]
-    steps: Option<i64>,
-    /// How much of the input to replace, 0 to 1; 0 runs the VAE only (default: the model's).
+    steps: Option<String>,
     #[arg(long, conflicts_with = "timesteps", allow_negative_numbers = true)]
-    strength: Option<f64>,
-    /// Guidance scale, 0 to 10; 1.0-2.5 is the useful range (default: the model's).
+    strength: Option<String>,
     #[arg(long, allow_negative_numbers = true)]
-    guidance: Option<f64>,
-    /// Noise seed: the same seed gives the same output.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    seed: i64,
-    /// Explicit descending timesteps, e.g. 999,499 (replaces --steps/--strength).
+    guidance: Option<String>,
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<String>,
     #[arg(long, value_delimiter = ',', num_args = 1.., allow_negative_numbers = true)]
-    timesteps: Option<Vec<i64>>,
+    timesteps: Option<Vec<String>>,
 }
 
 impl DiffusionArgs {
@@ -230,10 +217,10 @@ impl DiffusionArgs {
             model: self.model.clone(),
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
-            steps: self.steps,
-            strength: self.strength,
-            guidance: self.guidance,
-            seed: self.seed,
+            steps: self.steps.clone(),
+            strength: self.strength.clone(),
+            guidance: self.guidance.clone(),
+            seed: self.seed.clone(),
             timesteps: self.timesteps.clone(),
         }
     }
@@ -252,15 +239,12 @@ struct Img2ImgArgs {
 
 #[derive(Args)]
 struct ScheduleArgs {
-    /// Denoising steps, 1 to 8.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    steps: i64,
-    /// Strength, 0 to 1 (LCM img2img rule).
-    #[arg(long, default_value_t = 0.5, conflicts_with = "timesteps", allow_negative_numbers = true)]
-    strength: f64,
-    /// Explicit descending timesteps instead of steps/strength.
+    #[arg(long, default_value = "1", allow_negative_numbers = true)]
+    steps: String,
+    #[arg(long, default_value = "0.5", conflicts_with = "timesteps", allow_negative_numbers = true)]
+    strength: String,
     #[arg(long, value_delimiter = ',', num_args = 1.., allow_negative_numbers = true)]
-    timesteps: Option<Vec<i64>>,
+    timesteps: Option<Vec<String>>,
     /// Take the scheduler config from this model folder (default: diffusers' LCMScheduler defaults).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
@@ -293,8 +277,30 @@ struct BenchArgs {
     json: Option<PathBuf>,
 }
 
+/// Each knob's flag gets its help from the knob's declaration ([`latentcam::knobs`]): what it does, its range, its
+/// default. Arguments are clap's ids (the flag without dashes, snake_case).
+fn knob_help(command: clap::Command) -> clap::Command {
+    let subcommands = ["convert", "img2img", "bench", "schedule"];
+    subcommands.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |mut sub| {
+            for knob in latentcam::knobs::ALL.iter().filter(|k| k.flag.is_some()) {
+                let id = knob.flag.unwrap_or_default().trim_start_matches("--").replace('-', "_");
+                if sub.get_arguments().any(|a| a.get_id() == id.as_str()) {
+                    let help = format!("{} Takes {}; default: {}.", knob.help, knob.expected(), knob.default);
+                    sub = sub.mut_arg(id, |a| a.help(help));
+                }
+            }
+            sub
+        })
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = knob_help(<Cli as clap::CommandFactory>::command()).get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.verbose, cli.quiet);
     ignore_file_size_signal();
     match run(cli) {
@@ -431,14 +437,14 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
         quality: args.quality,
         audio: !args.no_audio,
         engine: latentcam::config::file::EngineFile {
-            stream_batch: args.stream_batch,
-            similarity_threshold: args.similarity_threshold,
+            stream_batch: args.stream_batch.as_deref().map(latentcam::jobs::flag_value),
+            similarity_threshold: args.similarity_threshold.as_deref().map(latentcam::jobs::flag_value),
             ..Default::default()
         },
         pose: args.pose.as_ref().map(|mode| latentcam::config::file::PoseFile {
             model: args.pose_model.clone(),
-            mode: Some(mode.clone()),
-            controlnet_scale: args.controlnet_scale,
+            mode: Some(latentcam::jobs::flag_value(mode)),
+            controlnet_scale: args.controlnet_scale.as_deref().map(latentcam::jobs::flag_value),
             ..Default::default()
         }),
         feedback: args.feedback,

@@ -45,7 +45,7 @@ pub const DEFAULT_THRESHOLD: f32 = 0.01;
 /// The default bound on consecutive reused frames.
 pub const DEFAULT_MAX_SKIPS: u32 = 10;
 /// The largest `max_skips` accepted: 20 s at 30 fps.
-pub const MAX_MAX_SKIPS: u32 = 600;
+pub const MAX_MAX_SKIPS: u32 = crate::knobs::SIMILARITY_MAX_SKIPS.int_bounds().1 as u32;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SimilaritySettings {
@@ -74,27 +74,6 @@ impl SimilaritySettings {
     fn enabled(&self) -> bool {
         // `>` is false for NaN as well: a threshold that is not a number disables rather than skips everything.
         self.threshold > 0.0 && self.max_skips > 0
-    }
-}
-
-/// A threshold from a file or flag: a fraction of full scale from 0 (off) to 1.
-pub fn check_threshold(value: f64) -> Result<f32, String> {
-    if value.is_finite() && (0.0..=1.0).contains(&value) {
-        Ok(value as f32)
-    } else {
-        Err(format!(
-            "{value:?}: expected a similarity threshold from 0 (off) to 1 (the default is {DEFAULT_THRESHOLD})"
-        ))
-    }
-}
-
-/// A bound on consecutive reused frames from a file or flag, from 1 to [`MAX_MAX_SKIPS`].
-pub fn check_max_skips(value: i64) -> Result<u32, String> {
-    match u32::try_from(value) {
-        Ok(n) if (1..=MAX_MAX_SKIPS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{value}: expected 1 to {MAX_MAX_SKIPS} reused frames in a row at most (the default is {DEFAULT_MAX_SKIPS})"
-        )),
     }
 }
 
@@ -450,23 +429,6 @@ mod tests {
         let decisions: Vec<_> = (0..20u8).map(|k| f.check(&map(&base, |c| c + k / 2))).collect();
         let processed: Vec<_> = (0..20).filter(|&k| decisions[k] == Decision::Process).collect();
         assert_eq!(processed, [0, 6, 12, 18]);
-    }
-
-    #[test]
-    fn settings_are_checked() {
-        assert_eq!(check_threshold(0.0), Ok(0.0));
-        assert_eq!(check_threshold(0.01), Ok(0.01));
-        assert_eq!(check_threshold(1.0), Ok(1.0));
-        for bad in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
-            let e = check_threshold(bad).unwrap_err();
-            assert!(e.contains("from 0 (off) to 1"), "{e}");
-        }
-        assert_eq!(check_max_skips(1), Ok(1));
-        assert_eq!(check_max_skips(600), Ok(600));
-        for bad in [0, -1, 601, i64::MAX] {
-            let e = check_max_skips(bad).unwrap_err();
-            assert!(e.contains("1 to 600"), "{e}");
-        }
     }
 
     /// The evidence for the default threshold, and the per-frame cost (run with `--release -- --ignored

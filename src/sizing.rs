@@ -114,24 +114,6 @@ fn aspect(size: WorkingSize) -> String {
     format!("{}:{}", size.width() / g, size.height() / g)
 }
 
-/// The message of an allocation failure while running at `size`: what ran out, and what to try.
-pub fn out_of_memory_hint(size: (u32, u32), multiple: u32) -> String {
-    let (w, h) = size;
-    let smaller = |s: u32| (s * 3 / 4 / multiple * multiple).max(multiple);
-    format!(
-        "ran out of memory at {w}x{h}: try a smaller --size (e.g. {}x{}), a stream batch of 1, or close other programs",
-        smaller(w),
-        smaller(h)
-    )
-}
-
-/// Whether an error from ONNX Runtime is an allocation failure.
-pub fn is_out_of_memory(text: &str) -> bool {
-    ["Failed to allocate", "bad_alloc", "out of memory", "Cannot allocate memory", "OOM"]
-        .iter()
-        .any(|p| text.contains(p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,12 +143,5 @@ mod tests {
         let s = WorkingSize::new(576, 448, 64).unwrap();
         assert!(describe_fit(4032, 3024, s).unwrap().contains("scaled by"));
         assert_eq!(describe_fit(576, 448, s), None);
-    }
-
-    #[test]
-    fn allocation_failures_are_recognised() {
-        assert!(is_out_of_memory("BFCArena::AllocateRawInternal Failed to allocate memory for requested buffer"));
-        assert!(!is_out_of_memory("shape mismatch"));
-        assert!(out_of_memory_hint((2048, 2048), 64).contains("1536x1536"));
     }
 }

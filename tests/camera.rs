@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use latentcam::config::Mode;
 use latentcam::error::{ErrorKind, Result};
-use latentcam::frame::{Fps, FrameFormat, Processed};
+use latentcam::frame::{Fps, Frame, FrameFormat, Processed};
 use latentcam::pipeline::{self, Parts, Processor};
 use latentcam::sink::{Sink, StreamEnd};
 use latentcam::source::Source;
@@ -137,8 +137,9 @@ impl Processor for Passthrough {
     fn size(&self) -> (u32, u32) {
         (32, 24)
     }
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-        Ok(input.clone())
+    fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+        ready.push((*frame.image).clone());
+        Ok(())
     }
 }
 

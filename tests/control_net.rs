@@ -446,7 +446,9 @@ fn osc_garbage_does_not_stop_the_server() {
 
 fn keys() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(latentcam::control::values::KEYS.to_vec()).prop_map(str::to_string),
+        // Every live name, from the knobs' declarations.
+        prop::sample::select(latentcam::knobs::live().filter_map(|k| k.live).collect::<Vec<_>>())
+            .prop_map(str::to_string),
         prop::sample::select(vec![
             "params.prompt",
             "negative_prompt",

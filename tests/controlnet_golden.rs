@@ -6,12 +6,14 @@ mod common;
 
 use latentcam::diffusion::frame_path::Control;
 use latentcam::diffusion::noise::NoiseBank;
-use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Params};
+use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Inputs, Params};
+use latentcam::frame::Conditioning;
 use latentcam::imaging;
 use latentcam::model::ModelFolder;
 use ndarray::{Array4, Array5, Axis};
 use ndarray_npy::read_npy;
 use serde_json::Value;
+use std::sync::Arc;
 
 #[test]
 fn pose_guided_generation_matches_diffusers() {
@@ -51,8 +53,9 @@ fn pose_guided_generation_matches_diffusers() {
 
         let input = (!txt2img).then(|| imaging::load_rgb(&dir.join(format!("{name}_input.png"))).unwrap());
         let mut ours = Vec::new();
-        path.push_controlled(input.as_ref().map(|i| i.as_raw().as_slice()), control.as_raw(), |o| ours = o.to_vec())
-            .unwrap();
+        let conditioning = Conditioning::skeleton(Arc::new(control));
+        let image = input.as_ref().map(|i| i.as_raw().as_slice());
+        path.push(Inputs { image, conditioning: &conditioning }, |o| ours = o.to_vec()).unwrap();
         let want: Array4<f32> = read_npy(dir.join(format!("{name}_output.npy"))).unwrap();
         let theirs = imaging::from_tensor(want.view());
         assert_eq!(ours.len(), theirs.as_raw().len(), "{name}: output size");
@@ -89,7 +92,8 @@ fn the_pose_changes_the_output_and_an_unchanged_pose_does_not() {
     };
     let mut run = |control: &image::RgbImage| {
         let mut out = Vec::new();
-        path.push_controlled(None, control.as_raw(), |o| out = o.to_vec()).unwrap();
+        let conditioning = Conditioning::skeleton(Arc::new(control.clone()));
+        path.push(Inputs { image: None, conditioning: &conditioning }, |o| out = o.to_vec()).unwrap();
         out
     };
     let (a, a_again, b) = (run(&pose(16)), run(&pose(16)), run(&pose(48)));
@@ -134,7 +138,8 @@ fn a_pose_guided_stream_batch_gives_each_frame_its_unbatched_output() {
                 for i in 0..5 {
                     let input = frame(i);
                     let input = (!txt2img).then_some(input.as_raw().as_slice());
-                    path.push_controlled(input, pose(12 + i * 8).as_raw(), |o| out.push(o.to_vec())).unwrap();
+                    let conditioning = Conditioning::skeleton(Arc::new(pose(12 + i * 8)));
+                    path.push(Inputs { image: input, conditioning: &conditioning }, |o| out.push(o.to_vec())).unwrap();
                 }
                 path.finish(|o| out.push(o.to_vec())).unwrap();
                 out

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::ffmpeg;
-use common::media::{MediaInfo, probe};
+use common::media::{MediaInfo, probe, run_to_eos};
 use common::{assert_bad_input, latentcam, path_str, stderr};
 
 fn convert(input: &Path, output: &Path, size: &str) -> std::process::Output {
@@ -235,21 +235,11 @@ fn bad_videos_and_outputs_give_exit_code_2() {
 
 /// Encode 20 frames of a test picture with `encode` (a gst-launch fragment ending in a muxer) into `path`.
 fn make_video(path: &Path, encode: &str) {
-    use gstreamer as gst;
-    use gstreamer::prelude::*;
-    gst::init().unwrap();
-    let description = format!(
+    run_to_eos(&format!(
         "videotestsrc num-buffers=20 pattern=ball ! video/x-raw,width=160,height=120,framerate=20/1 ! videoconvert \
          ! {encode} ! filesink location={}",
         path_str(path)
-    );
-    let pipeline = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg =
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]);
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{encode}: {msg:?}");
+    ));
 }
 
 #[test]

@@ -7,27 +7,18 @@ mod common;
 
 use std::path::Path;
 
+use common::media::run_to_eos;
 use common::{assert_bad_input, latentcam, path_str, stderr};
-use gstreamer as gst;
-use gstreamer::prelude::*;
 use serde_json::Value;
 
 /// `frames` frames of videotestsrc's `pattern` at 160x120, 20 fps, uncompressed I420 in AVI (an encoder would
 /// smooth the noise patterns away).
 fn make_video(path: &Path, pattern: &str, frames: u32) {
-    gst::init().unwrap();
-    let description = format!(
+    run_to_eos(&format!(
         "videotestsrc num-buffers={frames} pattern={pattern} ! video/x-raw,width=160,height=120,framerate=20/1 \
          ! videoconvert ! video/x-raw,format=I420 ! avimux ! filesink location={}",
         path_str(path)
-    );
-    let pipeline = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg =
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]);
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{pattern}: {msg:?}");
+    ));
 }
 
 const KEYS: [&str; 6] =

@@ -6,7 +6,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Params};
+use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Inputs, Params};
 use latentcam::model::ModelFolder;
 
 /// Counts heap allocations made by the thread that switched counting on (ONNX Runtime's own C++ allocations do
@@ -74,7 +74,7 @@ fn path(model: &str, steps: usize, mode: BatchMode) -> FramePath {
 fn outputs(path: &mut FramePath, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for f in frames {
-        path.push(f, |o| out.push(o.to_vec())).unwrap();
+        path.push(Inputs::image(f), |o| out.push(o.to_vec())).unwrap();
     }
     path.finish(|o| out.push(o.to_vec())).unwrap();
     out
@@ -93,7 +93,7 @@ fn frame_batch_gives_each_frame_its_unbatched_output() {
     let mut counts = Vec::new();
     for f in &frames {
         let mut n = 0;
-        batched_path.push(f, |_| n += 1).unwrap();
+        batched_path.push(Inputs::image(f), |_| n += 1).unwrap();
         counts.push(n);
     }
     assert_eq!(counts, [0, 0, 3, 0, 0]);
@@ -120,7 +120,7 @@ fn denoising_batch_gives_each_frame_its_unbatched_output() {
         let mut batched = Vec::new();
         for f in &frames {
             let before = batched.len();
-            batched_path.push(f, |o| batched.push(o.to_vec())).unwrap();
+            batched_path.push(Inputs::image(f), |o| batched.push(o.to_vec())).unwrap();
             counts.push(batched.len() - before);
         }
         // n-1 frames of lag, then one out per frame in.
@@ -147,12 +147,12 @@ fn a_steady_state_frame_makes_no_heap_allocation() {
         let frames: Vec<Vec<u8>> = (0..4).map(frame).collect();
         let mut checksum = 0u64;
         for f in &frames {
-            path.push(f, |o| checksum += u64::from(o[0])).unwrap();
+            path.push(Inputs::image(f), |o| checksum += u64::from(o[0])).unwrap();
         }
         COUNT.with(|n| n.set(0));
         COUNTING.with(|c| c.set(true));
         for f in &frames {
-            path.push(f, |o| checksum += u64::from(o[0])).unwrap();
+            path.push(Inputs::image(f), |o| checksum += u64::from(o[0])).unwrap();
         }
         COUNTING.with(|c| c.set(false));
         let count = COUNT.with(|n| n.get());
@@ -192,10 +192,11 @@ fn similarity_filter_reuses_near_identical_frames_with_bounded_runs() {
         batch: BatchMode::Single,
         cuda_graph: false,
         similarity: SimilaritySettings { threshold: 0.01, max_skips: 2 },
+        tensorrt_fp16: Default::default(),
     };
     let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
     let mut processor = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine, None).unwrap();
-    let image = |i| image::RgbImage::from_raw(SIZE.0, SIZE.1, frame(i)).unwrap();
+    let image = |i| latentcam::frame::Frame::new(image::RgbImage::from_raw(SIZE.0, SIZE.1, frame(i)).unwrap());
     let (a, b) = (image(0), image(5));
     let mut ran = Vec::new();
     let mut outputs = Vec::new();
@@ -230,14 +231,14 @@ fn stage_times() {
     let mut path = FramePath::new(&runtime, diffusion, &params, size, BatchMode::Single, None).unwrap();
     for _ in 0..3 {
         host.run(&prepared, image.view()).unwrap();
-        path.push(&frame, |_| {}).unwrap();
+        path.push(Inputs::image(&frame), |_| {}).unwrap();
     }
     for _ in 0..5 {
         let t = std::time::Instant::now();
         host.run(&prepared, image.view()).unwrap();
         let host_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = std::time::Instant::now();
-        path.push(&frame, |_| {}).unwrap();
+        path.push(Inputs::image(&frame), |_| {}).unwrap();
         let path_ms = t.elapsed().as_secs_f64() * 1e3;
         eprintln!("host {host_ms:.1} ms {:?} | path {path_ms:.1} ms {:?}", host.last_times(), path.last_times());
     }

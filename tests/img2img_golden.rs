@@ -5,7 +5,7 @@
 mod common;
 
 use latentcam::diffusion::noise::NoiseBank;
-use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Params};
+use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Inputs, Params};
 use latentcam::imaging;
 use latentcam::model::ModelFolder;
 use ndarray::{Array4, Array5, ArrayView4, Axis};
@@ -71,7 +71,7 @@ fn img2img_matches_diffusers_pipelines() {
         // The frame path (the pipeline's: small graphs + IoBinding, 8-bit in and out) on the same noise.
         let mut path = FramePath::new(&runtime, diffusion, &params, (w, h), BatchMode::Single, Some(noise)).unwrap();
         let mut frame_out = Vec::new();
-        path.push(input.as_raw(), |out| frame_out = out.to_vec()).unwrap();
+        path.push(Inputs::image(input.as_raw()), |out| frame_out = out.to_vec()).unwrap();
         let path_err = frame_out.iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         let host_err = frame_out.iter().zip(ours.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         eprintln!("{name}: frame path 8-bit |Δ| {path_err} vs diffusers, {host_err} vs the host loop");

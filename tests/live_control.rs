@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use latentcam::config::{Engine, WorkingSize};
 use latentcam::control::LiveValues;
-use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Params};
+use latentcam::diffusion::{BatchMode, Diffusion, FramePath, Inputs, Params};
+use latentcam::frame::Frame;
 use latentcam::model::ModelFolder;
 use latentcam::pipeline::{DiffusionProcessor, Processor};
 use latentcam::similarity::SimilaritySettings;
@@ -38,7 +39,12 @@ fn processor(prompt: &str, live: Option<u32>) -> (DiffusionProcessor, LiveValues
     let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let params = params(&folder, prompt);
-    let engine = Engine { batch: BatchMode::Single, cuda_graph: false, similarity: SimilaritySettings::DISABLED };
+    let engine = Engine {
+        batch: BatchMode::Single,
+        cuda_graph: false,
+        similarity: SimilaritySettings::DISABLED,
+        tensorrt_fp16: Default::default(),
+    };
     let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
     let mut p = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine, None).unwrap();
     let values = LiveValues::new(&params, live.unwrap_or(0), 0.0, 0.0, None, None);
@@ -50,7 +56,7 @@ fn processor(prompt: &str, live: Option<u32>) -> (DiffusionProcessor, LiveValues
 
 fn push(p: &mut DiffusionProcessor, input: &RgbImage) -> RgbImage {
     let mut ready = Vec::new();
-    p.push(input, &mut ready).unwrap();
+    p.push(&Frame::new(input.clone()), &mut ready).unwrap();
     assert_eq!(ready.len(), 1);
     ready.pop().unwrap()
 }
@@ -145,7 +151,7 @@ fn other_values_apply_from_the_next_frame() {
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let mut path = FramePath::new(&runtime, diffusion, &p, SIZE, BatchMode::Single, None).unwrap();
     let mut expected = Vec::new();
-    path.push(input.as_raw(), |o| expected = o.to_vec()).unwrap();
+    path.push(Inputs::image(input.as_raw()), |o| expected = o.to_vec()).unwrap();
     assert!(max_level(&next, &RgbImage::from_raw(SIZE.0, SIZE.1, expected).unwrap()) <= 1);
 }
 
@@ -154,15 +160,20 @@ fn a_change_finishes_the_stream_batch_first() {
     let runtime = common::runtime();
     let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
     let params = params(&folder, "a watercolor fox");
-    let engine = Engine { batch: BatchMode::Frames(3), cuda_graph: false, similarity: SimilaritySettings::DISABLED };
+    let engine = Engine {
+        batch: BatchMode::Frames(3),
+        cuda_graph: false,
+        similarity: SimilaritySettings::DISABLED,
+        tensorrt_fp16: Default::default(),
+    };
     let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let mut p = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine, None).unwrap();
     let values = LiveValues::new(&params, 0, 0.0, 0.0, None, None);
     p.enable_live(&values).unwrap();
     let mut ready = Vec::new();
-    p.push(&frame(0), &mut ready).unwrap();
-    p.push(&frame(1), &mut ready).unwrap();
+    p.push(&Frame::new(frame(0)), &mut ready).unwrap();
+    p.push(&Frame::new(frame(1)), &mut ready).unwrap();
     assert!(ready.is_empty(), "two frames wait in a batch of 3");
     // A value the diffusion thread does not use (the window's view) leaves the batch alone.
     let elsewhere = LiveValues { view: Some(latentcam::config::View::SideBySide), ..values.clone() };
@@ -185,7 +196,7 @@ fn with_feedback(f: f32, frames: &[RgbImage]) -> Vec<Vec<u8>> {
     path.warm_up().unwrap();
     let mut out = Vec::new();
     for frame in frames {
-        path.push(frame.as_raw(), |o| out.push(o.to_vec())).unwrap();
+        path.push(Inputs::image(frame.as_raw()), |o| out.push(o.to_vec())).unwrap();
     }
     out
 }
@@ -230,7 +241,7 @@ fn latent_feedback_blends_the_last_output_latent_into_the_next_input_latent() {
 #[test]
 fn a_controlnet_scale_change_applies_from_the_next_frame() {
     use latentcam::diffusion::frame_path::Control;
-    use latentcam::frame::Frame;
+    use latentcam::frame::Conditioning;
     use latentcam::pose::smooth::SmoothingSettings;
     use std::sync::Arc;
 
@@ -238,7 +249,12 @@ fn a_controlnet_scale_change_applies_from_the_next_frame() {
     let folder = ModelFolder::open(&common::model_dir("tiny-sd15-lcm-lora-controlnet")).unwrap();
     let mut params = params(&folder, "a dancer");
     params.strength = 1.0;
-    let engine = Engine { batch: BatchMode::Single, cuda_graph: false, similarity: SimilaritySettings::DISABLED };
+    let engine = Engine {
+        batch: BatchMode::Single,
+        cuda_graph: false,
+        similarity: SimilaritySettings::DISABLED,
+        tensorrt_fp16: Default::default(),
+    };
     let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
     let skeleton = Arc::new(RgbImage::from_fn(SIZE.0, SIZE.1, |x, y| {
         if x.abs_diff(30) < 6 && y > 8 && y < 56 { image::Rgb([255, 170, 0]) } else { image::Rgb([0, 0, 0]) }
@@ -249,7 +265,7 @@ fn a_controlnet_scale_change_applies_from_the_next_frame() {
         duration: None,
         sequence: 0,
         captured: Instant::now(),
-        control: Some(skeleton),
+        conditioning: Conditioning::skeleton(skeleton),
     };
     let make = |scale: f32| {
         let diffusion = Diffusion::load_with_controlnet(&runtime, &folder).unwrap();
@@ -258,7 +274,7 @@ fn a_controlnet_scale_change_applies_from_the_next_frame() {
     };
     let run = |p: &mut DiffusionProcessor| {
         let mut ready = Vec::new();
-        p.push_frame(&frame, &mut ready).unwrap();
+        p.push(&frame, &mut ready).unwrap();
         ready.pop().unwrap()
     };
     let mut live = make(1.0);
@@ -279,7 +295,12 @@ fn a_denoising_batch_follows_the_step_count_through_live_changes() {
     let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
     let mut params = params(&folder, "a watercolor fox");
     params.steps = 2;
-    let engine = Engine { batch: BatchMode::Denoising(2), cuda_graph: false, similarity: SimilaritySettings::DISABLED };
+    let engine = Engine {
+        batch: BatchMode::Denoising(2),
+        cuda_graph: false,
+        similarity: SimilaritySettings::DISABLED,
+        tensorrt_fp16: Default::default(),
+    };
     let size = WorkingSize::new(SIZE.0, SIZE.1, 16).unwrap();
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let mut p = DiffusionProcessor::new(&runtime, diffusion, &params, size, &engine, None).unwrap();
@@ -288,7 +309,7 @@ fn a_denoising_batch_follows_the_step_count_through_live_changes() {
     let mut out = Vec::new();
     let mut pushed = 0;
     let mut push = |p: &mut DiffusionProcessor, out: &mut Vec<RgbImage>| {
-        p.push(&frame(pushed), out).unwrap();
+        p.push(&Frame::new(frame(pushed)), out).unwrap();
         pushed += 1;
     };
     for _ in 0..3 {
@@ -323,7 +344,7 @@ fn in_a_denoising_batch_feedback_waits_for_the_first_output() {
         path.warm_up().unwrap();
         let mut out = Vec::new();
         for frame in &frames {
-            path.push(frame.as_raw(), |o| out.push(o.to_vec())).unwrap();
+            path.push(Inputs::image(frame.as_raw()), |o| out.push(o.to_vec())).unwrap();
         }
         path.finish(|o| out.push(o.to_vec())).unwrap();
         out

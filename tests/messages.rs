@@ -51,9 +51,9 @@ fn a_tiny_strength_is_shown_in_its_shortest_form() {
     ]);
     assert_bad_input(&out, "invalid --strength: 1e-320 leaves 0 of the 50 LCM timesteps");
     assert!(!error_line(&out).contains("00000000"), "{}", error_line(&out));
-    // A float where an integer goes: serde's message, its number short too.
+    // A float where a whole number goes: the knob's message, its number short too.
     let out = check(&demo(), &["params.steps=1e-300"]);
-    assert_bad_input(&out, "floating point `1e-300`");
+    assert_bad_input(&out, "params.steps: 1e-300: expected a whole number from 1 to 8");
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn a_key_given_twice_is_named_with_both_lines() {
 #[test]
 fn a_bad_value_from_set_names_the_set_not_a_line_of_the_file() {
     let out = check(&demo(), &["params.steps=1.5"]);
-    assert_bad_input(&out, "params.steps: invalid type: floating point `1.5`, expected i64");
+    assert_bad_input(&out, "params.steps: 1.5: expected a whole number from 1 to 8");
     let line = error_line(&out);
     assert!(line.ends_with("(from --set params.steps=1.5)") && !line.contains("line 23"), "{line}");
     let out = check(&demo(), &["sink.0.path=1"]);
@@ -81,7 +81,7 @@ fn a_bad_value_from_set_names_the_set_not_a_line_of_the_file() {
     // The file's own bad value keeps its line, whatever --set changed besides.
     let text = demo().replace("steps = 1\n", "steps = 1.5\n");
     let out = check(&text, &["params.seed=3"]);
-    assert_bad_input(&out, "params.steps: invalid type");
+    assert_bad_input(&out, "params.steps: 1.5: expected a whole number");
     assert!(error_line(&out).ends_with("(at line 23)"), "{}", error_line(&out));
     let text =
         demo().replace("view = \"side-by-side\"\nonly-when = \"display\"", "path = \"x\"\nonly-when = \"display\"");

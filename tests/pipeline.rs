@@ -11,7 +11,7 @@ use common::{assert_bad_input, latentcam, path_str, stderr};
 use image::RgbImage;
 use latentcam::config::Mode;
 use latentcam::error::{ErrorKind, Result};
-use latentcam::frame::{Fps, Processed};
+use latentcam::frame::{Fps, Frame, Processed};
 use latentcam::pipeline::{self, Parts, Processor, StopFlag};
 use latentcam::sink::{Sink, StreamEnd};
 use latentcam::source::test_pattern::TestPattern;
@@ -25,11 +25,12 @@ impl Processor for SlowProcessor {
     fn size(&self) -> (u32, u32) {
         (64, 48)
     }
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
+    fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
         std::thread::sleep(self.delay);
-        let mut out = input.clone();
+        let mut out = (*frame.image).clone();
         image::imageops::invert(&mut out);
-        Ok(out)
+        ready.push(out);
+        Ok(())
     }
 }
 
@@ -133,14 +134,11 @@ impl Processor for Batching {
     fn size(&self) -> (u32, u32) {
         (64, 48)
     }
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-        Ok(input.clone())
-    }
     fn lag_frames(&self) -> usize {
         self.k - 1
     }
-    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
-        self.held.push(input.clone());
+    fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
+        self.held.push((*frame.image).clone());
         if self.held.len() == self.k {
             ready.append(&mut self.held);
         }
@@ -223,7 +221,7 @@ fn a_panicking_stage_is_an_internal_error_and_the_sinks_still_finish() {
         fn size(&self) -> (u32, u32) {
             (64, 48)
         }
-        fn process(&mut self, _: &RgbImage) -> Result<RgbImage> {
+        fn push(&mut self, _: &Frame, _: &mut Vec<RgbImage>) -> Result<()> {
             panic!("a bug in a stage");
         }
     }

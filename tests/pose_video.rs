@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::media::probe;
+use common::media::{probe, run_to_eos};
 use common::{assert_bad_input, latentcam, path_str, stderr};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -65,7 +65,6 @@ fn decode(path: &Path) -> Vec<FrameSummary> {
 /// About the first `frames` frames of `input` (the encoder may flush a few more) re-encoded into an MKV: a
 /// short clip keeps the test quick.
 fn clip(input: &Path, output: &Path, frames: u32) {
-    gst::init().unwrap();
     let description = format!(
         "filesrc location={} ! decodebin ! videoconvert ! identity eos-after={frames} ! x264enc speed-preset=ultrafast \
          bframes=0 ! h264parse ! matroskamux ! filesink location={}",
@@ -73,16 +72,6 @@ fn clip(input: &Path, output: &Path, frames: u32) {
         path_str(output)
     );
     run_to_eos(&description);
-}
-
-fn run_to_eos(description: &str) {
-    let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg =
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]);
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{description}: {msg:?}");
 }
 
 fn pose(input: &Path, output: &Path, json: &Path, extra: &[&str]) -> std::process::Output {
@@ -186,7 +175,6 @@ fn a_video_gives_every_frame_its_pose_with_the_input_timing() {
 fn bad_input_and_models_give_exit_code_2() {
     let tmp = common::temp_dir();
     let video = tmp.path().join("ball.mkv");
-    gst::init().unwrap();
     run_to_eos(&format!(
         "videotestsrc num-buffers=5 pattern=ball ! video/x-raw,width=64,height=48,framerate=10/1 ! x264enc \
          ! h264parse ! matroskamux ! filesink location={}",

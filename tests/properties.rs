@@ -4,7 +4,9 @@
 //! rules allow must pass; any other must fail with exit code 2 and a message naming the key or flag; nothing
 //! may panic. The oracle below restates those rules independently of the parser.
 //!
-//! Later issues add keys (pose, control, stream batch): add them to `KEYS` and `valid`.
+//! The knobs ([`latentcam::knobs`]) of `[params]` and `[engine]` are tested from their declarations: every one
+//! is a key here, with its bounds and the values just outside them; the oracle restates the README's rules
+//! for the values together (the schedule, the size multiple). Other keys: add them to `KEYS` and `valid`.
 
 mod common;
 
@@ -60,24 +62,12 @@ const KEYS: &[&str] = &[
     "source.frames",
     "source.framez",
     "model.size",
-    "params.prompt",
-    "params.steps",
-    "params.strength",
-    "params.guidance",
-    "params.seed",
-    "params.timesteps",
     "params.stepz",
-    "params.transition-frames",
-    "params.feedback",
     "control.http",
     "control.osc",
     "control.token",
     "control.osc-allow-remote",
     "control.stdin",
-    "engine.stream-batch",
-    "engine.cuda-graph",
-    "engine.similarity-threshold",
-    "engine.similarity-max-skips",
     "sink.0.path",
     "sink.0.quality",
     "sink.0.view",
@@ -88,6 +78,39 @@ const KEYS: &[&str] = &[
     "sink.2.only-when",
     "bogus",
 ];
+
+/// The keys under test: [`KEYS`] and every knob of `[params]` and `[engine]`, from the declarations.
+fn all_keys() -> Vec<&'static str> {
+    let knobs =
+        latentcam::knobs::ALL.iter().map(|k| k.key).filter(|k| k.starts_with("params.") || k.starts_with("engine."));
+    KEYS.iter().copied().chain(knobs).collect()
+}
+
+/// Each knob's bounds and the values just outside them, from the declarations.
+fn knob_edges() -> Vec<Val> {
+    use latentcam::knobs::Range;
+    let mut edges = Vec::new();
+    for knob in latentcam::knobs::ALL {
+        match knob.range {
+            Range::Int { min, max } => {
+                edges.extend([min, max, min.saturating_sub(1), max.saturating_add(1)].map(Val::Int));
+                edges.push(Val::Float(min as f64 + 0.5));
+            }
+            Range::Float { min, max } => {
+                edges.extend([min, max, min - 1e-9, max + 1e-9, max * 2.0 + 1.0].map(Val::Float));
+            }
+            Range::IntList { min, max } => {
+                edges.extend([vec![max], vec![max + 1], vec![min], vec![min - 1]].map(Val::Ints));
+            }
+            Range::Choice(words) => {
+                edges.extend(words.iter().map(|w| Val::Str(w.to_string())));
+                edges.push(Val::Str(format!("{}x", words[0])));
+            }
+            Range::Bool | Range::Text | Range::Size { .. } => {}
+        }
+    }
+    edges
+}
 
 /// A valid pipeline on the committed tiny model (size multiple 16, 1000 training steps, grid step 20).
 const BASE: &str = r#"
@@ -126,6 +149,12 @@ const FPS_MIN: f64 = 0.01;
 /// The README's rules for one key set to `v` in BASE.
 fn valid(key: &str, v: &Val) -> bool {
     let int_in = |lo: i64, hi: i64| matches!(v, Val::Int(n) if (lo..=hi).contains(n));
+    // A knob's whole number may be written with a zero fraction (`2.0`), as JSON and OSC tools send it.
+    let whole_in = |lo: i64, hi: i64| match v {
+        Val::Int(n) => (lo..=hi).contains(n),
+        Val::Float(x) => x.fract() == 0.0 && *x >= lo as f64 && *x <= hi as f64,
+        _ => false,
+    };
     let number_in = |lo: f64, hi: f64| v.number().is_some_and(|x| x.is_finite() && x >= lo && x <= hi);
     match key {
         "mode" => matches!(v, Val::Str(s) if s == "live" || s == "offline"),
@@ -148,13 +177,14 @@ fn valid(key: &str, v: &Val) -> bool {
         "model.size" => {
             matches!(v, Val::Ints(s) if s.len() == 2 && s.iter().all(|&x| (16..=4096).contains(&x) && x % 16 == 0))
         }
-        "params.prompt" => matches!(v, Val::Str(_)),
+        // Text; a number or true/false written bare is its text (`prompt = 1984`), a list is not.
+        "params.prompt" | "params.negative-prompt" => !matches!(v, Val::Ints(_)),
         // Strength 0.5 keeps 25 of the 50 LCM grid points: any step count up to 8 fits.
-        "params.steps" => int_in(1, 8),
+        "params.steps" => whole_in(1, 8),
         // At least one grid point per step (1 step): strength >= 1/50, or exactly 0 (the VAE only).
         "params.strength" => v.number() == Some(0.0) || number_in(0.02, 1.0),
         "params.guidance" => number_in(0.0, 10.0),
-        "params.seed" => int_in(0, i64::MAX),
+        "params.seed" => whole_in(0, i64::MAX),
         "params.timesteps" => match v {
             Val::Ints(t) => {
                 !t.is_empty()
@@ -165,10 +195,11 @@ fn valid(key: &str, v: &Val) -> bool {
             _ => false,
         },
         // BASE runs 1 step: any stream batch from 1 to 8 is a frame batch.
-        "engine.stream-batch" => int_in(1, 8),
+        "engine.stream-batch" => whole_in(1, 8),
         "engine.cuda-graph" => matches!(v, Val::Bool(_)),
         "engine.similarity-threshold" => number_in(0.0, 1.0),
-        "engine.similarity-max-skips" => int_in(1, 600),
+        "engine.similarity-max-skips" => whole_in(1, 600),
+        "engine.tensorrt-fp16" => matches!(v, Val::Str(s) if ["auto", "on", "off"].contains(&s.as_str())),
         "sink.0.path" => matches!(v, Val::Str(s) if {
             let ext = Path::new(s).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
             !s.trim().is_empty() && ["mp4", "mkv", "mov"].contains(&ext.as_str())
@@ -179,7 +210,7 @@ fn valid(key: &str, v: &Val) -> bool {
         "sink.1.url" => matches!(v, Val::Str(s) if URLS.iter().any(|(u, ok)| u == s && *ok)),
         "sink.1.bitrate-kbps" => int_in(1, 2_048_000),
         "sink.2.only-when" => matches!(v, Val::Str(s) if s == "display" || s == "no-display"),
-        "params.transition-frames" => int_in(0, 300),
+        "params.transition-frames" => whole_in(0, 300),
         "params.feedback" => number_in(0.0, 0.9),
         // BASE has no token: HTTP and OSC may only bind loopback addresses (IP:PORT or localhost:PORT).
         "control.http" | "control.osc" => matches!(v, Val::Str(s) if local_address(s)),
@@ -338,6 +369,7 @@ fn values() -> impl Strategy<Value = Val> {
         1 => any::<bool>().prop_map(Val::Bool),
         3 => prop::collection::vec(edge_ints(), 0..10).prop_map(Val::Ints),
         2 => prop::sample::select(vec![vec![999, 499], vec![999], vec![499, 999], vec![64, 64], vec![16, 4096], vec![0], vec![999, 759, 499, 259]]).prop_map(Val::Ints),
+        3 => prop::sample::select(knob_edges()),
     ]
 }
 
@@ -437,7 +469,7 @@ fn base_pipeline_is_valid() {
 
 #[test]
 fn pipeline_files_and_set_values_are_parsed_or_refused_never_panic() {
-    let strategy = (prop::sample::select(KEYS.to_vec()), values());
+    let strategy = (prop::sample::select(all_keys()), values());
     runner(3000)
         .run(&strategy, |(key, v)| {
             // The same value through the file's text and through --set: both must agree with the rules.
@@ -551,15 +583,17 @@ fn command_line_flags_are_parsed_or_refused_never_panic() {
     std::fs::write(&input, b"not opened by the checks").unwrap();
     runner(1500)
         .run(&flags(), |f| {
+            // As typed on a command line.
+            let float = |x: f64| format!("{x:?}");
             let diffusion = DiffusionRequest {
                 model: Some(common::model_dir("tiny-sd-turbo")),
                 prompt: "a cat".into(),
                 negative_prompt: String::new(),
-                steps: f.steps,
-                strength: f.strength,
-                guidance: f.guidance,
-                seed: f.seed,
-                timesteps: f.timesteps.clone(),
+                steps: f.steps.map(|s| s.to_string()),
+                strength: f.strength.map(float),
+                guidance: f.guidance.map(float),
+                seed: Some(f.seed.to_string()),
+                timesteps: f.timesteps.as_ref().map(|t| t.iter().map(i64::to_string).collect()),
             };
             let convert = ConvertRequest {
                 input: input.clone(),
@@ -597,9 +631,9 @@ fn command_line_flags_are_parsed_or_refused_never_panic() {
                 }
             }
             let schedule = ScheduleRequest {
-                steps: f.steps.unwrap_or(1),
-                strength: f.strength.unwrap_or(0.5),
-                timesteps: f.timesteps.clone(),
+                steps: f.steps.unwrap_or(1).to_string(),
+                strength: float(f.strength.unwrap_or(0.5)),
+                timesteps: f.timesteps.as_ref().map(|t| t.iter().map(i64::to_string).collect()),
                 model: None,
             };
             if let Err(e) = schedule.run() {

@@ -1,14 +1,16 @@
 //! The pipeline file as written: serde types that mirror the TOML (kebab-case keys, `kind` tags, unknown keys
-//! rejected). Numbers are kept wide here (`i64`, `f64`) so that a value out of range reaches the typed parse
-//! ([`super::Pipeline`]), which names the key and the range, instead of failing as a bare type error.
+//! rejected). Values are kept untyped here ([`Any`]) so that a wrong one, of any type, reaches the typed parse
+//! ([`super::Pipeline`]): a knob's declaration ([`crate::knobs`]) checks it and names it with its range, the
+//! same way every other entry point does. They
+//! serialize back to the same TOML, so `--set` applies to a pipeline made as a value (`bench`).
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Mode;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PipelineFile {
     #[serde(default)]
@@ -35,7 +37,7 @@ pub struct PipelineFile {
 /// so their values stay untyped here and [`super::Pipeline`] reads each one, naming the key when it is wrong.
 pub type Any = Option<toml::Value>;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum SourceFile {
     TestPattern {
@@ -71,45 +73,48 @@ impl Default for SourceFile {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ModelFile {
     pub dir: Option<PathBuf>,
-    pub size: Option<Vec<i64>>,
+    /// `[W, H]` or `"WxH"`.
+    pub size: Any,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ParamsFile {
-    pub prompt: Option<String>,
-    pub negative_prompt: Option<String>,
-    pub steps: Option<i64>,
-    pub strength: Option<f64>,
-    pub guidance: Option<f64>,
-    pub seed: Option<i64>,
-    pub timesteps: Option<Vec<i64>>,
+    pub prompt: Any,
+    pub negative_prompt: Any,
+    pub steps: Any,
+    pub strength: Any,
+    pub guidance: Any,
+    pub seed: Any,
+    pub timesteps: Any,
     /// A live prompt change blends the embeddings over this many frames (0: a cut).
-    pub transition_frames: Option<i64>,
+    pub transition_frames: Any,
     /// Latent feedback: the fraction of the last output latent blended into the next input latent.
-    pub feedback: Option<f64>,
+    pub feedback: Any,
 }
 
 /// How frames run through the models (`[engine]`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EngineFile {
     /// Frames per UNet batch (1 step) or the denoising batch (= steps).
-    pub stream_batch: Option<i64>,
+    pub stream_batch: Any,
     /// ONNX Runtime CUDA graphs for the models (CUDA / TensorRT providers).
-    pub cuda_graph: Option<bool>,
+    pub cuda_graph: Any,
     /// Re-emit the last output when a frame differs from the last processed one by less than this (0 = off).
-    pub similarity_threshold: Option<f64>,
+    pub similarity_threshold: Any,
     /// At most this many re-emitted frames in a row.
-    pub similarity_max_skips: Option<i64>,
+    pub similarity_max_skips: Any,
+    /// TensorRT engines in fp16: "auto", "on" or "off".
+    pub tensorrt_fp16: Any,
 }
 
 /// `[control]`: where a running pipeline takes changes from.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ControlFile {
     /// HTTP + WebSocket endpoint, `host:port`.
@@ -127,21 +132,21 @@ pub struct ControlFile {
 }
 
 /// `[pose]`: the pose model, how the ControlNet uses the skeleton, and the keypoint smoothing.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PoseFile {
     pub model: Option<PathBuf>,
     /// "txt2img" (a character from the pose alone) or "img2img" (the frame, guided by its pose).
-    pub mode: Option<String>,
-    pub controlnet_scale: Option<f64>,
-    pub threshold: Option<f64>,
-    pub min_cutoff: Option<f64>,
-    pub beta: Option<f64>,
-    pub d_cutoff: Option<f64>,
-    pub hold_s: Option<f64>,
+    pub mode: Any,
+    pub controlnet_scale: Any,
+    pub threshold: Any,
+    pub min_cutoff: Any,
+    pub beta: Any,
+    pub d_cutoff: Any,
+    pub hold_s: Any,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum SinkFile {
     Window { view: Any, only_when: Any },

@@ -31,20 +31,18 @@ use serde::Deserialize;
 
 use self::file::{Any, EngineFile, ParamsFile, PipelineFile, PoseFile, SinkFile, SourceFile};
 pub use self::values::{Host, StreamUrl, WorkingSize};
-use self::values::{
-    MAX_SOURCE_SIDE, MAX_WORKING_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show, show_f64,
-};
-use crate::diffusion::controlnet::MAX_CONDITIONING_SCALE;
-use crate::diffusion::frame_path::MAX_STREAM_BATCH;
-use crate::diffusion::scheduler::{Lcm, MAX_STEPS, Schedule};
-use crate::diffusion::{BatchMode, MAX_GUIDANCE, Params};
+use self::values::{MAX_SOURCE_SIDE, MIN_SOURCE_SIDE, parse_fps, parse_int, parse_seconds, show};
+use crate::diffusion::scheduler::{Lcm, Schedule};
+use crate::diffusion::{BatchMode, Params};
 use crate::error::{Error, Result};
 use crate::frame::Fps;
+use crate::knobs::{self, Checked, Given, Knob, KnobError, Spelling};
 use crate::model::{self, ModelFolder, one_line};
-use crate::pose::smooth::{self, SmoothingSettings};
-use crate::similarity::{self, SimilaritySettings};
+pub use crate::pose::PoseSpec;
+use crate::pose::smooth::SmoothingSettings;
+use crate::similarity::SimilaritySettings;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Capacity-1 drop-oldest links: the latest frame wins, no backlog, drops are counted.
@@ -223,6 +221,52 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// How this origin names a knob: a file's key, or the flag.
+    fn spelling(&self) -> Spelling {
+        match self {
+            Origin::File(_) => Spelling::Key,
+            Origin::Flags => Spelling::Flag,
+        }
+    }
+
+    /// A knob's refusal as this origin's error: `pipeline FILE: params.steps: 9: expected ...`, or
+    /// `invalid --steps: 9: expected ...`.
+    pub fn knob_error(&self, e: KnobError) -> Error {
+        match self {
+            Origin::File(path) => Error::Pipeline { path: path.clone(), problem: e.to_string() },
+            Origin::Flags => Error::InvalidParameter { what: e.name(), problem: e.problem() },
+        }
+    }
+
+    /// `value` checked by `knob` (None when not given); the error names the knob as this origin does.
+    pub fn knob(&self, knob: &'static Knob, value: &Any) -> Result<Option<Checked>> {
+        match value {
+            None => Ok(None),
+            Some(v) => knob.check(&Given::from_toml(v), self.spelling()).map(Some).map_err(|e| self.knob_error(e)),
+        }
+    }
+
+    fn knob_int(&self, knob: &'static Knob, value: &Any) -> Result<Option<i64>> {
+        Ok(match self.knob(knob, value)? {
+            Some(Checked::Int(i)) => Some(i),
+            _ => None,
+        })
+    }
+
+    fn knob_float(&self, knob: &'static Knob, value: &Any) -> Result<Option<f64>> {
+        Ok(match self.knob(knob, value)? {
+            Some(Checked::Float(x)) => Some(x),
+            _ => None,
+        })
+    }
+
+    fn knob_text(&self, knob: &'static Knob, value: &Any) -> Result<Option<String>> {
+        Ok(match self.knob(knob, value)? {
+            Some(Checked::Text(t)) => Some(t),
+            _ => None,
+        })
+    }
+
     /// The error for `key` (as `--set` spells it: `params.steps`, `sink.0.quality`).
     pub fn error(&self, key: &str, problem: impl std::fmt::Display) -> Error {
         match self {
@@ -297,75 +341,35 @@ impl Temporal {
     pub const DEFAULT_TRANSITION_FRAMES: u32 = 10;
 
     fn parse(file: &ParamsFile, origin: &Origin) -> Result<Temporal> {
-        use crate::control::values::{MAX_FEEDBACK, MAX_TRANSITION_FRAMES};
-        let err = |key: &str, problem: String| origin.error(&format!("params.{key}"), problem);
-        let transition_frames = match file.transition_frames {
-            None => Self::DEFAULT_TRANSITION_FRAMES,
-            Some(n) => {
-                parse_int::<u32>(n, 0, i64::from(MAX_TRANSITION_FRAMES)).map_err(|e| err("transition-frames", e))?
-            }
-        };
-        let feedback = match file.feedback {
-            None => 0.0,
-            Some(f) if f.is_finite() && (0.0..=MAX_FEEDBACK).contains(&f) => f,
-            Some(f) => {
-                return Err(err("feedback", format!("{f:?}: expected a fraction from 0 (off) to {MAX_FEEDBACK}")));
-            }
-        };
-        Ok(Temporal { transition_frames, feedback })
+        let transition_frames = origin.knob_int(&knobs::TRANSITION_FRAMES, &file.transition_frames)?;
+        let feedback = origin.knob_float(&knobs::FEEDBACK, &file.feedback)?;
+        Ok(Temporal {
+            transition_frames: transition_frames.map_or(Self::DEFAULT_TRANSITION_FRAMES, |n| n as u32),
+            feedback: feedback.unwrap_or(0.0),
+        })
     }
 }
 
-/// `[pose]`, checked: where the pose model is, how the skeleton guides the model, the smoothing.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PoseSpec {
-    /// A pose model folder (`pose.toml`: DWPose or MoveNet) or a MoveNet `.onnx` file / folder holding one.
-    pub model: PathBuf,
-    /// A character from the pose alone (fixed noise, no VAE encode) instead of img2img guided by the pose.
-    pub txt2img: bool,
-    /// ControlNet conditioning scale, 0 to 2.
-    pub controlnet_scale: f32,
-    /// Keypoints below this confidence are missing.
-    pub threshold: f32,
-    pub smoothing: SmoothingSettings,
-}
-
+/// `[pose]` checked here; [`PoseSpec`] itself is declared with the pose code that reads it ([`crate::pose`]).
 impl PoseSpec {
     pub fn parse(file: &PoseFile, origin: &Origin) -> Result<PoseSpec> {
         let err = |key: &str, problem: String| origin.error(&format!("pose.{key}"), problem);
-        let txt2img = match file.mode.as_deref() {
-            None | Some("txt2img") => true,
-            Some("img2img") => false,
-            Some(other) => return Err(err("mode", format!("{other:?}: expected \"txt2img\" or \"img2img\""))),
+        let txt2img = match origin.knob(&knobs::POSE_MODE, &file.mode)? {
+            Some(Checked::Choice(mode)) => mode == "txt2img",
+            _ => true,
         };
-        let controlnet_scale = match file.controlnet_scale {
-            None => 1.0,
-            Some(v) if v.is_finite() && (0.0..=MAX_CONDITIONING_SCALE).contains(&v) => v as f32,
-            Some(v) => {
-                return Err(err(
-                    "controlnet-scale",
-                    format!("{}: expected 0 to {MAX_CONDITIONING_SCALE}", show_f64(v)),
-                ));
-            }
-        };
-        let threshold = match file.threshold {
-            None => crate::pose::movenet::DEFAULT_THRESHOLD,
-            Some(v) if v.is_finite() && (0.0..=1.0).contains(&v) => v as f32,
-            Some(v) => return Err(err("threshold", format!("{}: expected a confidence from 0 to 1", show_f64(v)))),
-        };
-        let mut smoothing = SmoothingSettings { gate: f64::from(threshold), ..SmoothingSettings::default() };
-        if let Some(v) = file.min_cutoff {
-            smoothing.min_cutoff = smooth::check_min_cutoff(v).map_err(|e| err("min-cutoff", e))?;
-        }
-        if let Some(v) = file.beta {
-            smoothing.beta = smooth::check_beta(v).map_err(|e| err("beta", e))?;
-        }
-        if let Some(v) = file.d_cutoff {
-            smoothing.d_cutoff = smooth::check_d_cutoff(v).map_err(|e| err("d-cutoff", e))?;
-        }
-        if let Some(v) = file.hold_s {
-            smoothing.hold_s = smooth::check_hold_s(v).map_err(|e| err("hold-s", e))?;
-        }
+        let controlnet_scale = origin.knob_float(&knobs::CONTROLNET_SCALE, &file.controlnet_scale)?.unwrap_or(1.0);
+        let threshold = origin
+            .knob_float(&knobs::POSE_THRESHOLD, &file.threshold)?
+            .map_or(crate::pose::movenet::DEFAULT_THRESHOLD, |t| t as f32);
+        let defaults = SmoothingSettings::default();
+        let mut smoothing = SmoothingSettings { gate: f64::from(threshold), ..defaults };
+        smoothing.min_cutoff =
+            origin.knob_float(&knobs::POSE_MIN_CUTOFF, &file.min_cutoff)?.unwrap_or(defaults.min_cutoff);
+        smoothing.beta = origin.knob_float(&knobs::POSE_BETA, &file.beta)?.unwrap_or(defaults.beta);
+        smoothing.d_cutoff = origin.knob_float(&knobs::POSE_D_CUTOFF, &file.d_cutoff)?.unwrap_or(defaults.d_cutoff);
+        smoothing.hold_s = origin.knob_float(&knobs::POSE_HOLD_S, &file.hold_s)?.unwrap_or(defaults.hold_s);
+        let controlnet_scale = controlnet_scale as f32;
         let model = file.model.clone().unwrap_or_else(model::default_pose_model);
         if !model.exists() {
             return Err(err(
@@ -392,27 +396,34 @@ pub struct Engine {
     /// `similarity-threshold`, `similarity-max-skips`: live runs reuse the last output for a near-identical
     /// frame by default; offline runs convert every frame unless the file asks.
     pub similarity: SimilaritySettings,
+    /// `tensorrt-fp16`: which models TensorRT builds in fp16 (`auto`: UNet, ControlNet, VAE unless model.toml
+    /// marks it fp32-only; see [`crate::infer::tensorrt`]).
+    pub tensorrt_fp16: crate::infer::tensorrt::Fp16,
 }
 
 impl Engine {
     fn parse(file: &EngineFile, mode: Mode, schedule: &Schedule, origin: &Origin) -> Result<Engine> {
-        let err = |key: &str, problem: String| origin.error(key, problem);
         let steps = schedule.timesteps().len();
-        let batch = match file.stream_batch {
+        let batch = match origin.knob_int(&knobs::STREAM_BATCH, &file.stream_batch)? {
             None => BatchMode::Single,
-            Some(k) => {
-                let k = parse_int::<usize>(k, 1, MAX_STREAM_BATCH as i64).map_err(|e| err("engine.stream-batch", e))?;
-                BatchMode::choose(k, steps).map_err(|e| err("engine.stream-batch", e))?
-            }
+            // Together with the steps: the one check of that pair.
+            Some(k) => BatchMode::choose(k as usize, steps).map_err(|e| origin.error("engine.stream-batch", e))?,
         };
         let mut similarity = SimilaritySettings::default_for(mode == Mode::Live);
-        if let Some(t) = file.similarity_threshold {
-            similarity.threshold = similarity::check_threshold(t).map_err(|e| err("engine.similarity-threshold", e))?;
+        if let Some(t) = origin.knob_float(&knobs::SIMILARITY_THRESHOLD, &file.similarity_threshold)? {
+            similarity.threshold = t as f32;
         }
-        if let Some(n) = file.similarity_max_skips {
-            similarity.max_skips = similarity::check_max_skips(n).map_err(|e| err("engine.similarity-max-skips", e))?;
+        if let Some(n) = origin.knob_int(&knobs::SIMILARITY_MAX_SKIPS, &file.similarity_max_skips)? {
+            similarity.max_skips = n as u32;
         }
-        Ok(Engine { batch, cuda_graph: file.cuda_graph.unwrap_or(false), similarity })
+        let cuda_graph = matches!(origin.knob(&knobs::CUDA_GRAPH, &file.cuda_graph)?, Some(Checked::Bool(true)));
+        let tensorrt_fp16 = match origin.knob(&knobs::TENSORRT_FP16, &file.tensorrt_fp16)? {
+            Some(Checked::Choice(word)) => {
+                crate::infer::tensorrt::Fp16::ALL.into_iter().find(|f| f.as_str() == word).unwrap_or_default()
+            }
+            _ => Default::default(),
+        };
+        Ok(Engine { batch, cuda_graph, similarity, tensorrt_fp16 })
     }
 }
 
@@ -436,7 +447,19 @@ impl Pipeline {
     pub fn parse_str(text: &str, path: &Path, overrides: &[String]) -> Result<Pipeline> {
         let bad = |problem: String| Error::Pipeline { path: path.to_path_buf(), problem };
         let file = overrides::read(text, overrides).map_err(bad)?;
-        Pipeline::from_file(file, Origin::File(path.to_path_buf()))
+        // A knob's refusal says where its value came from, as the file's own errors do.
+        Pipeline::from_file(file, Origin::File(path.to_path_buf())).map_err(|e| match e {
+            Error::Pipeline { path, problem } => {
+                let key = problem.split(':').next().unwrap_or("");
+                let place = if knobs::find(key).is_some_and(|k| k.key == key) {
+                    overrides::where_from(text, overrides, key)
+                } else {
+                    String::new()
+                };
+                Error::Pipeline { path, problem: problem + &place }
+            }
+            other => other,
+        })
     }
 
     /// Check a pipeline as written (in a file, or made from flags).
@@ -487,17 +510,17 @@ impl Pipeline {
         }
         let schedule = check_schedule(&params, &model, &origin)?;
         let multiple = model.size_multiple_for(&schedule);
-        let size = match file.model.size.as_deref() {
-            None => None,
-            Some(&[w, h]) => {
-                let side = |v: i64| parse_int::<u32>(v, 1, i64::from(MAX_WORKING_SIDE));
-                let (w, h) = match (side(w), side(h)) {
-                    (Ok(w), Ok(h)) => (w, h),
-                    (Err(e), _) | (_, Err(e)) => return Err(err("model.size", e)),
+        let size = match origin.knob(&knobs::SIZE, &file.model.size)? {
+            Some(Checked::Size(w, h)) => {
+                // The knob's range, then the multiple this model and schedule need.
+                let name = knobs::SIZE.name(origin.spelling());
+                let refuse = |e: String| match &origin {
+                    Origin::Flags => Error::InvalidParameter { what: name, problem: e },
+                    Origin::File(_) => err(name, e),
                 };
-                Some(WorkingSize::new(w, h, multiple).map_err(|e| err("model.size", format!("{e} ({})", model.name)))?)
+                Some(WorkingSize::new(w, h, multiple).map_err(|e| refuse(format!("{e} ({})", model.name)))?)
             }
-            Some(other) => return Err(err("model.size", format!("{other:?}: expected [width, height]"))),
+            _ => None,
         };
         let engine = Engine::parse(&file.engine, file.mode, &schedule, &origin)?;
         let temporal = Temporal::parse(&file.params, &origin)?;
@@ -752,39 +775,28 @@ pub fn check_schedule(params: &Params, folder: &ModelFolder, origin: &Origin) ->
 
 /// The diffusion parameters: the given values over the model's defaults, each in the range it is used in.
 pub fn resolve_params(given: &ParamsFile, folder: &ModelFolder, origin: &Origin) -> Result<Params> {
-    let err = |key: &str, problem: String| origin.error(&format!("params.{key}"), problem);
     let mut params = Params::defaults_for(folder);
-    if let Some(p) = &given.prompt {
-        params.prompt = p.clone();
+    if let Some(p) = origin.knob_text(&knobs::PROMPT, &given.prompt)? {
+        params.prompt = p;
     }
-    if let Some(p) = &given.negative_prompt {
-        params.negative_prompt = p.clone();
+    if let Some(p) = origin.knob_text(&knobs::NEGATIVE_PROMPT, &given.negative_prompt)? {
+        params.negative_prompt = p;
     }
-    if let Some(s) = given.steps {
-        params.steps = parse_int::<usize>(s, 1, MAX_STEPS as i64).map_err(|e| err("steps", e))?;
+    if let Some(s) = origin.knob_int(&knobs::STEPS, &given.steps)? {
+        params.steps = s as usize;
     }
-    if let Some(s) = given.strength {
-        if !(s.is_finite() && (0.0..=1.0).contains(&s)) {
-            return Err(err("strength", format!("{s:?}: expected a number from 0 to 1")));
-        }
+    if let Some(s) = origin.knob_float(&knobs::STRENGTH, &given.strength)? {
         params.strength = s;
     }
-    if let Some(g) = given.guidance {
-        if !(g.is_finite() && (0.0..=MAX_GUIDANCE).contains(&g)) {
-            return Err(err("guidance", format!("{g:?}: expected a number from 0 to {MAX_GUIDANCE}")));
-        }
+    if let Some(g) = origin.knob_float(&knobs::GUIDANCE, &given.guidance)? {
         params.guidance = g;
     }
-    if let Some(seed) = given.seed {
-        params.seed = parse_int::<u64>(seed, 0, i64::MAX).map_err(|e| err("seed", e))?;
+    if let Some(seed) = origin.knob_int(&knobs::SEED, &given.seed)? {
+        params.seed = seed as u64;
     }
-    if let Some(list) = &given.timesteps {
-        let limit = i64::from(folder.scheduler.num_train_timesteps) - 1;
-        params.timesteps = Some(
-            list.iter()
-                .map(|&t| parse_int::<u32>(t, 0, limit).map_err(|e| err("timesteps", e)))
-                .collect::<Result<Vec<_>>>()?,
-        );
+    if let Some(Checked::IntList(list)) = origin.knob(&knobs::TIMESTEPS, &given.timesteps)? {
+        // The model's own range (its training steps) is the schedule's check, with the others.
+        params.timesteps = list.map(|l| l.into_iter().map(|t| t as u32).collect());
     }
     Ok(params)
 }

@@ -71,27 +71,8 @@ pub fn show(value: &toml::Value) -> String {
     }
 }
 
-/// How many characters of a user's text a message or log line shows ([`preview`]).
-pub const SHOWN_CHARS: usize = 60;
-
-/// An f64 as every message shows it: the shortest text that reads back as the same number, in plain notation
-/// for everyday magnitudes (`0.5`, `1`, `240`) and in exponent notation for the others (`1e-320`, `1e300`),
-/// never hundreds of digits. (Rust's `{}` prints every digit of 1e-320; `{:?}` prints `1.0` for 1.)
-pub fn show_f64(x: f64) -> String {
-    let magnitude = x.abs();
-    if x.is_finite() && x != 0.0 && !(1e-5..1e16).contains(&magnitude) { format!("{x:?}") } else { format!("{x}") }
-}
-
-/// The first `max` characters of `text`, and when there is more, `…` and the length: `a very long prompt… (60000
-/// chars)`. What logs and messages show of text a user sent (a prompt, a request, a line).
-pub fn preview(text: &str, max: usize) -> String {
-    let count = text.chars().count();
-    if count <= max {
-        return text.to_string();
-    }
-    let head: String = text.chars().take(max).collect();
-    format!("{}… ({count} chars)", head.trim_end())
-}
+/// How messages show numbers and users' text: declared with the knobs (the ground floor), used everywhere.
+pub use crate::knobs::{SHOWN_CHARS, preview, show_f64};
 
 /// Seconds from a file or flag as a `Duration`, within `min..=max`.
 pub fn parse_seconds(value: f64, min: f64, max: f64) -> Result<Duration, String> {
@@ -112,10 +93,15 @@ pub fn parse_int<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, S
 }
 
 /// The largest side of a working (model) size. Real SD UNets are trained at 512-1024; 4096 leaves room.
-pub const MAX_WORKING_SIDE: u32 = 4096;
+pub const MAX_WORKING_SIDE: u32 = crate::knobs::SIZE.int_bounds().1 as u32;
 /// Sides a source may deliver.
 pub const MIN_SOURCE_SIDE: u32 = 8;
 pub const MAX_SOURCE_SIDE: u32 = 8192;
+
+/// Prompt transitions (`params.transition-frames`): the knob's bound.
+pub const MAX_TRANSITION_FRAMES: u32 = crate::knobs::TRANSITION_FRAMES.int_bounds().1 as u32;
+/// Latent feedback (`params.feedback`): at most this fraction of the last output (1 would freeze the picture).
+pub const MAX_FEEDBACK: f64 = crate::knobs::FEEDBACK.float_bounds().1;
 
 /// The size frames have when they reach the model: both sides positive multiples of `multiple` (what the
 /// model and schedule need: see [`crate::model::ModelFolder::size_multiple_for`]), at most
@@ -167,17 +153,6 @@ impl WorkingSize {
 impl std::fmt::Display for WorkingSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.width, self.height)
-    }
-}
-
-/// `WxH` as two sides (`512x512`), each from 1 to `max`.
-pub fn parse_wxh(text: &str, max: u32) -> Result<(u32, u32), String> {
-    let bad = || format!("`{text}`: expected WIDTHxHEIGHT with sides from 1 to {max}, e.g. 512x512");
-    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
-    let side = |s: &str| s.trim().parse::<u32>().ok().filter(|v| (1..=max).contains(v));
-    match (side(w), side(h)) {
-        (Some(w), Some(h)) => Ok((w, h)),
-        _ => Err(bad()),
     }
 }
 

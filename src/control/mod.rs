@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use self::inputs::LiveControl;
-pub use self::values::{Limits, LiveValues};
+pub use self::values::{Limits, LiveError, LiveValues};
 use crate::config::values::{SHOWN_CHARS, preview};
 
 /// The one place live values change.
@@ -89,7 +89,7 @@ impl ControlHub {
     }
 
     /// Apply several changes as one: all of them, or (on the first bad one) none. Returns the new values.
-    pub fn apply(&self, changes: &[(String, Value)]) -> Result<LiveValues, String> {
+    pub fn apply(&self, changes: &[(String, Value)]) -> Result<LiveValues, LiveError> {
         let mut state = self.state();
         let mut next = state.values.clone();
         for (key, value) in changes {
@@ -113,7 +113,7 @@ impl ControlHub {
             ));
         };
         let changes: Vec<(String, Value)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        self.apply(&changes).map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+        self.apply(&changes).map(|v| serde_json::to_value(v).unwrap_or(Value::Null)).map_err(|e| e.to_string())
     }
 
     /// A `key=value` line (stdin), written as `--set` takes it: `params.prompt="a fox"`, `steps=2`.
@@ -123,7 +123,7 @@ impl ControlHub {
         })?;
         let value = serde_json::to_value(crate::config::overrides::parse_value(raw.trim()))
             .map_err(|e| format!("{}: {e}", preview(key.trim(), SHOWN_CHARS)))?;
-        self.apply(&[(key.trim().to_string(), value)])
+        self.apply(&[(key.trim().to_string(), value)]).map_err(|e| e.to_string())
     }
 
     /// Record the latest statistics (called about five times a second by the pipeline).

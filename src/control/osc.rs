@@ -376,7 +376,11 @@ mod tests {
         });
         let lines: Vec<&str> = logged.lines().collect();
         assert_eq!(lines.len(), 2, "one line per packet: {logged}");
-        assert!(lines[0].contains("(60000 chars)") && lines[0].contains("steps: 99 is not 1 to 8"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("(60000 chars)") && lines[0].contains("steps: 99: expected a whole number from 1 to 8"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("and 197 more"), "{}", lines[1]);
         assert!(lines.iter().all(|l| l.len() < 1000), "{logged}");
     }

@@ -11,14 +11,10 @@ use serde_json::Value;
 
 use crate::config::View;
 use crate::config::values::{SHOWN_CHARS, preview, show_f64};
-use crate::diffusion::scheduler::{Lcm, MAX_STEPS};
-use crate::diffusion::{MAX_GUIDANCE, Params};
-use crate::pose::smooth::{self, SmoothingSettings};
-
-/// Prompt transitions: at most this many frames (10 s at 30 fps).
-pub const MAX_TRANSITION_FRAMES: u32 = 300;
-/// Latent feedback: at most this fraction of the last output (1 would freeze the picture).
-pub const MAX_FEEDBACK: f64 = 0.9;
+use crate::diffusion::Params;
+use crate::diffusion::scheduler::Lcm;
+use crate::knobs::{self, Checked, Given, LiveCost, Spelling};
+use crate::pose::smooth::SmoothingSettings;
 
 /// Every value that can change while a pipeline runs. Serialized as `GET /params` returns it; the pose values
 /// are present only in pose-guided runs, `view` only with a window.
@@ -53,40 +49,27 @@ pub struct LiveValues {
     pub view: Option<View>,
 }
 
-/// One name per live value (the JSON keys).
-pub const KEYS: [&str; 16] = [
-    "prompt",
-    "negative-prompt",
-    "guidance",
-    "strength",
-    "steps",
-    "timesteps",
-    "seed",
-    "transition-frames",
-    "feedback",
-    "similarity-threshold",
-    "controlnet-scale",
-    "pose-min-cutoff",
-    "pose-beta",
-    "pose-d-cutoff",
-    "pose-hold-s",
-    "view",
-];
-
-/// The control name of `key` as any input may spell it (`params.prompt`, `negative_prompt`, `pose.beta`), or
-/// None for a key that is not live.
+/// The control name of `key` as any input may spell it (`params.prompt`, `negative_prompt`, `pose.beta`,
+/// `--steps`), or None for a key that is not live: one lookup, in the knobs' declarations.
 pub fn canonical(key: &str) -> Option<&'static str> {
-    let key = key.trim().trim_start_matches('/').replace('_', "-");
-    let name = match key.split_once('.') {
-        Some(("params", rest)) => rest.to_string(),
-        Some(("engine", "similarity-threshold")) => "similarity-threshold".into(),
-        Some(("pose", "controlnet-scale")) => "controlnet-scale".into(),
-        Some(("pose", rest)) if ["min-cutoff", "beta", "d-cutoff", "hold-s"].contains(&rest) => format!("pose-{rest}"),
-        Some(("window", "view")) => "view".into(),
-        Some(_) => return None,
-        None => key,
-    };
-    KEYS.iter().find(|k| **k == name).copied()
+    knobs::find(key).and_then(|k| k.live)
+}
+
+/// Why a live change was refused (HTTP answers 400 with it, stdin and OSC log it).
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// No live value has this name.
+    #[error("unknown key `{key}` (expected one of: {expected})")]
+    Unknown { key: String, expected: String },
+    /// The value is out of the knob's range or of the wrong type.
+    #[error(transparent)]
+    Value(#[from] knobs::KnobError),
+    /// A value this pipeline does not have (pose values without `[pose]`, the view without a window).
+    #[error("{name}: this pipeline {why}")]
+    NotHere { name: &'static str, why: &'static str },
+    /// The values do not go together (the schedule they make, the stream batch, pose txt2img).
+    #[error("{name}: {problem}")]
+    Together { name: &'static str, problem: String },
 }
 
 /// What the running pipeline allows: the model's scheduler, the stream batch, whether it is pose-guided.
@@ -153,106 +136,106 @@ impl LiveValues {
         }
     }
 
-    /// Set one value (`key` in any spelling [`canonical`] takes); the message names the key and what it takes.
-    pub fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
-        let name = canonical(key).ok_or_else(|| {
-            format!("unknown key `{}` (expected one of: {})", preview(key, SHOWN_CHARS), KEYS.join(", "))
-        })?;
-        let bad = |expected: &str| format!("{name}: {} is not {expected}", show(value));
-        let pose_only = |slot: &Option<f64>| {
-            if slot.is_none() { Err(format!("{name}: this pipeline is not pose-guided (no [pose])")) } else { Ok(()) }
+    /// Set one value (`key` in any spelling [`canonical`] takes), checked by its knob's declaration: the error
+    /// names the knob and its range as every entry point does.
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<(), LiveError> {
+        let unknown = || LiveError::Unknown {
+            key: preview(key, SHOWN_CHARS),
+            expected: knobs::live().filter_map(|k| k.live).collect::<Vec<_>>().join(", "),
         };
-        match name {
-            "prompt" => self.prompt = text(value).ok_or_else(|| bad("a string"))?,
-            "negative-prompt" => self.negative_prompt = text(value).ok_or_else(|| bad("a string"))?,
-            "guidance" => {
-                self.guidance = number(value, 0.0, MAX_GUIDANCE).ok_or_else(|| bad(&range(0.0, MAX_GUIDANCE)))?
+        let knob = knobs::find(key).filter(|k| k.live.is_some()).ok_or_else(unknown)?;
+        let name = knob.name(Spelling::Live);
+        let checked = knob.check(&Given::from_json(value), Spelling::Live)?;
+        let pose_only = |slot: &Option<f64>| match slot {
+            None => Err(LiveError::NotHere { name, why: "is not pose-guided (no [pose])" }),
+            Some(_) => Ok(()),
+        };
+        match checked {
+            Checked::Text(text) if name == "prompt" => self.prompt = text,
+            Checked::Text(text) if name == "negative-prompt" => self.negative_prompt = text,
+            Checked::Int(n) if name == "steps" => self.steps = n as usize,
+            Checked::Int(n) if name == "seed" => self.seed = n as u64,
+            Checked::Int(n) if name == "transition-frames" => self.transition_frames = n as u32,
+            Checked::IntList(list) if name == "timesteps" => {
+                self.timesteps = list.map(|l| l.into_iter().map(|t| t as u32).collect());
             }
-            "strength" => self.strength = number(value, 0.0, 1.0).ok_or_else(|| bad(&range(0.0, 1.0)))?,
-            "steps" => {
-                self.steps =
-                    integer(value, 1, MAX_STEPS as u64).ok_or_else(|| bad(&format!("1 to {MAX_STEPS}")))? as usize;
-            }
-            "timesteps" => {
-                self.timesteps = match value {
-                    Value::Null => None,
-                    Value::Array(items) if !items.is_empty() => Some(
-                        items
-                            .iter()
-                            .map(|t| integer(t, 0, 999).map(|t| t as u32))
-                            .collect::<Option<Vec<u32>>>()
-                            .ok_or_else(|| bad("a list of timesteps from 0 to 999"))?,
-                    ),
-                    _ => return Err(bad("a list of timesteps (descending, 0 to 999) or null")),
-                }
-            }
-            "seed" => self.seed = integer(value, 0, i64::MAX as u64).ok_or_else(|| bad("a whole number ≥ 0"))?,
-            "transition-frames" => {
-                self.transition_frames = integer(value, 0, u64::from(MAX_TRANSITION_FRAMES))
-                    .ok_or_else(|| bad(&format!("0 to {MAX_TRANSITION_FRAMES} frames")))?
-                    as u32;
-            }
-            "feedback" => {
-                self.feedback = number(value, 0.0, MAX_FEEDBACK).ok_or_else(|| bad(&range(0.0, MAX_FEEDBACK)))?
-            }
-            "similarity-threshold" => {
-                let v = value.as_f64().ok_or_else(|| bad("a number"))?;
-                self.similarity_threshold =
-                    f64::from(crate::similarity::check_threshold(v).map_err(|e| format!("{name}: {e}"))?);
-            }
-            "controlnet-scale" => {
-                pose_only(&self.controlnet_scale)?;
-                let max = crate::diffusion::controlnet::MAX_CONDITIONING_SCALE;
-                self.controlnet_scale = Some(number(value, 0.0, max).ok_or_else(|| bad(&range(0.0, max)))?);
-            }
-            "pose-min-cutoff" | "pose-beta" | "pose-d-cutoff" | "pose-hold-s" => {
-                let v = value.as_f64().ok_or_else(|| bad("a number"))?;
-                let (slot, check): (&mut Option<f64>, RangeCheck) = match name {
-                    "pose-min-cutoff" => (&mut self.pose_min_cutoff, smooth::check_min_cutoff),
-                    "pose-beta" => (&mut self.pose_beta, smooth::check_beta),
-                    "pose-d-cutoff" => (&mut self.pose_d_cutoff, smooth::check_d_cutoff),
-                    _ => (&mut self.pose_hold_s, smooth::check_hold_s),
+            Checked::Float(x) if name == "guidance" => self.guidance = x,
+            Checked::Float(x) if name == "strength" => self.strength = x,
+            Checked::Float(x) if name == "feedback" => self.feedback = x,
+            Checked::Float(x) if name == "similarity-threshold" => self.similarity_threshold = x,
+            Checked::Float(x) => {
+                let slot = match name {
+                    "controlnet-scale" => &mut self.controlnet_scale,
+                    "pose-min-cutoff" => &mut self.pose_min_cutoff,
+                    "pose-beta" => &mut self.pose_beta,
+                    "pose-d-cutoff" => &mut self.pose_d_cutoff,
+                    "pose-hold-s" => &mut self.pose_hold_s,
+                    _ => return Err(unknown()),
                 };
                 pose_only(slot)?;
-                *slot = Some(check(v).map_err(|e| format!("{name}: {e}"))?);
+                *slot = Some(x);
             }
-            "view" => {
+            Checked::Choice(word) if name == "view" => {
                 if self.view.is_none() {
-                    return Err(format!("{name}: this pipeline has no window"));
+                    return Err(LiveError::NotHere { name, why: "has no window" });
                 }
-                let view = serde_json::from_value::<View>(value.clone()).ok();
-                self.view = Some(view.ok_or_else(|| bad("\"output\", \"input\", \"side-by-side\" or \"pose\""))?);
+                self.view = serde_json::from_value(Value::String(word.into())).ok();
             }
-            _ => return Err(format!("unknown key `{}`", preview(key, SHOWN_CHARS))),
+            _ => return Err(unknown()),
         }
         Ok(())
     }
 
-    /// Check the values together (the schedule they make, the stream batch); the message names the key.
-    pub fn check(&self, limits: &Limits) -> Result<(), String> {
+    /// What changing from these values to `new` costs while running: the most any changed knob's declaration
+    /// says ([`knobs::LiveCost`]); [`knobs::LiveCost::Nothing`] when nothing changed.
+    pub fn cost_of_change(&self, new: &LiveValues) -> LiveCost {
+        let (Ok(Value::Object(old)), Ok(Value::Object(new))) = (serde_json::to_value(self), serde_json::to_value(new))
+        else {
+            return LiveCost::Rebuild;
+        };
+        old.keys()
+            .chain(new.keys())
+            .filter(|name| old.get(*name) != new.get(*name))
+            // Every field is a knob's live name (a test says so); anything else is treated as the dearest live change.
+            .map(|name| knobs::find(name).map_or(LiveCost::Reencode, |k| k.cost))
+            .max()
+            .unwrap_or(LiveCost::Nothing)
+    }
+
+    /// Check the values together (the schedule they make, the stream batch); the error names the knob.
+    pub fn check(&self, limits: &Limits) -> Result<(), LiveError> {
         let schedule = self.params().check(&limits.lcm).map_err(|e| match e {
-            crate::Error::InvalidParameter { what, problem } => format!("{what}: {problem}"),
-            other => other.to_string(),
+            crate::Error::InvalidParameter { what, problem } => {
+                LiveError::Together { name: knobs::find(what).and_then(|k| k.live).unwrap_or(what), problem }
+            }
+            other => LiveError::Together { name: "params", problem: other.to_string() },
         })?;
         if limits.stream_batch > 1 {
-            crate::diffusion::BatchMode::choose(limits.stream_batch, schedule.timesteps().len())
-                .map_err(|e| format!("steps: the stream batch is {}: {e}", limits.stream_batch))?;
+            crate::diffusion::BatchMode::choose(limits.stream_batch, schedule.timesteps().len()).map_err(|e| {
+                LiveError::Together {
+                    name: "steps",
+                    problem: format!("the stream batch is {}: {e}", limits.stream_batch),
+                }
+            })?;
         }
         if limits.txt2img && self.timesteps.is_none() && self.strength != 1.0 {
-            return Err(format!(
-                "strength: pose txt2img runs the whole schedule (strength 1), not {}; change steps or timesteps",
-                show_f64(self.strength)
-            ));
+            return Err(LiveError::Together {
+                name: "strength",
+                problem: format!(
+                    "pose txt2img runs the whole schedule (strength 1), not {}; change steps or timesteps",
+                    show_f64(self.strength)
+                ),
+            });
         }
         if limits.txt2img && self.feedback > 0.0 {
-            return Err("feedback: pose txt2img has no input latent to blend into (use img2img)".into());
+            return Err(LiveError::Together {
+                name: "feedback",
+                problem: "pose txt2img has no input latent to blend into (use img2img)".into(),
+            });
         }
         Ok(())
     }
 }
-
-/// A value's range check from the pipeline file's rules.
-type RangeCheck = fn(f64) -> Result<f64, String>;
 
 #[cfg(test)]
 impl LiveValues {
@@ -272,10 +255,6 @@ impl LiveValues {
     }
 }
 
-fn range(min: f64, max: f64) -> String {
-    format!("a number from {} to {}", show_f64(min), show_f64(max))
-}
-
 /// A JSON value as a message or log line shows it: a string quoted and cut to its first characters (with its
 /// length when cut), anything else as JSON cut likewise. Numbers are JSON's shortest form (`1e-320`).
 pub(crate) fn show(value: &Value) -> String {
@@ -288,25 +267,6 @@ pub(crate) fn show(value: &Value) -> String {
         Value::Number(n) if n.is_f64() => n.as_f64().map_or_else(|| n.to_string(), show_f64),
         other => preview(&other.to_string(), SHOWN_CHARS),
     }
-}
-
-fn text(value: &Value) -> Option<String> {
-    value.as_str().map(str::to_string)
-}
-
-fn number(value: &Value, min: f64, max: f64) -> Option<f64> {
-    value.as_f64().filter(|v| v.is_finite() && (min..=max).contains(v))
-}
-
-/// A whole number in `min..=max`; a float with no fraction counts (OSC tools often send only floats).
-fn integer(value: &Value, min: u64, max: u64) -> Option<u64> {
-    let n = match value {
-        Value::Number(n) => {
-            n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
-        }
-        _ => None,
-    }?;
-    (min..=max).contains(&n).then_some(n)
 }
 
 #[cfg(test)]
@@ -338,17 +298,40 @@ mod tests {
         v.set("steps", &json!(4.0)).unwrap();
         v.set("view", &json!("side-by-side")).unwrap();
         assert_eq!((v.prompt.as_str(), v.steps, v.view), ("a fox", 4, Some(View::SideBySide)));
-        let e = v.set("steps", &json!(9)).unwrap_err();
-        assert!(e.starts_with("steps: 9 is not 1 to 8"), "{e}");
-        assert!(v.set("guidance", &json!("high")).unwrap_err().starts_with("guidance:"));
-        assert!(v.set("feedback", &json!(0.95)).unwrap_err().contains("0 to 0.9"));
-        assert!(v.set("nope", &json!(1)).unwrap_err().contains("unknown key `nope`"));
-        assert!(v.set("controlnet-scale", &json!(1)).unwrap_err().contains("not pose-guided"));
-        assert!(v.set("timesteps", &json!([999, -1])).unwrap_err().starts_with("timesteps:"));
+        let e = v.set("steps", &json!(9)).unwrap_err().to_string();
+        assert_eq!(e, "steps: 9: expected a whole number from 1 to 8");
+        let e = |key: &str, value: Value| values().set(key, &value).unwrap_err().to_string();
+        assert!(e("guidance", json!("high")).starts_with("guidance: \"high\": expected a number from 0 to 10"));
+        assert!(e("feedback", json!(0.95)).contains("0 to 0.9"));
+        assert!(e("nope", json!(1)).contains("unknown key `nope`"));
+        assert!(e("controlnet-scale", json!(1)).contains("not pose-guided"));
+        assert!(e("timesteps", json!([999, -1])).starts_with("timesteps:"));
         v.set("timesteps", &json!([999, 499])).unwrap();
         v.set("timesteps", &json!(null)).unwrap();
         assert_eq!(v.timesteps, None);
         assert_eq!(v.steps, 4, "a failed set leaves the value");
+    }
+
+    #[test]
+    fn every_field_is_a_knob_and_a_change_costs_what_its_knob_says() {
+        let mut v = values();
+        v.controlnet_scale = Some(1.0);
+        v.pose_beta = Some(0.007);
+        let Value::Object(fields) = serde_json::to_value(&v).unwrap() else { panic!() };
+        for name in fields.keys() {
+            assert!(knobs::find(name).is_some_and(|k| k.live == Some(name.as_str())), "{name} is no knob's live name");
+        }
+        let with = |key: &str, value: Value| {
+            let mut next = v.clone();
+            next.set(key, &value).unwrap();
+            v.cost_of_change(&next)
+        };
+        assert_eq!(v.cost_of_change(&v), LiveCost::Nothing);
+        assert_eq!(with("view", json!("input")), LiveCost::Nothing);
+        assert_eq!(with("pose-beta", json!(0.1)), LiveCost::Nothing);
+        assert_eq!(with("transition-frames", json!(0)), LiveCost::Flush);
+        assert_eq!(with("steps", json!(3)), LiveCost::Rebuild);
+        assert_eq!(with("prompt", json!("a dog")), LiveCost::Reencode);
     }
 
     #[test]
@@ -367,13 +350,13 @@ mod tests {
         assert!(long.ends_with("\"… (70000 chars)") && long.len() < 90, "{long}");
         assert_eq!(show(&json!(1e-320)), "1e-320");
         let mut v = values();
-        let e = v.set("strength", &json!(1e300)).unwrap_err();
-        assert_eq!(e, "strength: 1e300 is not a number from 0 to 1");
-        let e = v.set(&"k".repeat(5000), &json!(1)).unwrap_err();
+        let e = v.set("strength", &json!(1e300)).unwrap_err().to_string();
+        assert_eq!(e, "strength: 1e300: expected a number from 0 to 1");
+        let e = v.set(&"k".repeat(5000), &json!(1)).unwrap_err().to_string();
         assert!(e.len() < 400 && e.contains("(5000 chars)"), "{}", &e[..e.len().min(400)]);
         v.strength = 1e-320;
         let limits = Limits { lcm: Lcm::new(Default::default()), stream_batch: 1, txt2img: true };
-        let e = v.check(&limits).unwrap_err();
+        let e = v.check(&limits).unwrap_err().to_string();
         assert!(e.starts_with("strength: 1e-320 leaves 0"), "{e}");
     }
 }

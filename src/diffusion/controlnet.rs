@@ -12,12 +12,12 @@ use ort::value::{DynTensor, TensorElementType};
 
 use super::unet::TimestepInput;
 use crate::error::{Error, Result};
-use crate::infer::contract::{Bound, controlnet as port, unet_controlnet};
+use crate::infer::contract::{Bound, controlnet as port};
 use crate::infer::tensor::host_tensor;
 use crate::infer::{Model, Runtime};
 
 /// Conditioning scales accepted (ControlNet's `controlnet_conditioning_scale`).
-pub const MAX_CONDITIONING_SCALE: f64 = 2.0;
+pub const MAX_CONDITIONING_SCALE: f64 = crate::knobs::CONTROLNET_SCALE.float_bounds().1;
 
 /// One residual: the ControlNet output that makes it and the UNet input that takes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,9 +147,4 @@ impl ControlNet {
 
 fn names(bound: &[Bound]) -> String {
     bound.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-/// The residual inputs a ControlNet UNet must have (for [`crate::infer::Runtime::load_with_extras`]).
-pub fn unet_extras() -> &'static crate::infer::contract::Extras {
-    &unet_controlnet::EXTRAS
 }

@@ -21,7 +21,7 @@ use crate::infer::Runtime;
 use crate::model::ModelFolder;
 
 /// Guidance scales accepted (1.0-2.5 is the useful range for LCM / Turbo; 1.0 or below means no guidance).
-pub const MAX_GUIDANCE: f64 = 10.0;
+pub const MAX_GUIDANCE: f64 = crate::knobs::GUIDANCE.float_bounds().1;
 
 /// The knobs of one img2img run.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,7 +47,7 @@ impl Params {
         if !(self.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance)) {
             return Err(Error::invalid(
                 "guidance",
-                format!("{} (expected 0 to {MAX_GUIDANCE})", crate::config::values::show_f64(self.guidance)),
+                format!("{} (expected 0 to {MAX_GUIDANCE})", crate::knobs::show_f64(self.guidance)),
             ));
         }
         lcm.schedule(self.timesteps.as_deref(), self.steps, self.strength)

@@ -10,5 +10,5 @@ pub mod text;
 pub mod unet;
 pub mod vae;
 
-pub use frame_path::{BatchMode, FramePath};
+pub use frame_path::{BatchMode, FramePath, Inputs};
 pub use img2img::{Diffusion, MAX_GUIDANCE, Params, Prepared, StageTimes};

@@ -13,83 +13,21 @@
 //! accepted too and used as given.
 
 use ndarray::{Array4, ArrayView4, Zip};
-use serde::Deserialize;
 
-use crate::config::values::show_f64;
 use crate::error::{Error, Result};
+use crate::knobs::show_f64;
 
 /// Steps latentcam accepts; LCM / Turbo models are made for 1-4, 8 is the useful ceiling.
-pub const MAX_STEPS: usize = 8;
+pub const MAX_STEPS: usize = crate::knobs::STEPS.int_bounds().1 as usize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum BetaSchedule {
-    #[serde(rename = "scaled_linear")]
-    ScaledLinear,
-    #[serde(rename = "linear")]
-    Linear,
-}
+pub use crate::model::scheduler_config::{BetaSchedule, LcmConfig, PredictionType};
 
-/// What the UNet predicts (diffusers' `prediction_type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum PredictionType {
-    #[serde(rename = "epsilon")]
-    Epsilon,
-    #[serde(rename = "v_prediction")]
-    VPrediction,
-    #[serde(rename = "sample")]
-    Sample,
-}
-
-/// `[scheduler]` in model.toml (kind = "lcm"). Field names are diffusers' in kebab-case.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct LcmConfig {
-    pub num_train_timesteps: u32,
-    pub beta_start: f64,
-    pub beta_end: f64,
-    pub beta_schedule: BetaSchedule,
-    pub original_inference_steps: u32,
-    pub timestep_scaling: f64,
-    pub prediction_type: PredictionType,
-}
-
-impl Default for LcmConfig {
-    /// SD1.5 / LCM-LoRA / LCM-Dreamshaper / SD-Turbo values (diffusers `LCMScheduler` defaults).
-    fn default() -> Self {
-        LcmConfig {
-            num_train_timesteps: 1000,
-            beta_start: 0.00085,
-            beta_end: 0.012,
-            beta_schedule: BetaSchedule::ScaledLinear,
-            original_inference_steps: 50,
-            timestep_scaling: 10.0,
-            prediction_type: PredictionType::Epsilon,
-        }
-    }
-}
-
-impl LcmConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.num_train_timesteps < 2 {
-            return Err(format!("num-train-timesteps must be at least 2, found {}", self.num_train_timesteps));
-        }
-        if !(self.beta_start > 0.0 && self.beta_start < self.beta_end && self.beta_end < 1.0) {
-            return Err(format!(
-                "betas must satisfy 0 < beta-start < beta-end < 1, found {} and {}",
-                show_f64(self.beta_start),
-                show_f64(self.beta_end)
-            ));
-        }
-        if self.original_inference_steps == 0 || self.original_inference_steps > self.num_train_timesteps {
-            return Err(format!(
-                "original-inference-steps must be in 1..={}, found {}",
-                self.num_train_timesteps, self.original_inference_steps
-            ));
-        }
-        if !(self.timestep_scaling.is_finite() && self.timestep_scaling > 0.0) {
-            return Err(format!("timestep-scaling must be positive, found {}", show_f64(self.timestep_scaling)));
-        }
-        Ok(())
+impl crate::model::ModelFolder {
+    /// What image sides must be multiples of for a run on this schedule: the VAE's 8 when only the VAE runs
+    /// (strength 0), else the model's `size-multiple` (the UNet's downsampling x 8). The one place this rule
+    /// lives.
+    pub fn size_multiple_for(&self, schedule: &Schedule) -> u32 {
+        if schedule.is_vae_only() { crate::model::VAE_MULTIPLE } else { self.size_multiple }
     }
 }
 

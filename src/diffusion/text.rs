@@ -102,7 +102,7 @@ impl ClipTokenizer {
     /// [`ClipTokenizer::ids`], and whether the prompt had to be cut to `max_length` tokens (and where).
     pub fn tokenize(&self, prompt: &str) -> Result<Tokens> {
         let failed = |e: tokenizers::Error| {
-            let shown = crate::config::values::preview(prompt, crate::config::values::SHOWN_CHARS);
+            let shown = crate::knobs::preview(prompt, crate::knobs::SHOWN_CHARS);
             Error::invalid("prompt", format!("{shown:?} could not be tokenized: {e}"))
         };
         let encoding = self.inner.encode(prompt, true).map_err(failed)?;
@@ -218,7 +218,7 @@ impl TextEncoder {
     /// Runs the text encoder every time (benchmarks, and the cache's miss path). A prompt over the tokenizer's
     /// `max_length` is cut to it, with a warning the first time that prompt is seen.
     pub fn encode_uncached(&mut self, prompt: &str) -> Result<Array3<f32>> {
-        let shown = crate::config::values::preview(prompt, crate::config::values::SHOWN_CHARS);
+        let shown = crate::knobs::preview(prompt, crate::knobs::SHOWN_CHARS);
         let _span = tracing::debug_span!("text_encoder", prompt = shown).entered();
         let tokens = self.tokenizer.tokenize(prompt)?;
         self.truncations.note(prompt, &tokens);

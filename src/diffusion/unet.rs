@@ -5,7 +5,7 @@ use ort::session::SessionInputValue;
 use ort::value::{TensorElementType, TensorRef};
 
 use crate::error::{Error, Result};
-use crate::infer::contract::unet as port;
+use crate::infer::contract::{unet as port, unet_controlnet};
 use crate::infer::tensor::host_tensor;
 use crate::infer::{Model, Runtime};
 
@@ -95,7 +95,7 @@ impl Unet {
 
     /// The UNet that takes ControlNet residuals (`[files] unet-controlnet`).
     pub fn load_with_residuals(runtime: &Runtime, path: &std::path::Path, latent_channels: usize) -> Result<Unet> {
-        let model = runtime.load_with_extras("UNet", path, &port::CONTRACT, super::controlnet::unet_extras())?;
+        let model = runtime.load_with_extras("UNet", path, &port::CONTRACT, &unet_controlnet::EXTRAS)?;
         if model.binding.extra_inputs.is_empty() {
             return Err(model.contract_error(format!(
                 "no ControlNet residual inputs (expected down_block_additional_residuals_N and \

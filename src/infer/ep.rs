@@ -5,47 +5,13 @@
 //! one that does not work, and logs what it picked.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use ort::ep::ExecutionProviderDispatch;
 
 use crate::error::{Error, Result};
 
-/// What a session needs from its execution provider beyond the provider's name.
-#[derive(Clone, Debug, Default)]
-pub struct SessionSettings {
-    /// The model file (TensorRT engine-cache key; messages). A path that is not a file (a graph built in memory,
-    /// named by its role) gets no TensorRT engine cache.
-    pub model_path: PathBuf,
-    /// The ONNX Runtime library this process loaded (part of the TensorRT engine-cache key; empty: unknown).
-    pub ort_library: PathBuf,
-    /// ONNX Runtime's CUDA graph capture (CUDA EP `enable_cuda_graph`; TensorRT `trt_cuda_graph_enable`). Needs
-    /// fixed shapes and IoBinding with device buffers.
-    pub cuda_graph: bool,
-    /// Build TensorRT engines in fp16 (TensorRT only; the CUDA EP runs the model's own types).
-    pub fp16: bool,
-    /// TensorRT optimisation profiles: for each dynamic input, the min/opt/max shape, so that a size change within
-    /// the range does not rebuild the engine.
-    pub shape_profiles: Vec<ShapeProfile>,
-}
-
-/// One TensorRT optimisation profile for one input: every shape from `min` to `max` (per dimension) runs on the
-/// same engine, which is tuned for `opt`. Naming an input twice gives it two profiles.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShapeProfile {
-    pub input: String,
-    pub min: Vec<i64>,
-    pub opt: Vec<i64>,
-    pub max: Vec<i64>,
-}
-
-impl ShapeProfile {
-    /// A profile of one shape.
-    pub fn fixed(input: impl Into<String>, shape: &[i64]) -> ShapeProfile {
-        ShapeProfile { input: input.into(), min: shape.to_vec(), opt: shape.to_vec(), max: shape.to_vec() }
-    }
-}
+pub use super::settings::{SessionSettings, ShapeProfile};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ExecutionProvider {
@@ -287,11 +253,5 @@ mod tests {
     fn tensorrt_without_the_feature_says_how_to_get_it() {
         let msg = refusal(ExecutionProvider::TensorRt);
         assert!(msg.contains("`tensorrt` is not available") && msg.contains("--features tensorrt"), "{msg}");
-    }
-
-    #[test]
-    fn a_fixed_profile_is_one_shape() {
-        let p = ShapeProfile::fixed("sample", &[1, 4, 64, 64]);
-        assert_eq!((&p.min, &p.opt, &p.max), (&p.opt, &p.max, &vec![1, 4, 64, 64]));
     }
 }

@@ -6,11 +6,14 @@ pub mod contract;
 pub mod ep;
 pub mod graph;
 pub mod library;
+pub mod onnx_graph;
+mod settings;
 pub mod tensor;
+pub mod tensorrt;
 mod trt;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ndarray::{Array4, ArrayD, ArrayView4, Ix4};
@@ -40,6 +43,8 @@ pub struct Runtime {
     options: RuntimeOptions,
     library: PathBuf,
     logged_ep: std::sync::Arc<Mutex<Option<ExecutionProvider>>>,
+    /// One pipeline's TensorRT settings ([`Runtime::with_tensorrt`]); `None`: TensorRT's defaults.
+    tensorrt: Option<Arc<tensorrt::TensorRt>>,
 }
 
 /// ort loads the library once per process; remember which one so a second, different request is an error
@@ -50,7 +55,7 @@ impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let library = library::locate(options.library.as_deref())?;
         let env = load_environment(&library, options.intra_op_threads)?;
-        Ok(Runtime { env, options, library, logged_ep: Default::default() })
+        Ok(Runtime { env, options, library, logged_ep: Default::default(), tensorrt: None })
     }
 
     /// This runtime with ONNX Runtime's CUDA graphs on or off for the sessions the frame path runs through
@@ -59,6 +64,19 @@ impl Runtime {
         let mut runtime = self.clone();
         runtime.options.cuda_graph = on;
         runtime
+    }
+
+    /// This runtime with one pipeline's TensorRT settings: fp16 per model and shape profiles for its working size
+    /// and batches (see [`tensorrt`]). Only sessions on the TensorRT provider use them.
+    pub fn with_tensorrt(&self, settings: tensorrt::TensorRt) -> Runtime {
+        let mut runtime = self.clone();
+        runtime.tensorrt = Some(Arc::new(settings));
+        runtime
+    }
+
+    /// The TensorRT settings [`Runtime::with_tensorrt`] gave, if any.
+    pub fn tensorrt(&self) -> Option<&tensorrt::TensorRt> {
+        self.tensorrt.as_deref()
     }
 
     pub fn library(&self) -> &Path {
@@ -188,14 +206,44 @@ impl Runtime {
 
     fn create_session(&self, ep: ExecutionProvider, role: &'static str, path: &Path) -> Result<Session> {
         let load_err = |e: ort::Error| Error::ModelLoad { role, path: path.to_path_buf(), cause: Box::new(e) };
-        let settings = ep::SessionSettings {
+        let settings = self.session_settings(ep, role, path);
+        let created =
+            self.builder(ep, &settings, load_err).and_then(|mut b| b.commit_from_file(path).map_err(load_err));
+        match created {
+            // TensorRT refuses explicit profiles that miss a dynamic input of one of its subgraphs (a model it
+            // takes only in parts: ONNX Runtime's contrib ops in a fused fp16 export). Without them ONNX Runtime
+            // makes the profiles from the first run, as it does for models latentcam cannot profile.
+            Err(e @ Error::ModelLoad { .. }) if !settings.shape_profiles.is_empty() => {
+                tracing::warn!(
+                    "TensorRT did not take the shape profiles for the {role} ({e}); trying again without them \
+                     (ONNX Runtime makes them at the first run)"
+                );
+                // The shapes still go into the cache key, keeping this engine apart from other sizes'.
+                let shapes =
+                    |pick: fn(&ep::ShapeProfile) -> &[i64]| trt::profile_shapes(&settings.shape_profiles, pick);
+                let hint =
+                    format!("{} to {}, tuned for {}", shapes(|p| &p.min), shapes(|p| &p.max), shapes(|p| &p.opt));
+                let implicit = ep::SessionSettings { shape_hint: Some(hint), shape_profiles: Vec::new(), ..settings };
+                let mut builder = self.builder(ep, &implicit, load_err)?;
+                builder.commit_from_file(path).map_err(load_err)
+            }
+            other => other,
+        }
+    }
+
+    /// What the session for `role` (the model file `path`) on `ep` is created with: this runtime's CUDA-graph
+    /// setting, and on TensorRT the pipeline's fp16 and shape profiles ([`Runtime::with_tensorrt`]).
+    pub fn session_settings(&self, ep: ExecutionProvider, role: &str, path: &Path) -> ep::SessionSettings {
+        let base = ep::SessionSettings {
             model_path: path.to_path_buf(),
             ort_library: self.library.clone(),
             cuda_graph: self.options.cuda_graph && role != "text encoder",
             ..Default::default()
         };
-        let mut builder = self.builder(ep, &settings, load_err)?;
-        builder.commit_from_file(path).map_err(load_err)
+        match (&self.tensorrt, ep) {
+            (Some(trt), ExecutionProvider::TensorRt) => trt.session_settings(role, base),
+            _ => base,
+        }
     }
 }
 

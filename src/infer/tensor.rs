@@ -41,16 +41,40 @@ pub fn host_tensor(ty: TensorElementType, values: ArrayViewD<f32>) -> Result<Dyn
     Ok(tensor)
 }
 
-/// Overwrite a host tensor made by [`host_tensor`] (same element count) with `values`.
+/// Whether the CPU can read and write `tensor`'s memory through its data pointer (host memory, or CUDA pinned
+/// memory); device memory cannot be.
+pub fn is_host(tensor: &DynTensor) -> bool {
+    tensor.memory_info().is_cpu_accessible()
+}
+
+/// The error for a tensor whose memory the CPU cannot touch.
+fn not_host(what: &'static str, tensor: &DynTensor) -> Error {
+    let info = tensor.memory_info();
+    Error::internal(
+        what,
+        format!(
+            "the tensor is in {} memory (device {}), which the CPU cannot access",
+            info.allocation_device().as_str(),
+            info.device_id()
+        ),
+    )
+}
+
+/// Overwrite a host tensor (one made by [`host_tensor`], or any whose memory the CPU can access) of the same
+/// element count with `values`. A tensor in device memory is refused with an error: writing through its data
+/// pointer from the CPU would be undefined behaviour.
 pub fn write_host(tensor: &mut DynTensor, values: ArrayViewD<f32>) -> Result<()> {
+    if !is_host(tensor) {
+        return Err(not_host("host tensor", tensor));
+    }
     let count: usize = tensor.shape().iter().map(|&d| d as usize).product();
     if count != values.len() {
         return Err(Error::internal("host tensor", format!("{} values for a tensor of {count}", values.len())));
     }
     let ty = *tensor.data_type();
     let ptr = tensor.data_ptr_mut();
-    // SAFETY: the tensor is in host memory (made by the default CPU allocator), holds `count` elements of `ty`, and
-    // is borrowed mutably for the duration of the writes.
+    // SAFETY: the CPU can access the tensor's memory (checked above against its memory info), the tensor holds
+    // `count` elements of `ty` (its shape and type), and it is borrowed mutably for the duration of the writes.
     match ty {
         TensorElementType::Float32 => {
             let out = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<f32>(), count) };
@@ -77,11 +101,99 @@ pub fn to_f32(value: &DynValue) -> Result<ArrayD<f32>> {
         TensorElementType::Float16 => {
             let count: usize = shape.iter().product();
             let tensor = value.view().downcast::<ort::value::DynTensorValueType>().map_err(err)?;
-            // SAFETY: an f16 tensor of `count` elements in host memory (session outputs without IoBinding are).
+            if !tensor.memory_info().is_cpu_accessible() {
+                return Err(not_host("model output", &tensor));
+            }
+            // SAFETY: an f16 tensor of `count` elements in memory the CPU can access (checked above).
             let data = unsafe { std::slice::from_raw_parts(tensor.data_ptr().cast::<f16>(), count) };
             ArrayD::from_shape_vec(IxDyn(&shape), data.iter().map(|v| v.to_f32()).collect())
                 .map_err(|e| Error::internal("model output", e))
         }
         other => Err(Error::internal("model output", format!("element type {other} is not a float"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ArrayD;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+
+    /// An error with its causes, as the log shows it.
+    fn message(e: Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        text
+    }
+
+    /// ONNX Runtime, loaded once (scripts/setup.sh installs it).
+    fn load_ort() {
+        static RUNTIME: std::sync::OnceLock<crate::infer::Runtime> = std::sync::OnceLock::new();
+        RUNTIME.get_or_init(|| {
+            crate::infer::Runtime::new(crate::infer::RuntimeOptions {
+                execution_provider: crate::infer::ExecutionProvider::Cpu,
+                intra_op_threads: Some(1),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("this test needs ONNX Runtime (scripts/setup.sh): {e}"))
+        });
+    }
+
+    #[test]
+    fn write_host_fills_host_tensors_in_their_element_type() {
+        load_ort();
+        let values = ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.0, 1.0, -2.5, 3.25, 1e-3, 65504.0]).unwrap();
+        for ty in [TensorElementType::Float32, TensorElementType::Float16] {
+            let mut tensor = host_tensor(ty, ArrayD::zeros(IxDyn(&[2, 3])).view()).unwrap();
+            assert!(is_host(&tensor));
+            write_host(&mut tensor, values.view()).unwrap();
+            let back = to_f32(&tensor.into_dyn()).unwrap();
+            let tolerance = if ty == TensorElementType::Float16 { 1e-3 } else { 0.0 };
+            for (b, v) in back.iter().zip(values.iter()) {
+                assert!((b - v).abs() <= tolerance * v.abs().max(1.0), "{ty}: {b} for {v}");
+            }
+        }
+        let mut tensor = host_tensor(TensorElementType::Float32, ArrayD::zeros(IxDyn(&[4])).view()).unwrap();
+        let err = message(write_host(&mut tensor, values.view()).unwrap_err());
+        assert!(err.contains("6 values for a tensor of 4"), "{err}");
+    }
+
+    #[test]
+    fn write_host_refuses_a_tensor_in_device_memory() {
+        load_ort();
+        // A tensor whose memory info says CUDA device memory, over a host buffer (this machine has no GPU; the
+        // bytes being host memory, nothing bad would happen if the check were missing).
+        let mut backing = vec![7.0f32; 6];
+        let cuda = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default).unwrap();
+        let shape = [2i64, 3];
+        let mut raw: *mut ort::sys::OrtValue = std::ptr::null_mut();
+        // SAFETY: `backing` holds the 6 f32 (24 bytes) the shape describes and outlives the tensor (dropped below);
+        // ONNX Runtime does not free memory it was given.
+        let status = unsafe {
+            (ort::api().CreateTensorWithDataAsOrtValue)(
+                ort::AsPointer::ptr(&cuda),
+                backing.as_mut_ptr().cast(),
+                backing.len() * size_of::<f32>(),
+                shape.as_ptr(),
+                shape.len(),
+                ort::sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                &mut raw,
+            )
+        };
+        // SAFETY: a status just returned by the ONNX Runtime API.
+        unsafe { ort::Error::result_from_status(status) }.unwrap();
+        // SAFETY: a tensor value just created; the default allocator only keeps a handle alive.
+        let mut tensor: DynTensor =
+            unsafe { DynTensor::from_ptr(std::ptr::NonNull::new(raw).unwrap(), Some(&Allocator::default())) };
+        assert!(!is_host(&tensor));
+        let err = message(write_host(&mut tensor, ArrayD::from_elem(IxDyn(&[2, 3]), 1.0).view()).unwrap_err());
+        assert!(err.contains("Cuda") && err.contains("CPU cannot access"), "{err}");
+        let err = message(to_f32(&tensor.into_dyn()).unwrap_err());
+        assert!(err.contains("model output"), "{err}");
+        assert_eq!(backing, vec![7.0; 6], "nothing was written");
     }
 }

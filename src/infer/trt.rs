@@ -3,8 +3,9 @@
 //! ONNX Runtime names a cached engine after the model's file name and graph, not its weights, its precision or
 //! its optimisation profiles, and it reuses whatever file matches that name. So every engine goes in a folder of
 //! its own, `<cache>/latentcam/tensorrt/<model stem>-<key>/`, where the key is a hash of everything that
-//! changes an engine: the model's bytes (and those of its external-data files), the shape profiles, fp16, the
-//! ONNX Runtime / TensorRT libraries, and the engine options latentcam sets ([`KEY_VERSION`]). The folder holds
+//! changes an engine: the model's bytes (and those of its external-data files), the shape profiles (or, where
+//! ONNX Runtime makes the profile itself, the shapes the model runs at), fp16, the ONNX Runtime / TensorRT
+//! libraries, and the engine options latentcam sets ([`KEY_VERSION`]). The folder holds
 //! `key.txt`, the text the key hashes, for whoever wonders why an engine was rebuilt.
 //!
 //! Hashing reads the whole model (GBs for a UNet, at about 2.5 GB/s once it is in the page cache); the result is
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use super::ep::{SessionSettings, ShapeProfile};
+use super::settings::{SessionSettings, ShapeProfile};
 use crate::error::{Error, Result};
 
 /// Bump when latentcam changes a TensorRT option that changes the engines it builds, so old engines are not
@@ -175,6 +176,11 @@ pub(crate) fn cache_key(settings: &SessionSettings) -> Result<(String, String)> 
     for p in &settings.shape_profiles {
         let dims = |d: &[i64]| d.iter().map(i64::to_string).collect::<Vec<_>>().join("x");
         let _ = writeln!(text, "profile {} min {} opt {} max {}", p.input, dims(&p.min), dims(&p.opt), dims(&p.max));
+    }
+    if settings.shape_profiles.is_empty()
+        && let Some(hint) = &settings.shape_hint
+    {
+        let _ = writeln!(text, "implicit profile, runs at {hint}");
     }
     text.push_str(&runtime_identity(&settings.ort_library));
     let key = format!("{}-{:016x}", file_stem(&settings.model_path), fnv1a(text.as_bytes()));
@@ -522,6 +528,10 @@ mod tests {
         assert_eq!(key(&graph), base, "CUDA graphs do not change the engine");
         let lib = SessionSettings { ort_library: one.clone(), ..settings(&one) };
         assert_ne!(key(&lib), base, "the ONNX Runtime library");
+        // Without profiles, the shapes ONNX Runtime will make its profile from keep sizes apart.
+        let hinted = |size: &str| SessionSettings { shape_hint: Some(size.into()), ..settings(&one) };
+        assert_ne!(key(&hinted("image 512x512")), base, "a shape hint");
+        assert_ne!(key(&hinted("image 512x512")), key(&hinted("image 768x512")), "the hinted size");
     }
 
     #[test]

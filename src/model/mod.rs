@@ -5,6 +5,7 @@
 //! latent-channels = 4
 //! latent-scale = 0.18215             # full SD VAE; TAESD-family latents use 1.0
 //! image-range = "minus-one-to-one"   # SD VAE; TAESD-family: "zero-to-one"
+//! vae-fp32-only = false              # true: TensorRT keeps the VAE in fp32 under tensorrt-fp16 = "auto"
 //! size-multiple = 64                 # image sides must be multiples of this (8 x the UNet's downsampling)
 //! native-size = 512                  # the side it was trained at: default working sizes hold about its square
 //! [files]                            # relative to the folder; may point into other folders
@@ -26,11 +27,12 @@
 //! guidance = 1.0
 //! ```
 
+pub mod scheduler_config;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::diffusion::scheduler::{LcmConfig, Schedule};
+use self::scheduler_config::LcmConfig;
 use crate::error::{Error, Result};
 
 pub const MANIFEST_FILE: &str = "model.toml";
@@ -54,6 +56,9 @@ struct ManifestFile {
     latent_channels: usize,
     latent_scale: f32,
     image_range: ImageRange,
+    /// The VAE overflows in fp16 (SDXL's original VAE): TensorRT builds it in fp32 unless told otherwise.
+    #[serde(default)]
+    vae_fp32_only: bool,
     #[serde(default = "default_size_multiple")]
     size_multiple: u32,
     /// The side the model was trained at (512 for SD1.5 and SD-Turbo): default working sizes aim at its
@@ -183,6 +188,8 @@ pub struct ModelFolder {
     pub latent_channels: usize,
     pub latent_scale: f32,
     pub image_range: ImageRange,
+    /// `vae-fp32-only`: the VAE overflows in fp16, so `[engine] tensorrt-fp16 = "auto"` keeps it in fp32.
+    pub vae_fp32_only: bool,
     pub size_multiple: u32,
     /// The side the model was trained at: default working sizes hold about its square's pixels.
     pub native_size: u32,
@@ -229,7 +236,7 @@ impl ModelFolder {
         if !(m.latent_scale.is_finite() && m.latent_scale > 0.0) {
             return Err(bad(format!(
                 "latent-scale must be a positive number, found {}",
-                crate::config::values::show_f64(f64::from(m.latent_scale))
+                crate::knobs::show_f64(f64::from(m.latent_scale))
             )));
         }
         if m.size_multiple == 0 || !m.size_multiple.is_multiple_of(VAE_MULTIPLE) || m.size_multiple > 512 {
@@ -268,6 +275,7 @@ impl ModelFolder {
             latent_channels: m.latent_channels,
             latent_scale: m.latent_scale,
             image_range: m.image_range,
+            vae_fp32_only: m.vae_fp32_only,
             size_multiple: m.size_multiple,
             native_size: m.native_size,
             unet_memory: m.unet,
@@ -301,13 +309,6 @@ impl ModelFolder {
             files.extend([c.controlnet.as_path(), c.unet.as_path()]);
         }
         files
-    }
-
-    /// What image sides must be multiples of for a run on this schedule: the VAE's 8 when only the VAE runs
-    /// (strength 0), else the model's `size-multiple` (the UNet's downsampling x 8). The one place this rule
-    /// lives.
-    pub fn size_multiple_for(&self, schedule: &Schedule) -> u32 {
-        if schedule.is_vae_only() { VAE_MULTIPLE } else { self.size_multiple }
     }
 }
 
@@ -448,9 +449,19 @@ kind = "lcm"
         assert_eq!(m.unet, Path::new("/m/x/unet.onnx"));
         assert_eq!(m.text_encoder, Path::new("/m/shared/te.onnx"));
         assert_eq!(m.size_multiple, 64);
+        assert!(!m.vae_fp32_only);
         assert_eq!(m.tokenizer.pad_token, "<|endoftext|>");
         assert_eq!(m.defaults, Defaults::default());
         assert_eq!(m.scheduler, LcmConfig::default());
+    }
+
+    #[test]
+    fn a_vae_can_be_marked_fp32_only() {
+        let text = GOOD.replace("image-range", "vae-fp32-only = true\nimage-range");
+        assert!(ModelFolder::parse(Path::new("/m"), Path::new("/m/model.toml"), &text).unwrap().vae_fp32_only);
+        let text = GOOD.replace("image-range", "vae-fp32-only = \"yes\"\nimage-range");
+        let err = ModelFolder::parse(Path::new("/m"), Path::new("/m/model.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("vae-fp32-only") || err.contains("boolean"), "{err}");
     }
 
     #[test]

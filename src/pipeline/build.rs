@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use crate::config::{GstInput, Mode, Origin, Pipeline, SinkKind, SourceSpec, WorkingSize};
 use crate::control::{ControlHub, Limits, LiveControl, LiveValues};
+use crate::diffusion::BatchMode;
 use crate::diffusion::Diffusion;
 use crate::diffusion::frame_path::Control;
 use crate::error::{Error, Result};
 use crate::infer::Runtime;
+use crate::infer::tensorrt::{TensorRt, Workload};
 use crate::paths::{NamedPath, OutputLock};
 use crate::pose::stage::PoseAnnotator;
 use crate::sink::{self, SinkContext};
@@ -70,8 +72,13 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
     if let Some(fit) = sizing::describe_fit(format.width, format.height, size) {
         tracing::info!("working size {size}: the source's {fit}");
     }
-    // CUDA graphs are captured for the sessions the frame path binds (the models and its graphs).
-    let runtime = options.runtime.with_cuda_graph(pipeline.engine.cuda_graph);
+    // CUDA graphs are captured for the sessions the frame path binds (the models and its graphs); TensorRT builds
+    // its engines for this working size and these batches (the pose models keep the plain runtime).
+    let runtime = options.runtime.with_cuda_graph(pipeline.engine.cuda_graph).with_tensorrt(tensorrt_settings(
+        pipeline,
+        size,
+        takes_live_changes(pipeline),
+    ));
     let (diffusion, control, annotator) = match &pipeline.pose {
         None => (Diffusion::load(&runtime, &pipeline.model)?, None, None),
         Some(pose) => {
@@ -89,9 +96,8 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
     // its newest frame).
     let warm_up = processor.warm_up()?;
     tracing::info!(warm_up_ms = warm_up.as_millis() as u64, size = %size, "models warmed up");
-    // Live runs always take changes (the window's keys at least); offline runs when the file names an input.
     let spec = &pipeline.control;
-    let control = if pipeline.mode == Mode::Live || spec.http.is_some() || spec.osc.is_some() || spec.stdin {
+    let control = if takes_live_changes(pipeline) {
         let values = live_values(pipeline, window);
         processor.enable_live(&values)?;
         let hub = ControlHub::new(values, limits(pipeline)).with_presets(spec.presets.clone());
@@ -121,6 +127,40 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         locks,
         parts: Parts { annotator, source, processor: Box::new(processor), sinks, window, mode: pipeline.mode, control },
     })
+}
+
+/// Whether the run takes live changes: live runs always (the window's keys at least), offline runs when the file
+/// names an input.
+fn takes_live_changes(pipeline: &Pipeline) -> bool {
+    let spec = &pipeline.control;
+    pipeline.mode == Mode::Live || spec.http.is_some() || spec.osc.is_some() || spec.stdin
+}
+
+/// What TensorRT builds this pipeline's engines with at `size`: `[engine] tensorrt-fp16` per model, and profiles
+/// for the batches the run starts with (and, with live changes, those a guidance or step change reaches).
+pub fn tensorrt_settings(pipeline: &Pipeline, size: WorkingSize, live: bool) -> TensorRt {
+    let model = &pipeline.model;
+    // The UNet that runs: with pose guidance, the one that takes the ControlNet's residuals.
+    let unet = match (&pipeline.pose, &model.controlnet) {
+        (Some(_), Some(files)) => files.unet.clone(),
+        _ => model.unet.clone(),
+    };
+    let (width, height) = size.dims();
+    let workload = Workload {
+        width,
+        height,
+        latent_channels: u32::try_from(model.latent_channels).unwrap_or(u32::MAX),
+        tokens: u32::try_from(model.tokenizer.max_length).unwrap_or(u32::MAX),
+        stream_batch: u32::try_from(pipeline.engine.batch.items()).unwrap_or(1),
+        // A frame batch runs its frames through the VAE together; a denoising batch one frame per run.
+        vae_frames: match pipeline.engine.batch {
+            BatchMode::Frames(k) => u32::try_from(k).unwrap_or(1),
+            BatchMode::Single | BatchMode::Denoising(_) => 1,
+        },
+        guidance: pipeline.params.guidance,
+        live,
+    };
+    TensorRt { fp16: pipeline.engine.tensorrt_fp16, vae_fp32_only: model.vae_fp32_only, unet, workload: Some(workload) }
 }
 
 /// The values a run starts with, as live control shows them.

@@ -6,6 +6,7 @@
 //! Each change finishes the frames still in a stream batch (their outputs come out first, made with the old
 //! values) and resets the similarity filter.
 
+use crate::knobs::LiveCost;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use super::Processor;
 use crate::config::WorkingSize;
 use crate::control::LiveValues;
 use crate::control::prompts::PromptWorker;
-use crate::diffusion::FramePath;
+use crate::diffusion::{FramePath, Inputs};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::similarity::{Decision, SimilarityFilter, SimilaritySettings};
@@ -162,15 +163,15 @@ impl DiffusionProcessor {
     fn apply(&mut self, values: &LiveValues, ready: &mut Vec<RgbImage>) -> Result<()> {
         let Some(live) = self.live.as_mut() else { return Ok(()) };
         let old = live.current.clone();
-        if !changes_diffusion(&old, values) {
-            // The window's view or the pose smoothing: nothing here to flush or rebuild.
+        // What the changed knobs' declarations say a change costs (crate::knobs::LiveCost).
+        let cost = old.cost_of_change(values);
+        if cost == LiveCost::Nothing {
+            // The window's view or the pose smoothing: used elsewhere, nothing here to flush or rebuild.
             live.current = values.clone();
             return Ok(());
         }
         collect(&mut self.path, self.size, ready, |path, each| path.finish(each))?;
-        let rebuild = values.params() != old.params()
-            || values.feedback != old.feedback
-            || values.controlnet_scale != old.controlnet_scale;
+        let rebuild = cost >= LiveCost::Rebuild;
         // A new transition starts from what is bound now: mid-transition, the blend so far.
         let from = match (self.path.prepared().context_shared(), live.transition.as_ref()) {
             (Some(to), Some(t)) if t.from.dim() == to.dim() => {
@@ -215,19 +216,6 @@ impl DiffusionProcessor {
     }
 }
 
-/// Whether `new` changes anything the diffusion thread uses (the view and the pose smoothing are used elsewhere).
-fn changes_diffusion(old: &LiveValues, new: &LiveValues) -> bool {
-    let elsewhere = LiveValues {
-        view: old.view,
-        pose_min_cutoff: old.pose_min_cutoff,
-        pose_beta: old.pose_beta,
-        pose_d_cutoff: old.pose_d_cutoff,
-        pose_hold_s: old.pose_hold_s,
-        ..new.clone()
-    };
-    elsewhere != *old
-}
-
 /// The similarity filter needs every frame in order through one slot: not with a stream batch, and not for
 /// pose-guided runs (they follow the skeleton, which the filter does not see).
 fn similarity_usable(path: &FramePath, pose_guided: bool) -> bool {
@@ -270,22 +258,17 @@ impl Processor for DiffusionProcessor {
         Ok(started.elapsed())
     }
 
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage> {
-        let mut ready = Vec::with_capacity(1);
-        self.push(input, &mut ready)?;
-        self.finish(&mut ready)?;
-        ready.pop().ok_or_else(|| Error::internal("DiffusionProcessor", "no output for the frame"))
-    }
-
-    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
+    fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
         self.ran = false;
         self.before_frame(ready)?;
-        if let (Decision::Reuse, Some(last)) = (self.similarity.check(input), &self.last_output) {
+        // (The filter is off for pose-guided runs: it sees the picture, not the skeleton.)
+        if let (Decision::Reuse, Some(last)) = (self.similarity.check(&frame.image), &self.last_output) {
             ready.push(last.clone());
             return Ok(());
         }
         let keep = self.similarity.settings().threshold > 0.0;
-        collect(&mut self.path, self.size, ready, |path, each| path.push(input.as_raw(), each))?;
+        let inputs = Inputs::of(frame, self.path.txt2img());
+        collect(&mut self.path, self.size, ready, |path, each| path.push(inputs, each))?;
         self.ran = true;
         if keep && let Some(last) = ready.last() {
             // Into the kept buffer: no allocation per frame once it exists.
@@ -294,18 +277,6 @@ impl Processor for DiffusionProcessor {
                 kept => *kept = Some(last.clone()),
             }
         }
-        Ok(())
-    }
-
-    fn push_frame(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
-        let Some(control) = &frame.control else {
-            return self.push(&frame.image, ready);
-        };
-        self.ran = false;
-        self.before_frame(ready)?;
-        let input = (!self.path.txt2img()).then(|| frame.image.as_raw().as_slice());
-        collect(&mut self.path, self.size, ready, |path, each| path.push_controlled(input, control.as_raw(), each))?;
-        self.ran = true;
         Ok(())
     }
 

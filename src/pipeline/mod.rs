@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod diffusion;
+mod pose;
 pub mod stats;
 
 use std::collections::VecDeque;
@@ -40,25 +41,16 @@ pub type StopFlag = Arc<AtomicBool>;
 
 /// The stage that turns a model-sized frame into the output frame.
 pub trait Processor: Send {
-    /// The size frames must have when they reach `process`.
+    /// The size frames must have when they reach `push`.
     fn size(&self) -> (u32, u32);
-    /// One frame in, its output out. Processors that hold frames back (stream batch) implement `push` and
-    /// `finish` instead and make this push one frame and finish.
-    fn process(&mut self, input: &RgbImage) -> Result<RgbImage>;
     /// Frames held back before the first output appears (stream batch: k-1); outputs still come in input order.
     fn lag_frames(&self) -> usize {
         0
     }
-    /// Feed one frame; append the outputs that are ready, oldest first. The default is 1:1 through `process`.
-    fn push(&mut self, input: &RgbImage, ready: &mut Vec<RgbImage>) -> Result<()> {
-        ready.push(self.process(input)?);
-        Ok(())
-    }
-    /// Feed one frame with what came with it (the conditioning image of pose-guided runs); the default ignores
-    /// the extras.
-    fn push_frame(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
-        self.push(&frame.image, ready)
-    }
+    /// Feed one frame: its picture at [`Processor::size`], its timestamps and its per-frame conditioning inputs
+    /// (the skeleton of a pose-guided run). Append the outputs that are ready, oldest first: one per frame, or
+    /// none until a stream batch is full.
+    fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()>;
     /// End of stream: append the outputs of the frames still held back.
     fn finish(&mut self, ready: &mut Vec<RgbImage>) -> Result<()> {
         let _ = ready;
@@ -69,7 +61,7 @@ pub trait Processor: Send {
     fn warm_up(&mut self) -> Result<Duration> {
         Ok(Duration::ZERO)
     }
-    /// Time spent in sub-stages by the last `process` call, for the statistics.
+    /// Time spent in sub-stages by the last `push` that ran the models, for the statistics.
     fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
     }
@@ -361,7 +353,7 @@ fn process_loop(
             let processed = Arc::new(Processed {
                 input: frame.image,
                 output: Arc::new(output),
-                control: frame.control,
+                conditioning: frame.conditioning,
                 pts: frame.pts,
                 duration: frame.duration,
                 sequence: frame.sequence,
@@ -388,7 +380,7 @@ fn process_loop(
             }
         }
         let started = Instant::now();
-        processor.push_frame(&frame, &mut ready)?;
+        processor.push(&frame, &mut ready)?;
         pending.push_back(frame);
         if !ready.is_empty() {
             stats.stage("process", started.elapsed());

@@ -13,8 +13,6 @@
 //! Recognition reads only the graph's input and output names from the ONNX protobuf (skipping the weights),
 //! so it costs no session.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -163,125 +161,11 @@ fn classify(inputs: &[String], outputs: &[String]) -> Recognised {
 }
 
 /// The names of an ONNX model's graph inputs and outputs, read from the protobuf without loading the weights
-/// (`ModelProto.graph` = field 7; `GraphProto.input` = 11, `.output` = 12; `ValueInfoProto.name` = 1).
+/// ([`crate::infer::onnx_graph`]).
 pub fn onnx_io_names(path: &Path) -> std::io::Result<(Vec<String>, Vec<String>)> {
-    let mut r = Protobuf { inner: BufReader::new(File::open(path)?), pos: 0 };
-    let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
-    let mut saw_graph = false;
-    while let Some((field, wire)) = r.tag()? {
-        if field == 7 && wire == 2 {
-            saw_graph = true;
-            let end = r.varint()?.saturating_add(r.pos);
-            while r.pos < end {
-                let Some((field, wire)) = r.tag()? else { break };
-                match (field, wire) {
-                    (11 | 12, 2) => {
-                        let len = r.varint()?;
-                        let name = r.value_info_name(len)?;
-                        if field == 11 { inputs.push(name) } else { outputs.push(name) }
-                    }
-                    _ => r.skip(wire)?,
-                }
-            }
-        } else {
-            r.skip(wire)?;
-        }
-    }
-    if !saw_graph {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no graph: not an ONNX model"));
-    }
-    Ok((inputs, outputs))
-}
-
-/// A forward-only protobuf reader that skips what it does not need.
-struct Protobuf<R> {
-    inner: BufReader<R>,
-    pos: u64,
-}
-
-fn invalid(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an ONNX protobuf: {what}"))
-}
-
-impl<R: Read + std::io::Seek> Protobuf<R> {
-    fn byte(&mut self) -> std::io::Result<Option<u8>> {
-        let mut b = [0u8; 1];
-        match self.inner.read(&mut b)? {
-            0 => Ok(None),
-            _ => {
-                self.pos += 1;
-                Ok(Some(b[0]))
-            }
-        }
-    }
-
-    fn varint(&mut self) -> std::io::Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?.ok_or_else(|| invalid("truncated varint"))?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(invalid("varint too long"))
-    }
-
-    /// The next field number and wire type, or `None` at the end of the file.
-    fn tag(&mut self) -> std::io::Result<Option<(u64, u8)>> {
-        let Some(first) = self.byte()? else { return Ok(None) };
-        let mut value = u64::from(first & 0x7f);
-        if first & 0x80 != 0 {
-            let rest = self.varint()?;
-            value |= rest << 7;
-        }
-        Ok(Some((value >> 3, (value & 7) as u8)))
-    }
-
-    fn advance(&mut self, n: u64) -> std::io::Result<()> {
-        let n = i64::try_from(n).map_err(|_| invalid("length out of range"))?;
-        self.inner.seek_relative(n)?;
-        self.pos += n as u64;
-        Ok(())
-    }
-
-    fn skip(&mut self, wire: u8) -> std::io::Result<()> {
-        match wire {
-            0 => self.varint().map(drop),
-            1 => self.advance(8),
-            2 => {
-                let len = self.varint()?;
-                self.advance(len)
-            }
-            5 => self.advance(4),
-            _ => Err(invalid("unsupported wire type")),
-        }
-    }
-
-    /// The `name` of a `len`-byte ValueInfoProto.
-    fn value_info_name(&mut self, len: u64) -> std::io::Result<String> {
-        let end = self.pos + len;
-        let mut name = String::new();
-        while self.pos < end {
-            let Some((field, wire)) = self.tag()? else { break };
-            if field == 1 && wire == 2 {
-                let n = self.varint()?;
-                if n > 4096 {
-                    return Err(invalid("port name too long"));
-                }
-                let mut bytes = vec![0u8; n as usize];
-                self.inner.read_exact(&mut bytes)?;
-                self.pos += n;
-                name = String::from_utf8_lossy(&bytes).into_owned();
-            } else {
-                self.skip(wire)?;
-            }
-        }
-        if self.pos != end {
-            return Err(invalid("value info overruns its length"));
-        }
-        Ok(name)
-    }
+    let ports = crate::infer::onnx_graph::graph_ports(path)?;
+    let names = |ports: Vec<crate::infer::onnx_graph::DeclaredInput>| ports.into_iter().map(|p| p.name).collect();
+    Ok((names(ports.inputs), names(ports.outputs)))
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@ pub mod simcc;
 pub mod smooth;
 pub mod stage;
 
+use std::path::PathBuf;
+
+use self::smooth::SmoothingSettings;
+
 /// OpenPose-18 keypoint order (ControlNet's): index → name.
 pub const OPENPOSE_18: [&str; 18] = [
     "nose",
@@ -48,6 +52,21 @@ pub struct Person {
 /// A pose estimator: an RGB frame in, the people in it out (OpenPose-18, frame pixels).
 pub trait PoseEstimator: Send {
     fn estimate(&mut self, frame: &image::RgbImage) -> crate::error::Result<Vec<Person>>;
+}
+
+/// `[pose]`, checked (by [`crate::config`], which re-exports it): where the pose model is, how the skeleton
+/// guides the model, the smoothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoseSpec {
+    /// A pose model folder (`pose.toml`: DWPose or MoveNet) or a MoveNet `.onnx` file / folder holding one.
+    pub model: PathBuf,
+    /// A character from the pose alone (fixed noise, no VAE encode) instead of img2img guided by the pose.
+    pub txt2img: bool,
+    /// ControlNet conditioning scale, 0 to 2.
+    pub controlnet_scale: f32,
+    /// Keypoints below this confidence are missing.
+    pub threshold: f32,
+    pub smoothing: SmoothingSettings,
 }
 
 pub(crate) const COCO_LEFT_SHOULDER: usize = 5;

@@ -120,16 +120,10 @@ pub fn to_openpose(raw: &RawKeypoints, letterbox: &Letterbox, threshold: f32) ->
     super::openpose_from_coco(point)
 }
 
-/// Check a keypoint confidence threshold (0 to 1).
+/// Check a keypoint confidence threshold (the `pose.threshold` knob's range).
 pub fn check_threshold(value: f32) -> Result<f32, String> {
-    if (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!(
-            "{} is out of range (expected a keypoint confidence threshold from 0 to 1)",
-            crate::config::values::show_f64(f64::from(value))
-        ))
-    }
+    let given = crate::knobs::Given::Float(f64::from(value));
+    crate::knobs::POSE_THRESHOLD.float(&given, crate::knobs::Spelling::Key).map(|v| v as f32).map_err(|e| e.problem())
 }
 
 /// The `.onnx` file for `path`: the file itself, or the only `.onnx` file in a folder.

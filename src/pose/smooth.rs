@@ -44,37 +44,34 @@ impl Default for SmoothingSettings {
     }
 }
 
-fn in_range(value: f64, min: f64, max: f64, what: &str) -> Result<f64, String> {
-    if value.is_finite() && (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("{value:?}: expected {what} from {min} to {max}"))
-    }
+/// `value` in the range of its knob's declaration ([`crate::knobs`]); the message is the knob's.
+fn in_range(knob: &'static crate::knobs::Knob, value: f64) -> Result<f64, String> {
+    knob.float(&crate::knobs::Given::Float(value), crate::knobs::Spelling::Key).map_err(|e| e.problem())
 }
 
-/// `min_cutoff`: 0.01 to 100 Hz.
+/// `min_cutoff` (`pose.min-cutoff`).
 pub fn check_min_cutoff(value: f64) -> Result<f64, String> {
-    in_range(value, 0.01, 100.0, "a cutoff frequency in Hz")
+    in_range(&crate::knobs::POSE_MIN_CUTOFF, value)
 }
 
-/// `beta`: 0 (a plain low-pass filter) to 10 Hz per px/s.
+/// `beta` (`pose.beta`).
 pub fn check_beta(value: f64) -> Result<f64, String> {
-    in_range(value, 0.0, 10.0, "a speed coefficient in Hz per px/s")
+    in_range(&crate::knobs::POSE_BETA, value)
 }
 
-/// `d_cutoff`: 0.01 to 100 Hz.
+/// `d_cutoff` (`pose.d-cutoff`).
 pub fn check_d_cutoff(value: f64) -> Result<f64, String> {
-    in_range(value, 0.01, 100.0, "a cutoff frequency in Hz")
+    in_range(&crate::knobs::POSE_D_CUTOFF, value)
 }
 
-/// `gate`: 0 to 1.
+/// `gate`: the keypoint threshold (`pose.threshold`).
 pub fn check_gate(value: f64) -> Result<f64, String> {
-    in_range(value, 0.0, 1.0, "a keypoint confidence")
+    in_range(&crate::knobs::POSE_THRESHOLD, value)
 }
 
-/// `hold_s`: 0 (no hold) to 10 s.
+/// `hold_s` (`pose.hold-s`).
 pub fn check_hold_s(value: f64) -> Result<f64, String> {
-    in_range(value, 0.0, 10.0, "seconds")
+    in_range(&crate::knobs::POSE_HOLD_S, value)
 }
 
 impl SmoothingSettings {
@@ -640,12 +637,13 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         assert_eq!(SmoothingSettings::default().check(), Ok(()));
-        assert_eq!(check_min_cutoff(0.0).unwrap_err(), "0.0: expected a cutoff frequency in Hz from 0.01 to 100");
+        // The bounds are the knobs' (crate::knobs): one declaration for every entry point.
+        assert_eq!(check_min_cutoff(0.0).unwrap_err(), "0: expected a number from 0.01 to 100 Hz");
         assert!(check_beta(-0.1).unwrap_err().contains("from 0 to 10"));
         assert!(check_d_cutoff(f64::NAN).is_err());
-        assert!(check_gate(1.1).unwrap_err().contains("keypoint confidence from 0 to 1"));
-        assert!(check_hold_s(11.0).unwrap_err().contains("seconds from 0 to 10"));
+        assert!(check_gate(1.1).unwrap_err().contains("from 0 to 1"));
+        assert!(check_hold_s(11.0).unwrap_err().contains("from 0 to 10 s"));
         let bad = SmoothingSettings { hold_s: -1.0, ..Default::default() };
-        assert_eq!(bad.check().unwrap_err(), "hold_s: -1.0: expected seconds from 0 to 10");
+        assert_eq!(bad.check().unwrap_err(), "hold_s: -1: expected a number from 0 to 10 s");
     }
 }

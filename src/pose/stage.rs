@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::movenet::MoveNet;
 use super::render;
-use super::smooth::PoseSmoother;
-use super::{Person, PoseEstimator};
-use crate::config::PoseSpec;
+use super::smooth::{PoseSmoother, SmoothingSettings};
+use super::{Person, PoseEstimator, PoseSpec};
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::infer::Runtime;
-use crate::pipeline::Annotator;
 
 /// Load the pose model `spec` names: DWPose (several people) or MoveNet SinglePose, by the folder's `pose.toml`
 /// or the models' inputs and outputs ([`super::manifest::resolve`]).
@@ -66,12 +64,11 @@ impl PoseAnnotator {
     }
 }
 
-impl Annotator for PoseAnnotator {
-    fn stage(&self) -> &'static str {
-        "pose"
-    }
-
-    fn annotate(&mut self, frame: &mut Frame) -> Result<()> {
+// The preprocess thread's `pipeline::Annotator` is implemented in `pipeline`, with these.
+impl PoseAnnotator {
+    /// Estimate and smooth `frame`'s people and attach their skeleton, drawn at the frame's size, as its
+    /// conditioning.
+    pub fn annotate_frame(&mut self, frame: &mut Frame) -> Result<()> {
         // The smoothing runs on stream time: the frame's timestamp, else time since the first capture.
         let t_s = match frame.pts {
             Some(pts) => pts.as_secs_f64(),
@@ -80,17 +77,23 @@ impl Annotator for PoseAnnotator {
         self.people(&frame.image, t_s)?;
         let (width, height) = frame.image.dimensions();
         let started = Instant::now();
-        frame.control = Some(Arc::new(render::skeleton(width, height, &self.last)));
+        frame.conditioning.skeleton = Some(Arc::new(render::skeleton(width, height, &self.last)));
         self.times[2] = started.elapsed();
         Ok(())
     }
 
-    fn last_stage_times(&self) -> Vec<(&'static str, Duration)> {
+    /// The last frame's estimate, smoothing and drawing times, for the statistics.
+    pub fn stage_times(&self) -> Vec<(&'static str, Duration)> {
         vec![("pose estimate", self.times[0]), ("pose smoothing", self.times[1]), ("pose render", self.times[2])]
     }
 
-    fn control(&mut self, values: &crate::control::LiveValues) {
-        let settings = values.smoothing(*self.smoother.settings());
+    /// The keypoint smoothing in use.
+    pub fn smoothing(&self) -> SmoothingSettings {
+        *self.smoother.settings()
+    }
+
+    /// Smooth from the next frame on with `settings` (a live change); the same settings change nothing.
+    pub fn set_smoothing(&mut self, settings: SmoothingSettings) {
         if settings != *self.smoother.settings() {
             self.smoother.set_settings(settings);
         }

@@ -112,7 +112,7 @@ pub fn compose(frame: &Processed, view: View) -> Cow<'_, RgbImage> {
     match view {
         View::Output => Cow::Borrowed(&*frame.output),
         View::Input => Cow::Borrowed(&*frame.input),
-        View::Pose => match &frame.control {
+        View::Pose => match &frame.conditioning.skeleton {
             // The skeleton is drawn on black: its lit pixels go over the input.
             Some(skeleton) if skeleton.dimensions() == frame.input.dimensions() => {
                 let mut out = (*frame.input).clone();

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::{LatestSlot, WindowHost, compose, view_size};
 use crate::config::View;
 use crate::control::LiveValues;
-use crate::diffusion::MAX_GUIDANCE;
 use crate::error::{Error, Result};
+use crate::knobs::{self, Knob};
 
 const FRAME_INTERVAL: Duration = Duration::from_millis(16);
 /// How long a key's effect (or why it was refused) stays in the title.
@@ -41,7 +41,12 @@ pub const HELP: [&str; 13] = [
 /// keys that change nothing here.
 fn key_change(key: Key, now: &LiveValues, start: &LiveValues, presets: &[String]) -> Option<Vec<(String, Value)>> {
     let one = |k: &str, v: Value| Some(vec![(k.to_string(), v)]);
-    let step = |v: f64, by: f64, max: f64| ((v + by).clamp(0.0, max) * 100.0).round() / 100.0;
+    // A step of a knob, held in its declared range (its live name is the change's key).
+    let nudge = |knob: &'static Knob, v: f64, by: f64| {
+        let (min, max) = knob.float_bounds();
+        one(knob.live.unwrap_or(knob.key), json!(((v + by).clamp(min, max) * 100.0).round() / 100.0))
+    };
+    let (min_steps, max_steps) = knobs::STEPS.int_bounds();
     let digit = [Key::Key1, Key::Key2, Key::Key3, Key::Key4, Key::Key5, Key::Key6, Key::Key7, Key::Key8, Key::Key9];
     if let Some(i) = digit.iter().position(|k| *k == key) {
         return presets.get(i).and_then(|p| one("prompt", json!(p)));
@@ -51,12 +56,12 @@ fn key_change(key: Key, now: &LiveValues, start: &LiveValues, presets: &[String]
         Key::O => one("view", json!("output")),
         Key::S => one("view", json!("side-by-side")),
         Key::P => one("view", json!("pose")),
-        Key::Up => one("strength", json!(step(now.strength, 0.05, 1.0))),
-        Key::Down => one("strength", json!(step(now.strength, -0.05, 1.0))),
-        Key::Right => one("guidance", json!(step(now.guidance, 0.1, MAX_GUIDANCE))),
-        Key::Left => one("guidance", json!(step(now.guidance, -0.1, MAX_GUIDANCE))),
-        Key::PageUp => one("steps", json!(now.steps + 1)),
-        Key::PageDown => one("steps", json!(now.steps.saturating_sub(1).max(1))),
+        Key::Up => nudge(&knobs::STRENGTH, now.strength, 0.05),
+        Key::Down => nudge(&knobs::STRENGTH, now.strength, -0.05),
+        Key::Right => nudge(&knobs::GUIDANCE, now.guidance, 0.1),
+        Key::Left => nudge(&knobs::GUIDANCE, now.guidance, -0.1),
+        Key::PageUp => one("steps", json!((now.steps as i64 + 1).clamp(min_steps, max_steps))),
+        Key::PageDown => one("steps", json!((now.steps as i64 - 1).clamp(min_steps, max_steps))),
         Key::N => one("seed", json!(now.seed.wrapping_add(1) % (i64::MAX as u64))),
         Key::F => one(
             "feedback",
@@ -66,8 +71,8 @@ fn key_change(key: Key, now: &LiveValues, start: &LiveValues, presets: &[String]
                 _ => 0.0,
             }),
         ),
-        Key::RightBracket => now.controlnet_scale.and_then(|s| one("controlnet-scale", json!(step(s, 0.1, 2.0)))),
-        Key::LeftBracket => now.controlnet_scale.and_then(|s| one("controlnet-scale", json!(step(s, -0.1, 2.0)))),
+        Key::RightBracket => now.controlnet_scale.and_then(|s| nudge(&knobs::CONTROLNET_SCALE, s, 0.1)),
+        Key::LeftBracket => now.controlnet_scale.and_then(|s| nudge(&knobs::CONTROLNET_SCALE, s, -0.1)),
         Key::T => {
             let on = if start.similarity_threshold > 0.0 { start.similarity_threshold } else { 0.01 };
             one("similarity-threshold", json!(if now.similarity_threshold > 0.0 { 0.0 } else { on }))
@@ -156,7 +161,7 @@ pub fn run(mut view: View, slot: &LatestSlot, host: &mut dyn WindowHost) -> Resu
                         let Some(change) = key_change(key, &hub.values(), start, hub.presets()) else { continue };
                         let said = match hub.apply(&change) {
                             Ok(_) => change.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "),
-                            Err(e) => e,
+                            Err(e) => e.to_string(),
                         };
                         notice = Some((said, Instant::now()));
                     }

@@ -159,7 +159,7 @@ fn capture_loop(
                     duration: format.fps.map(|f| f.frame_duration()),
                     sequence,
                     captured: last_frame,
-                    control: None,
+                    conditioning: Default::default(),
                 };
                 sequence += 1;
                 if !deliver(frame) {

@@ -212,7 +212,7 @@ impl GstSource {
                 duration: to_duration(buffer.duration()).or_else(|| fps.map(Fps::frame_duration)),
                 sequence,
                 captured: Instant::now(),
-                control: None,
+                conditioning: Default::default(),
             },
             FrameFormat { width: w, height: h, fps },
         ))

@@ -90,7 +90,7 @@ impl Source for ImageFolder {
             duration: Some(self.fps.frame_duration()),
             sequence: n,
             captured: Instant::now(),
-            control: None,
+            conditioning: Default::default(),
         }))
     }
 

@@ -92,7 +92,7 @@ impl Source for TestPattern {
             duration: Some(self.fps.frame_duration()),
             sequence: n,
             captured: Instant::now(),
-            control: None,
+            conditioning: Default::default(),
         }))
     }
 

@@ -109,3 +109,16 @@ pub fn probe(path: &Path) -> Result<MediaInfo, String> {
     let info = acc.lock().unwrap().info.clone();
     Ok(info)
 }
+
+/// Run a gst-launch `description` (a test input being made: `videotestsrc ... ! filesink location=...`) to its
+/// end; panics, naming it, on an error or after 60 s.
+pub fn run_to_eos(description: &str) {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg =
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{description}: {msg:?}");
+}

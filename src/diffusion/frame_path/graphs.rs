@@ -1,0 +1,269 @@
+//! The small ONNX graphs latentcam builds at load time ([`GraphBuilder`]) so that everything between the 8-bit
+//! frames and the models runs on the models' execution provider: 8-bit HWC to the VAE's range, the per-frame
+//! inputs to their models' form (and their carry in a denoising batch), the noise add, the LCM step with
+//! guidance, back to 8-bit HWC.
+
+use ort::editor::Model;
+use ort::session::Session;
+use ort::value::TensorElementType::{Float32, Uint8};
+
+use super::super::scheduler::PredictionType;
+use super::conditioning::{Active, Carry, Upload};
+use super::layout::Layout;
+use crate::error::Result;
+use crate::infer::graph::GraphBuilder;
+use crate::infer::{ExecutionProvider, Runtime};
+use crate::model::ImageRange;
+
+/// The small graphs' sessions for one parameter set.
+pub(super) struct Graphs {
+    pub pre: Option<Session>,
+    /// Per per-frame input the path takes, in the same order: its upload and, when carried, its carry.
+    pub uploads: Vec<(Session, Option<Session>)>,
+    pub noise: Session,
+    pub step_mid: Option<Session>,
+    pub step_last: Option<Session>,
+    pub post: Session,
+}
+
+impl Graphs {
+    pub fn build(runtime: &Runtime, ep: ExecutionProvider, l: &Layout, inputs: &[Active]) -> Result<Graphs> {
+        let session = |role, model, device_io| runtime.graph_session(ep, role, model, device_io);
+        let steps = l.steps;
+        Ok(Graphs {
+            pre: (!l.txt2img).then(|| session("pre-processing", pre_graph(l)?, false)).transpose()?,
+            uploads: inputs
+                .iter()
+                .map(|input| {
+                    let upload = session("conditioning", upload_graph(l, input)?, false)?;
+                    let carry = input
+                        .carried
+                        .then(|| session("conditioning carry", carry_graph(l, input)?, true))
+                        .transpose()?;
+                    Ok((upload, carry))
+                })
+                .collect::<Result<_>>()?,
+            noise: session("noise", noise_graph(l)?, true)?,
+            step_mid: (!l.vae_only && steps > 1 && !l.denoising)
+                .then(|| session("LCM step", step_graph(l, true, false)?, true))
+                .transpose()?,
+            step_last: (!l.vae_only)
+                .then(|| session("LCM step", step_graph(l, l.carries(), true)?, true))
+                .transpose()?,
+            post: session("post-processing", post_graph(l)?, false)?,
+        })
+    }
+}
+
+/// 8-bit HWC frames -> the VAE's range, NCHW, in the encoder's element type.
+fn pre_graph(l: &Layout) -> Result<Model> {
+    let mut g = GraphBuilder::new("pre-processing")?;
+    let frames = g.input("frames", Uint8, &[l.slots, l.height, l.width, 3]);
+    let x = g.cast(&frames, Uint8, Float32)?;
+    let x = g.transpose(&x, &[0, 3, 1, 2])?;
+    let max = g.scalar(255.0)?;
+    let mut x = g.binary("Div", &x, &max)?;
+    if l.range == ImageRange::MinusOneToOne {
+        let (two, one) = (g.scalar(2.0)?, g.scalar(1.0)?);
+        let doubled = g.binary("Mul", &x, &two)?;
+        x = g.binary("Sub", &doubled, &one)?;
+    }
+    let x = g.cast(&x, Float32, l.vae_in)?;
+    g.output(&x, "image", l.vae_in, &[l.slots, 3, l.height, l.width])?;
+    g.finish()
+}
+
+/// A per-frame input (8-bit HWC `pixels`, one per frame slot) -> its model's form, in its consumer's batch and
+/// element type (`out`). When carried, the new frame's copy goes first and the last run's items (`carry`)
+/// follow; `items` is written out to be carried to the next frame.
+fn upload_graph(l: &Layout, input: &Active) -> Result<Model> {
+    let mut g = GraphBuilder::new("conditioning")?;
+    let pixels = g.input("pixels", Uint8, &input.host_shape(l));
+    let mut x = match input.input.upload {
+        Upload::UnitRange => {
+            let x = g.cast(&pixels, Uint8, Float32)?;
+            let x = g.transpose(&x, &[0, 3, 1, 2])?;
+            let max = g.scalar(255.0)?;
+            g.binary("Div", &x, &max)?
+        }
+    };
+    if input.carried {
+        let items = input.form(l, l.items);
+        match input.input.carry {
+            Carry::WithItsFrame => {
+                let carry = g.input("carry", Float32, &items);
+                let older = g.slice(&carry, 0, 0, l.items - 1)?;
+                x = g.concat(&[&x, &older], 0)?;
+            }
+        }
+        g.output(&x, "items", Float32, &items)?;
+    }
+    let copies = vec![x.as_str(); (input.batch / l.items) as usize];
+    let x = if copies.len() > 1 { g.concat(&copies, 0)? } else { x.clone() };
+    let x = g.cast(&x, Float32, input.ty)?;
+    g.output(&x, "out", input.ty, &input.form(l, input.batch))?;
+    g.finish()
+}
+
+/// A carried per-frame input's items, kept for the next frame (a device copy).
+fn carry_graph(l: &Layout, input: &Active) -> Result<Model> {
+    let mut g = GraphBuilder::new("conditioning carry")?;
+    let shape = input.form(l, l.items);
+    let items = g.input("items", Float32, &shape);
+    let carry = g.op("Identity", &[&items], vec![])?;
+    g.output(&carry, "carry", Float32, &shape)?;
+    g.finish()
+}
+
+/// Encoded latents -> scaled, noised to the first timestep (and, for the denoising batch, stacked with the
+/// batch carried over from the last frame) -> the UNet's input. VAE-only runs go straight to the decoder input.
+fn noise_graph(l: &Layout) -> Result<Model> {
+    let mut g = GraphBuilder::new("noise")?;
+    if l.txt2img {
+        // txt2img starts from the noise itself (the LCM scheduler's init_noise_sigma is 1), no encoded image.
+        let mut noise = g.input("noise", Float32, &l.latent(l.slots));
+        if l.carries() {
+            let carry = g.input("carry", Float32, &l.latent(l.items));
+            let older = g.slice(&carry, 0, 0, l.items - 1)?;
+            noise = g.concat(&[&noise, &older], 0)?;
+        }
+        g.output(&noise, "sample", Float32, &l.latent(l.items))?;
+        let unet_in = if l.cfg { g.concat(&[&noise, &noise], 0)? } else { noise };
+        let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
+        g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+        return g.finish();
+    }
+    let latent = g.input("latent", l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w]);
+    let mut x = g.cast(&latent, l.vae_out, Float32)?;
+    if l.encoder_channels != l.channels {
+        // latent_parameters: the mean is the deterministic encoding (sampling would add flicker).
+        x = g.slice(&x, 1, 0, l.channels)?;
+    }
+    // (Constants are only made where used: ONNX Runtime refuses a graph with a dangling Constant node.)
+    if l.latent_scale != 1.0 {
+        let scale = g.scalar(l.latent_scale)?;
+        x = g.binary("Mul", &x, &scale)?;
+    }
+    if l.feedback {
+        // x + f·(last - x): the last finished output latent (the decoder's input, unscaled again) pulls the
+        // new frame's latent towards what was shown, which damps flicker between frames.
+        let last = g.input("feedback_latent", l.dec_in, &l.latent(l.slots));
+        let mut last = g.cast(&last, l.dec_in, Float32)?;
+        if l.latent_scale != 1.0 {
+            let scale = g.scalar(l.latent_scale)?;
+            last = g.binary("Mul", &last, &scale)?;
+        }
+        let factor = g.input("feedback", Float32, &[1]);
+        let towards = g.binary("Sub", &last, &x)?;
+        let pull = g.binary("Mul", &factor, &towards)?;
+        x = g.binary("Add", &x, &pull)?;
+    }
+    if l.vae_only {
+        let x = if l.latent_scale != 1.0 {
+            let scale = g.scalar(l.latent_scale)?;
+            g.binary("Div", &x, &scale)?
+        } else {
+            x
+        };
+        let x = g.cast(&x, Float32, l.dec_in)?;
+        g.output(&x, "dec_in", l.dec_in, &l.latent(l.slots))?;
+        return g.finish();
+    }
+    let noise = g.input("noise", Float32, &l.latent(l.slots));
+    let per_slot = [l.slots, 1, 1, 1];
+    let (a, b) = (g.input("a", Float32, &per_slot), g.input("b", Float32, &per_slot));
+    let mut sample = g.mix(&a, &x, &b, &noise)?;
+    if l.carries() {
+        let carry = g.input("carry", Float32, &l.latent(l.items));
+        let older = g.slice(&carry, 0, 0, l.items - 1)?;
+        sample = g.concat(&[&sample, &older], 0)?;
+    }
+    g.output(&sample, "sample", Float32, &l.latent(l.items))?;
+    let unet_in = if l.cfg { g.concat(&[&sample, &sample], 0)? } else { sample };
+    let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
+    g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+    g.finish()
+}
+
+/// One LCM step (diffusers' `LCMScheduler.step`, the same order of operations as the host code): guidance,
+/// the x0 estimate, the boundary-condition mix, then re-noising (`renoise`) and/or the decoder input (`last`).
+fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
+    let mut g = GraphBuilder::new("LCM step")?;
+    let x = g.input("sample", Float32, &l.latent(l.items));
+    let out = g.input("model_out", l.unet_out, &l.latent(l.unet_batch));
+    let mut m = g.cast(&out, l.unet_out, Float32)?;
+    if l.cfg {
+        let guidance = g.input("guidance", Float32, &[1]);
+        let uncond = g.slice(&m, 0, 0, l.items)?;
+        let text = g.slice(&m, 0, l.items, 2 * l.items)?;
+        let diff = g.binary("Sub", &text, &uncond)?;
+        let scaled = g.binary("Mul", &guidance, &diff)?;
+        m = g.binary("Add", &uncond, &scaled)?;
+    }
+    let per_item = l.per_item();
+    let c_skip = g.input("c_skip", Float32, &per_item);
+    let c_out = g.input("c_out", Float32, &per_item);
+    let sqrt_a = g.input("sqrt_alpha", Float32, &per_item);
+    let sqrt_1ma = g.input("sqrt_one_minus_alpha", Float32, &per_item);
+    let x0 = match l.prediction {
+        PredictionType::Epsilon => {
+            let noise_part = g.binary("Mul", &sqrt_1ma, &m)?;
+            let diff = g.binary("Sub", &x, &noise_part)?;
+            g.binary("Div", &diff, &sqrt_a)?
+        }
+        PredictionType::VPrediction => {
+            let a = g.binary("Mul", &sqrt_a, &x)?;
+            let b = g.binary("Mul", &sqrt_1ma, &m)?;
+            g.binary("Sub", &a, &b)?
+        }
+        PredictionType::Sample => m,
+    };
+    let denoised = g.mix(&c_out, &x0, &c_skip, &x)?;
+    if renoise {
+        let rn_a = g.input("renoise_a", Float32, &per_item);
+        let rn_b = g.input("renoise_b", Float32, &per_item);
+        let noise = g.input("noise", Float32, &l.latent(l.items));
+        let next = g.mix(&rn_a, &denoised, &rn_b, &noise)?;
+        g.output(&next, "next_sample", Float32, &l.latent(l.items))?;
+        if !l.denoising {
+            let unet_in = if l.cfg { g.concat(&[&next, &next], 0)? } else { next };
+            let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
+            g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+        }
+    }
+    if last {
+        // The denoising batch's last item is the frame that has had every step.
+        let mut d = if l.denoising { g.slice(&denoised, 0, l.items - 1, l.items)? } else { denoised };
+        if l.latent_scale != 1.0 {
+            // divide, as diffusers does, so results match to the last bit
+            let scale = g.scalar(l.latent_scale)?;
+            d = g.binary("Div", &d, &scale)?;
+        }
+        let d = g.cast(&d, Float32, l.dec_in)?;
+        g.output(&d, "dec_in", l.dec_in, &l.latent(l.out_rows))?;
+    }
+    g.finish()
+}
+
+/// Decoded image -> 8-bit HWC, clamped and rounded half up as `imaging::from_tensor` does.
+fn post_graph(l: &Layout) -> Result<Model> {
+    let mut g = GraphBuilder::new("post-processing")?;
+    let decoded = g.input("decoded", l.dec_out, &[l.out_rows, 3, l.height, l.width]);
+    let mut x = g.cast(&decoded, l.dec_out, Float32)?;
+    if l.range == ImageRange::MinusOneToOne {
+        let half = g.scalar(0.5)?;
+        let scaled = g.binary("Mul", &x, &half)?;
+        x = g.binary("Add", &scaled, &half)?;
+    }
+    let (zero, one, max, half) = (g.scalar(0.0)?, g.scalar(1.0)?, g.scalar(255.0)?, g.scalar(0.5)?);
+    let x = g.op("Clip", &[&x, &zero, &one], vec![])?;
+    let x = g.binary("Mul", &x, &max)?;
+    // Floor(x + 0.5) is round-half-up, as Rust's `round` for these non-negative values (ONNX Round is
+    // half-to-even).
+    let x = g.binary("Add", &x, &half)?;
+    let x = g.op("Floor", &[&x], vec![])?;
+    let x = g.cast(&x, Float32, Uint8)?;
+    let x = g.transpose(&x, &[0, 2, 3, 1])?;
+    g.output(&x, "frames", Uint8, &[l.out_rows, l.height, l.width, 3])?;
+    g.finish()
+}
