@@ -3,8 +3,9 @@
 #
 #  1. Debian/Ubuntu packages the build and tests need (skipped when already installed):
 #     pkg-config + libclang-dev (bindgen for the camera crates), GStreamer dev files and plugins,
-#     Xvfb (headless window tests), python3-pip (to fetch ONNX Runtime), ffmpeg (scripts/make_test_media.sh
-#     makes the phone/camera test inputs with it, and the tests check every output frame decodes with it).
+#     Xvfb, xdotool and xwd (in x11-apps) for the headless window tests (a display, real key presses,
+#     screenshots), python3-pip (to fetch ONNX Runtime), ffmpeg (scripts/make_test_media.sh makes the
+#     phone/camera test inputs with it, and the tests check every output frame decodes with it).
 #  2. ONNX Runtime 1.31.1's shared library, taken from the PyPI wheel onnxruntime==1.31.1
 #     (pip checks the wheel's hash against PyPI), into .ort/ in this checkout (git-ignored).
 #     latentcam finds it there by itself; --ort-lib or LATENTCAM_ORT_LIB point elsewhere.
@@ -44,6 +45,7 @@ APT_PACKAGES=(
     ffmpeg
     xvfb
     xauth
+    xdotool
     x11-apps
     libx11-6
     libxcursor1
