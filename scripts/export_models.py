@@ -9,8 +9,14 @@ Modes (the torch-based ones share every export function; only where the torch mo
                                  --controlnet also exports controlnet.onnx + unet_controlnet.onnx (below).
   tiny [MODELS_DIR]              builds tiny RANDOM-weight models from configs alone (no download) with exactly the
                                  real I/O names, element types and ranks; these are committed under models/ for tests.
+  tiny-sdxl-extra [MODELS_DIR]   the tiny SDXL-Lightning twins (Euler scheduler; 4-step epsilon, 1-step sample
+                                 prediction) and the tiny SDXL ControlNet twin, from seeds of their own (`tiny-sdxl`'s
+                                 folders stay byte for byte; these reference them).
   random-sd15 OUT_DIR [--fp16]   RANDOM weights with the real SD1.5 UNet / VAE (TAESD or SD VAE) / CLIP-L shapes, from
                                  configs in this file (no download): speed checks (scripts/gpu_bench.sh).
+  random-sdxl OUT_DIR [--fp16]   RANDOM weights with the real SDXL UNet (2.6 B) / TAESDXL (or --vae sd: the SDXL VAE) /
+                                 CLIP-L + OpenCLIP bigG shapes (no download): scripts/gpu_bench.sh --family sdxl.
+                                 --no-fuse: plain fp16 conversion; --tiny: DESIGN §7's tiny SDXL twin's configs.
   fp16 SRC_DIR DST_DIR           an fp16 twin of a model folder: UNet and VAE encoder/decoder converted to float16
                                  (float16 inputs and outputs too), the text encoder and tokenizer referenced from
                                  SRC_DIR. --fuse cuda first fuses with ONNX Runtime's transformers optimizer (CUDA-only
@@ -24,6 +30,10 @@ Real presets (hub ids):
   lcm-dreamshaper-v7   SimianLuo/LCM_Dreamshaper_v7 (full LCM: the UNet takes `timestep_cond`)
   `--vae taesd` swaps in madebyollin/taesd (SD1 Tiny AutoEncoder) for any of them (faster, slightly softer).
   `--controlnet openpose`: lllyasviel/control_v11p_sd15_openpose (SD1.5 presets: sd15-lcm-lora, lcm-dreamshaper-v7).
+SDXL presets: sdxl-lcm-lora, sdxl-turbo (euler-ancestral scheduler), lcm-sdxl, sdxl-lightning-{1,2,4,8}step
+  (ByteDance/SDXL-Lightning's per-step UNet in SDXL base; euler scheduler, trailing; 1 step: sample prediction);
+  `--vae taesdxl`; `--controlnet openpose` (thibaud/controlnet-openpose-sdxl-1.0) or openpose-xinsir
+  (xinsir/controlnet-openpose-sdxl-1.0): controlnet.onnx + unet_controlnet.onnx with text_embeds and time_ids.
 
 ONNX I/O names follow optimum's Stable Diffusion export, so folders made by `optimum-cli export onnx` work too:
   text_encoder.onnx  input_ids int32 [B,77]          -> last_hidden_state f32 [B,77,D], pooler_output
@@ -209,9 +219,58 @@ def _wrappers():
                           down_block_additional_residuals=tuple(rest[:-1]), mid_block_additional_residual=rest[-1],
                           return_dict=False)[0]
 
+    class TextEncoderXLWrap(torch.nn.Module):
+        """An SDXL text encoder with every output latentcam and optimum name: `last_hidden_state`, the pooled output
+        (`pooler_output` of CLIPTextModel, `text_embeds` of CLIPTextModelWithProjection), then `hidden_states.0..L`
+        (the embeddings' output and each layer's; no final LayerNorm). optimum's order (`optimum=True`) puts
+        CLIPTextModelWithProjection's `text_embeds` first."""
+
+        def __init__(self, text_encoder, optimum=False):
+            super().__init__()
+            self.m = text_encoder
+            self.pooled = "text_embeds" if hasattr(text_encoder, "text_projection") else "pooler_output"
+            self.pooled_first = optimum and self.pooled == "text_embeds"
+
+        def forward(self, input_ids):
+            out = self.m(input_ids=input_ids, output_hidden_states=True, return_dict=True)
+            pooled = getattr(out, self.pooled)
+            head = (pooled, out.last_hidden_state) if self.pooled_first else (out.last_hidden_state, pooled)
+            return (*head, *out.hidden_states)
+
+    class UNetXLWrap(torch.nn.Module):
+        """A UNet with optimum's ports, in optimum's order: sample, timestep, encoder_hidden_states, [timestep_cond],
+        [text_embeds, time_ids] (SDXL: addition_embed_type "text_time") -> out_sample. The timestep goes to diffusers
+        as given: [B], or 0-d as optimum exports it (diffusers broadcasts it over the batch)."""
+
+        def __init__(self, unet):
+            super().__init__()
+            self.m = unet
+            self.with_cond = unet.config.time_cond_proj_dim is not None
+            self.text_time = unet.config.addition_embed_type == "text_time"
+
+        def forward(self, sample, timestep, encoder_hidden_states, *rest):
+            timestep_cond = rest[0] if self.with_cond else None
+            added = None
+            if self.text_time:
+                added = {"text_embeds": rest[-2], "time_ids": rest[-1]}
+            return self.m(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond,
+                          added_cond_kwargs=added, return_dict=False)[0]
+
+    class VaeEncoderParamsWrap(torch.nn.Module):
+        """optimum's VAE encoder: `latent_parameters` = the latent distribution's parameters [B, 2C, h, w] (mean, then
+        log-variance; the mean is the first C channels)."""
+
+        def __init__(self, vae):
+            super().__init__()
+            self.m = vae
+
+        def forward(self, sample):
+            return self.m.encode(sample, return_dict=True).latent_dist.parameters
+
     return {"TextEncoderWrap": TextEncoderWrap, "UNetWrap": UNetWrap, "VaeEncoderWrap": VaeEncoderWrap,
             "VaeDecoderWrap": VaeDecoderWrap, "ControlNetWrap": ControlNetWrap,
-            "UNetControlNetWrap": UNetControlNetWrap}
+            "UNetControlNetWrap": UNetControlNetWrap, "TextEncoderXLWrap": TextEncoderXLWrap,
+            "UNetXLWrap": UNetXLWrap, "VaeEncoderParamsWrap": VaeEncoderParamsWrap}
 
 
 def __getattr__(name):  # export_models.UNetWrap etc. still work for importers; torch loads on first use
@@ -221,7 +280,7 @@ def __getattr__(name):  # export_models.UNetWrap etc. still work for importers; 
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _export(module, args, path, input_names, output_names, dynamic_axes):
+def _export(module, args, path, input_names, output_names, dynamic_axes, opset=OPSET):
     """torch.onnx.export into a scratch folder beside `path`, then move the result into place. A model over 2 GiB,
     which torch writes as one external file per tensor (~390 for an fp32 SD UNet), is re-saved with ONE .data file."""
     import onnx
@@ -238,7 +297,7 @@ def _export(module, args, path, input_names, output_names, dynamic_axes):
                 args,
                 tmp,
                 dynamo=False,
-                opset_version=OPSET,
+                opset_version=opset,
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
@@ -429,18 +488,32 @@ def unet_memory(config):
 
 
 def write_manifest(folder, *, name, description, latent_channels, latent_scale, image_range, files, pad_token,
-                   defaults, size_multiple, native_size, unet, scheduler=None):
+                   defaults, size_multiple, native_size, unet, scheduler=None, family="sd", vae_fp32_only=False,
+                   pad_token_2=None, sdxl=None):
     """native_size: the side the real model was trained at (tiny twins declare their real counterpart's);
-    unet: the UNet's config, for [unet]."""
+    unet: the UNet's config, for [unet]. SDXL: family="sdxl", pad_token_2 ([tokenizer-2]: the second tokenizer's
+    pad token) and sdxl (the [sdxl] table); vae_fp32_only marks a VAE that overflows in fp16 (SDXL's original).
+    The defaults (family "sd", no mark) are not written: an SD folder's manifest is what it always was."""
     lines = [f"# Written by scripts/export_models.py. {description}", f"name = {_toml_value(name)}",
-             f"description = {_toml_value(description)}", f"latent-channels = {latent_channels}",
-             f"latent-scale = {_toml_value(latent_scale)}", f"image-range = {_toml_value(image_range)}",
-             f"size-multiple = {size_multiple}", f"native-size = {native_size}", "",
-             "[files]"]
+             f"description = {_toml_value(description)}"]
+    if family != "sd":
+        lines.append(f"family = {_toml_value(family)}")
+    lines += [f"latent-channels = {latent_channels}",
+              f"latent-scale = {_toml_value(latent_scale)}", f"image-range = {_toml_value(image_range)}",
+              f"size-multiple = {size_multiple}", f"native-size = {native_size}"]
+    if vae_fp32_only:
+        lines.append("vae-fp32-only = true")
+    lines += ["", "[files]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in files.items()]
     lines += ["", "[unet]"] + [f"{k} = {_toml_value(v)}" for k, v in unet_memory(unet).items()]
-    lines += ["", "[tokenizer]", f"pad-token = {_toml_value(pad_token)}", "", "[scheduler]", 'kind = "lcm"']
-    lines += [f"{k} = {_toml_value(v)}" for k, v in (scheduler or {}).items()]
+    lines += ["", "[tokenizer]", f"pad-token = {_toml_value(pad_token)}"]
+    if pad_token_2 is not None:
+        lines += ["", "[tokenizer-2]", f"pad-token = {_toml_value(pad_token_2)}"]
+    if sdxl:
+        lines += ["", "[sdxl]"] + [f"{k} = {_toml_value(v)}" for k, v in sdxl.items()]
+    scheduler = dict(scheduler or {})
+    lines += ["", "[scheduler]", f"kind = {_toml_value(scheduler.pop('kind', 'lcm'))}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scheduler.items()]
     lines += ["", "[defaults]"] + [f"{k} = {_toml_value(v)}" for k, v in defaults.items()]
     with open(os.path.join(folder, "model.toml"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -567,17 +640,30 @@ def _plain_fp16(src, op_block_list):
     return float16.convert_float_to_float16(src, keep_io_types=False, op_block_list=blocks)
 
 
-def convert_folder_fp16(src, dst, fuse=None, op_block_list=(), name=None):
+def convert_folder_fp16(src, dst, fuse=None, op_block_list=(), name=None, vae_src=None):
     """An fp16 twin of model folder `src` in `dst`: UNet + VAE encoder/decoder (and a ControlNet + ControlNet-UNet
-    pair, when `src` has one) converted, the rest (text encoder, tokenizer) referenced from `src` by relative path.
-    fuse: None (plain, runs on any EP) or "cuda"."""
+    pair, when `src` has one) converted, the rest (text encoders, tokenizers) referenced from `src` by relative path.
+    fuse: None (plain, runs on any EP) or "cuda".
+    A VAE marked `vae-fp32-only` (SDXL's original VAE overflows in fp16) is not converted: the twin references it
+    in fp32 and keeps the mark, unless `vae_src` names a folder whose vae_encoder.onnx / vae_decoder.onnx hold an
+    fp16-safe VAE with the same latents (madebyollin/sdxl-vae-fp16-fix for SDXL): those are converted instead and
+    the mark is dropped."""
     src, dst = os.path.abspath(src), os.path.abspath(dst)
     manifest = read_manifest(src)
     os.makedirs(dst, exist_ok=True)
     files = dict(manifest["files"])
+    fp32_vae = bool(manifest.get("vae-fp32-only", False)) and vae_src is None
+    vae_override = {}
+    if vae_src is not None:
+        vae_override = {"vae-encoder": os.path.join(os.path.abspath(vae_src), "vae_encoder.onnx"),
+                        "vae-decoder": os.path.join(os.path.abspath(vae_src), "vae_decoder.onnx")}
+        manifest.pop("vae-fp32-only", None)
     for role, rel in manifest["files"].items():
-        path = os.path.normpath(os.path.join(src, rel))
-        if role in FP16_ROLES or role in FP16_CONTROLNET_ROLES:
+        path = vae_override.get(role, os.path.normpath(os.path.join(src, rel)))
+        if fp32_vae and role.startswith("vae"):
+            print(f"{role}: {path} stays float32 (vae-fp32-only: it overflows in float16)", flush=True)
+            files[role] = os.path.relpath(path, dst)
+        elif role in FP16_ROLES or role in FP16_CONTROLNET_ROLES:
             out_name = os.path.basename(rel)
             t = time.time()
             print(f"{role}: {path} -> fp16{' fused' if fuse else ''}", flush=True)
@@ -594,8 +680,16 @@ def convert_folder_fp16(src, dst, fuse=None, op_block_list=(), name=None):
            else "plain conversion (runs on any EP), ")
     desc = manifest.get("description", "")
     what = "UNet, VAE and ControlNet" if "controlnet" in files else "UNet and VAE"
+    if fp32_vae:
+        what = "UNet (the VAE stays float32: vae-fp32-only)"
+    text = "text encoders" if "text-encoder-2" in files else "text encoder"
+    vae_note = ""
+    if vae_src is not None and os.path.abspath(vae_src) != src:
+        vae_note = f"VAE from {os.path.basename(os.path.abspath(vae_src))} (fp16-safe, same latents). "
+    elif vae_src is not None:
+        vae_note = "Its VAE stands in for an fp16-safe one (random weights do not overflow). "
     manifest["description"] = (f"FLOAT16 twin of {os.path.basename(src)}: {what} in float16 with float16 "
-                               f"inputs/outputs, {how}text encoder float32. " + desc)
+                               f"inputs/outputs, {how}{text} float32. " + vae_note + desc)
     write_manifest_dict(dst, manifest, f"Written by scripts/export_models.py fp16 from {os.path.basename(src)}.")
     return manifest
 
@@ -688,6 +782,9 @@ def check_fp16(src, dst, size=256, strength_t=499, seed=0):
     ehs = rng.standard_normal((1, 77, ctx_dim))
     noise = rng.standard_normal((1, channels, lat, lat))
     latent_in = rng.standard_normal((1, channels, lat, lat))
+    pooled = None
+    if "text_embeds" in unet32.shapes:  # drawn after the SD inputs: an SD folder's check is unchanged
+        pooled = rng.standard_normal((1, unet32.shapes["text_embeds"][1]))
     a, c_skip, c_out = _lcm_scalars(strength_t)
     res = {}
 
@@ -699,6 +796,9 @@ def check_fp16(src, dst, size=256, strength_t=499, seed=0):
         feeds = dict(sample=sample, timestep=timestep_feed(model), encoder_hidden_states=ehs)
         if "timestep_cond" in model.types:
             feeds["timestep_cond"] = np.zeros((1, model.shapes["timestep_cond"][1]))
+        if "text_embeds" in model.types:  # SDXL: the pooled embedding and time_ids [H, W, 0, 0, H, W]
+            feeds["text_embeds"] = pooled
+            feeds["time_ids"] = np.array([[size, size, 0, 0, size, size]], np.float64)
         return feeds
 
     def to01(x):
@@ -1064,22 +1164,804 @@ def build_tiny(models_dir):
         convert_folder_fp16(os.path.join(models_dir, source), os.path.join(models_dir, twin))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# SDXL (DESIGN §7): two text encoders, a UNet with `text_embeds` and `time_ids`, the SDXL VAE (scale 0.13025) or
+# TAESDXL. The same export functions write the real models (`real sdxl-*`) and the tiny twins (`tiny-sdxl`).
+#
+#   text_encoder.onnx    input_ids int64 [B,77] -> last_hidden_state f32 [B,77,768], pooler_output f32 [B,768],
+#                        hidden_states.0..12 f32 [B,77,768]               (CLIP-L: CLIPTextModel)
+#   text_encoder_2.onnx  input_ids int64 [B,77] -> last_hidden_state f32 [B,77,1280], text_embeds f32 [B,1280],
+#                        hidden_states.0..32 f32 [B,77,1280]              (OpenCLIP bigG: CLIPTextModelWithProjection)
+#   unet.onnx            sample f32 [B,4,h,w], timestep f32 [B], encoder_hidden_states f32 [B,77,2048],
+#                        (timestep_cond f32 [B,256]: full LCM-SDXL only), text_embeds f32 [B,1280], time_ids f32 [B,6]
+#                        -> out_sample f32 [B,4,h,w]
+#   vae_encoder.onnx / vae_decoder.onnx   as the SD ones (mean latents, unscaled; scale 0.13025 or TAESDXL's 1.0)
+# Context = concat(hidden_states.{L1-1} of encoder 1, hidden_states.{L2-1} of encoder 2) (penultimate layers);
+# pooled = encoder 2's text_embeds; time_ids = [H, W, 0, 0, H, W].
+
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def euler_scheduler(kind, prediction="epsilon", steps_offset=1):
+    """model.toml's [scheduler] for the Euler kinds ("euler", "euler-ancestral"): trailing spacing, the prediction type,
+    and steps-offset as the hub's scheduler_config.json has it (1 for SDXL base, Turbo and Lightning; diffusers applies
+    steps_offset to "leading" spacing only: under "trailing" it changes nothing)."""
+    return {"kind": kind, "timestep-spacing": "trailing", "prediction-type": prediction, "steps-offset": steps_offset}
+
+
+# SDXL-Turbo's scheduler_config.json: EulerAncestralDiscreteScheduler, trailing, epsilon, steps_offset 1.
+TURBO_SCHEDULER = euler_scheduler("euler-ancestral")
+# ByteDance/SDXL-Lightning: one distilled UNet per step count (safetensors of SDXL base's UNet), run with SDXL base's
+# EulerDiscreteScheduler config switched to trailing spacing; the 1-step UNet predicts the sample (x0), not the noise.
+LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
+LIGHTNING_UNETS = {1: "sdxl_lightning_1step_unet_x0.safetensors", 2: "sdxl_lightning_2step_unet.safetensors",
+                   4: "sdxl_lightning_4step_unet.safetensors", 8: "sdxl_lightning_8step_unet.safetensors"}
+
+
+def lightning_scheduler(steps):
+    return euler_scheduler("euler", "sample" if steps == 1 else "epsilon")
+
+
+# scheduler: model.toml's [scheduler] (None: LCM, prediction type from the pipeline's config); unet_file: (hub repo,
+# file) of a UNet state dict loaded into the base's UNet config (SDXL-Lightning).
+SDXL_PRESETS = {
+    "sdxl-lcm-lora": dict(repo=SDXL_BASE, lora="latent-consistency/lcm-lora-sdxl", unet=None, native=1024,
+                          defaults=dict(steps=2, strength=0.5, guidance=1.0)),
+    "sdxl-turbo": dict(repo="stabilityai/sdxl-turbo", lora=None, unet=None, native=512,
+                       defaults=dict(steps=1, strength=0.5, guidance=1.0), scheduler=TURBO_SCHEDULER),
+    # Full LCM: the distilled UNet (takes `timestep_cond`, the guidance embedding) with SDXL base's other parts.
+    "lcm-sdxl": dict(repo=SDXL_BASE, lora=None, unet="latent-consistency/lcm-sdxl", native=1024,
+                     defaults=dict(steps=4, strength=0.5, guidance=8.0)),
+    # SDXL-Lightning: the UNet distilled for N steps (the LoRAs are for other bases; the full UNets are better).
+    # Guidance 1.0 = no classifier-free guidance (Lightning was distilled for guidance 0).
+    **{f"sdxl-lightning-{n}step": dict(repo=SDXL_BASE, lora=None, unet=None, unet_file=(LIGHTNING_REPO, f), native=1024,
+                                       defaults=dict(steps=n, strength=0.5, guidance=1.0),
+                                       scheduler=lightning_scheduler(n))
+       for n, f in LIGHTNING_UNETS.items()},
+}
+# `real SDXL-PRESET ... --controlnet NAME`: SDXL ControlNets (ControlNetModel with addition_embed_type "text_time": they
+# take `text_embeds` and `time_ids` as the UNet does). Any SDXL preset: all share SDXL base's UNet architecture.
+SDXL_CONTROLNETS = {
+    "openpose": dict(repo="thibaud/controlnet-openpose-sdxl-1.0"),
+    "openpose-xinsir": dict(repo="xinsir/controlnet-openpose-sdxl-1.0"),
+}
+SDXL_VAE_FP16_FIX = "madebyollin/sdxl-vae-fp16-fix"  # MIT; the SDXL VAE's latents, no fp16 overflow
+TAESDXL = "madebyollin/taesdxl"
+# model.toml's [sdxl]: penultimate hidden states of each encoder, encoder 2's pooled projection.
+SDXL_TABLE = {"hidden-layer": -2, "pooled-output": "text_embeds"}
+
+
+def export_text_encoder_xl(text_encoder, path, optimum=False, opset=OPSET):
+    """An SDXL text encoder (CLIPTextModel or CLIPTextModelWithProjection) with all its hidden states.
+    latentcam's layout: input_ids int64 [batch, 77]; outputs last_hidden_state, the pooled output, hidden_states.0..L.
+    optimum's (`optimum=True`): as `optimum-cli export onnx` writes it (batch_size and sequence_length axes,
+    text_embeds first for CLIPTextModelWithProjection, text_embeds' width labelled sequence_length)."""
+    import torch
+
+    wrap = _wrappers()["TextEncoderXLWrap"](text_encoder, optimum=optimum)
+    layers = text_encoder.config.num_hidden_layers
+    hidden = [f"hidden_states.{i}" for i in range(layers + 1)]
+    pooled = wrap.pooled
+    outputs = ([pooled, "last_hidden_state"] if wrap.pooled_first else ["last_hidden_state", pooled]) + hidden
+    ids = torch.full((2, 77), 0 if pooled == "text_embeds" else 49407, dtype=torch.int64)
+    ids[:, 0], ids[:, 1], ids[:, 2], ids[:, 3] = 49406, 320, 1125, 49407  # "<start> a photo <end>" + padding
+    if optimum:
+        seq = {0: "batch_size", 1: "sequence_length"}
+        axes = {"input_ids": seq, "last_hidden_state": seq, **{h: seq for h in hidden}}
+        axes[pooled] = seq if pooled == "text_embeds" else {0: "batch_size"}
+    else:
+        axes = {name: {0: "batch"} for name in ["input_ids"] + outputs}
+    _export(wrap, (ids,), path, ["input_ids"], outputs, axes, opset=opset)
+
+
+def export_text_encoder_optimum_sd(text_encoder, path, opset=18):
+    """SD1.x/2.x text encoder in optimum's layout: input_ids int64 [batch_size, sequence_length] ->
+    last_hidden_state, pooler_output (optimum adds hidden states only for SDXL and SD3)."""
+    import torch
+
+    ids = torch.full((2, 77), 49407, dtype=torch.int64)
+    ids[:, 0], ids[:, 1], ids[:, 2] = 49406, 320, 49407
+    seq = {0: "batch_size", 1: "sequence_length"}
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            out = self.m(input_ids=input_ids, return_dict=True)
+            return out.last_hidden_state, out.pooler_output
+
+    _export(Wrap(text_encoder), (ids,), path, ["input_ids"], ["last_hidden_state", "pooler_output"],
+            {"input_ids": seq, "last_hidden_state": seq, "pooler_output": {0: "batch_size"}}, opset=opset)
+
+
+def export_unet_xl(unet, path, timestep_kind="float32-batch", latent_hw=8, optimum=False, opset=OPSET):
+    """A UNet with optimum's port names and order (SDXL's `text_embeds`, `time_ids` when the config has
+    addition_embed_type "text_time"; `timestep_cond` for full LCM). latentcam's layout: `timestep` float32 [batch]
+    (the denoising batch runs different timesteps in one call) and axes batch/height/width. optimum's: `timestep` a
+    float32 scalar and optimum's axis names."""
+    import torch
+
+    cfg = unet.config
+    text_time = cfg.addition_embed_type == "text_time"
+    if optimum:
+        timestep_kind = "float32-scalar"
+    if timestep_kind != "float32-scalar" and timestep_kind != "float32-batch":
+        raise SystemExit(f"SDXL exports take a float32 timestep ([B] or scalar), not {timestep_kind}")
+    gen = torch.Generator().manual_seed(0)  # example inputs only
+    batch = 2
+    names = ["sample", "timestep", "encoder_hidden_states"]
+    args = [torch.randn(batch, cfg.in_channels, latent_hw, latent_hw, generator=gen),
+            _timestep_example(timestep_kind, batch),
+            torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen)]
+    b = "batch_size" if optimum else "batch"
+    axes = {"sample": {0: b, 2: "height", 3: "width"},
+            "encoder_hidden_states": {0: b, 1: "sequence_length"} if optimum else {0: b},
+            "out_sample": {0: b, 2: "height", 3: "width"}}
+    axes["timestep"] = {} if timestep_kind == "float32-scalar" else {0: b}
+    if cfg.time_cond_proj_dim is not None:
+        names.append("timestep_cond")
+        args.append(torch.randn(batch, cfg.time_cond_proj_dim, generator=gen))
+        axes["timestep_cond"] = {0: b}
+    if text_time:
+        pooled_dim = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        names += ["text_embeds", "time_ids"]
+        side = float(8 * latent_hw)
+        args += [torch.randn(batch, pooled_dim, generator=gen),
+                 torch.tensor([[side, side, 0.0, 0.0, side, side]] * batch)]
+        axes["text_embeds"] = {0: b}
+        axes["time_ids"] = {0: b}
+    if timestep_kind == "float32-scalar":
+        del axes["timestep"]
+    _export(_wrappers()["UNetXLWrap"](unet), tuple(args), path, names, ["out_sample"], axes, opset=opset)
+
+
+def export_vae_optimum(vae, folder, image_hw=64, opset=18):
+    """AutoencoderKL in optimum's layout: vae_encoder/model.onnx (sample -> latent_parameters [B,2C,h,w]: mean then
+    log-variance) and vae_decoder/model.onnx (latent_sample -> sample), optimum's axis names."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    f = 2 ** (len(vae.config.down_block_types) - 1)
+    image = torch.rand(2, 3, image_hw, image_hw, generator=gen) * 2 - 1
+    enc = _wrappers()["VaeEncoderParamsWrap"](vae)
+    _export(enc, (image,), os.path.join(folder, "vae_encoder", "model.onnx"), ["sample"], ["latent_parameters"],
+            {"sample": {0: "batch_size", 2: "sample_height", 3: "sample_width"},
+             "latent_parameters": {0: "batch_size", 2: f"sample_height / {f}", 3: f"sample_width / {f}"}},
+            opset=opset)
+    latent = torch.randn(2, vae.config.latent_channels, image_hw // f, image_hw // f, generator=gen)
+    _export(_wrappers()["VaeDecoderWrap"](vae, False), (latent,), os.path.join(folder, "vae_decoder", "model.onnx"),
+            ["latent_sample"], ["sample"],
+            {"latent_sample": {0: "batch_size", 2: "latent_height", 3: "latent_width"},
+             "sample": {0: "batch_size", 2: f"latent_height * {f}", 3: f"latent_width * {f}"}}, opset=opset)
+
+
+def write_sdxl_manifest(folder, *, name, description, files, unet, vae_kind, latent_scale, defaults, native_size,
+                        force_zeros, pad_token="<|endoftext|>", pad_token_2="!", scheduler=None):
+    """model.toml of an SDXL folder. vae_kind "sd": the SDXL VAE (-1..1, vae-fp32-only: it overflows in fp16);
+    "taesd": TAESDXL-style (0..1, fp16-safe)."""
+    taesd = vae_kind == "taesd"
+    write_manifest(folder, name=name, description=description, family="sdxl",
+                   latent_channels=unet.config.in_channels, latent_scale=latent_scale,
+                   image_range="zero-to-one" if taesd else "minus-one-to-one", vae_fp32_only=not taesd,
+                   files=files, pad_token=pad_token, pad_token_2=pad_token_2,
+                   sdxl={**SDXL_TABLE, "force-zeros-for-empty-prompt": bool(force_zeros)},
+                   defaults=defaults, scheduler=scheduler,
+                   size_multiple=8 * 2 ** (len(unet.config.block_out_channels) - 1),
+                   native_size=native_size, unet=unet.config)
+
+
+def export_sdxl_folder(folder, *, unet, vae, vae_kind, timestep_kind, latent_hw, image_hw):
+    """unet.onnx + vae_encoder.onnx + vae_decoder.onnx of an SDXL folder (text encoders: export_text_encoder_xl)."""
+    os.makedirs(folder, exist_ok=True)
+    export_unet_xl(unet, os.path.join(folder, "unet.onnx"), timestep_kind, latent_hw=latent_hw)
+    export_vae(vae, folder, zero_to_one=vae_kind == "taesd", image_hw=image_hw)
+
+
+def export_real_sdxl(preset, out, vae_choice, timestep_kind, fp16=False, controlnet=None):
+    """Cannot run on a machine without the Hugging Face hub; fusing a real SDXL UNet (2.6 B parameters) for --fp16
+    needs about 60 GB of memory. controlnet: a SDXL_CONTROLNETS name (controlnet.onnx + unet_controlnet.onnx, both
+    with `text_embeds` and `time_ids`: export_controlnet_pair_xl)."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    p = SDXL_PRESETS[preset]
+    extra = {}
+    if p["unet"]:
+        extra["unet"] = UNet2DConditionModel.from_pretrained(p["unet"], torch_dtype=torch.float32)
+    elif p.get("unet_file"):  # SDXL-Lightning: a state dict for SDXL base's UNet config (ByteDance's recipe)
+        from huggingface_hub import hf_hub_download
+        from safetensors.torch import load_file
+
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(p["repo"], subfolder="unet"))
+        unet.load_state_dict(load_file(hf_hub_download(*p["unet_file"])))
+        extra["unet"] = unet.eval()
+    pipe = StableDiffusionXLPipeline.from_pretrained(p["repo"], torch_dtype=torch.float32, add_watermarker=False,
+                                                     **extra)
+    if p["lora"]:
+        pipe.load_lora_weights(p["lora"])
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+    os.makedirs(out, exist_ok=True)
+    export_text_encoder_xl(pipe.text_encoder, os.path.join(out, "text_encoder.onnx"))
+    export_text_encoder_xl(pipe.text_encoder_2, os.path.join(out, "text_encoder_2.onnx"))
+    save_tokenizer(pipe.tokenizer, os.path.join(out, "tokenizer.json"))
+    save_tokenizer(pipe.tokenizer_2, os.path.join(out, "tokenizer_2.json"))
+    if vae_choice == "taesdxl":
+        vae, vae_kind = AutoencoderTiny.from_pretrained(TAESDXL, torch_dtype=torch.float32), "taesd"
+        scale = 1.0
+    else:
+        vae, vae_kind = pipe.vae, "sd"
+        scale = float(pipe.vae.config.scaling_factor)
+    export_sdxl_folder(out, unet=pipe.unet, vae=vae, vae_kind=vae_kind, timestep_kind=timestep_kind, latent_hw=64,
+                       image_hw=512)
+    files = {"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx",
+             "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json",
+             "text-encoder-2": "text_encoder_2.onnx", "tokenizer-2": "tokenizer_2.json"}
+    if controlnet is not None:
+        from diffusers import ControlNetModel
+
+        cn = ControlNetModel.from_pretrained(SDXL_CONTROLNETS[controlnet]["repo"], torch_dtype=torch.float32).eval()
+        files.update(export_controlnet_pair_xl(cn, pipe.unet, out, timestep_kind, latent_hw=64))
+        del cn
+    what = (f"{p['repo']}" + (f" + {p['lora']} (fused)" if p["lora"] else "") +
+            (f" with the UNet of {p['unet']}" if p["unet"] else "") +
+            (f" with the UNet {p['unet_file'][0]}/{p['unet_file'][1]}" if p.get("unet_file") else "") +
+            (f" with {TAESDXL}" if vae_choice == "taesdxl" else "") +
+            (f" + ControlNet {SDXL_CONTROLNETS[controlnet]['repo']}" if controlnet else ""))
+    scheduler = p.get("scheduler") or {"prediction-type": pipe.scheduler.config.get("prediction_type", "epsilon")}
+    write_sdxl_manifest(out, name=os.path.basename(os.path.abspath(out)), description=what, files=files,
+                        unet=pipe.unet, vae_kind=vae_kind, latent_scale=scale, defaults=p["defaults"],
+                        native_size=p["native"],
+                        force_zeros=pipe.config.get("force_zeros_for_empty_prompt", True),
+                        pad_token=pipe.tokenizer.pad_token, pad_token_2=pipe.tokenizer_2.pad_token,
+                        scheduler=scheduler)
+    if fp16:
+        del pipe, vae, extra
+        dst = fp16_folder_for(out)
+        os.makedirs(dst, exist_ok=True)
+        scratch = None
+        if vae_choice != "taesdxl":  # the original SDXL VAE overflows in fp16: the fp16-fix VAE, same latents
+            scratch = tempfile.mkdtemp(prefix=".vae-fp16-fix-", dir=dst)
+            fix = AutoencoderKL.from_pretrained(SDXL_VAE_FP16_FIX, torch_dtype=torch.float32)
+            export_vae(fix, scratch, zero_to_one=False, image_hw=512)
+            del fix
+        try:
+            convert_folder_fp16(out, dst, fuse="cuda", vae_src=scratch)
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+# Tiny SDXL twins (DESIGN §7's configuration, which diffusers and optimum accept; the two encoders' different
+# depths catch an off-by-one in the hidden layer).
+SDXL_TINY_SEED = 0
+SDXL_TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                      up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                      transformer_layers_per_block=(1, 2), use_linear_projection=True, norm_num_groups=4,
+                      cross_attention_dim=24, addition_embed_type="text_time", addition_time_embed_dim=8,
+                      projection_class_embeddings_input_dim=64)  # 6 x 8 + text encoder 2's projection 16
+SDXL_TINY_TEXT = dict(vocab_size=49408, intermediate_size=32, num_attention_heads=2, max_position_embeddings=77,
+                      bos_token_id=49406, eos_token_id=49407)
+SDXL_TINY_TEXT_1 = dict(SDXL_TINY_TEXT, hidden_size=8, num_hidden_layers=2, hidden_act="quick_gelu",
+                        pad_token_id=49407)
+SDXL_TINY_TEXT_2 = dict(SDXL_TINY_TEXT, hidden_size=16, num_hidden_layers=3, hidden_act="gelu", projection_dim=16,
+                        pad_token_id=0)
+SDXL_TINY_CLIP = "tiny-clip-sdxl"
+SDXL_TINY_FILES_SHARED = {"text-encoder": f"../{SDXL_TINY_CLIP}/text_encoder.onnx",
+                          "tokenizer": "../tiny-clip/tokenizer.json",
+                          "text-encoder-2": f"../{SDXL_TINY_CLIP}/text_encoder_2.onnx",
+                          "tokenizer-2": "../tiny-clip/tokenizer.json"}
+# name -> what it mimics, VAE kind, time_cond_proj_dim, defaults (the real preset's), native size
+SDXL_TINY_MODELS = {
+    "tiny-sdxl-lcm-lora": dict(what="SDXL base + LCM-LoRA-SDXL fused (SDXL VAE, scale 0.13025)", vae="sd", cond=None,
+                               defaults=SDXL_PRESETS["sdxl-lcm-lora"]["defaults"], native=1024),
+    "tiny-sdxl-turbo": dict(what="SDXL-Turbo with a TAESDXL-style VAE (0..1, scale 1)", vae="taesd", cond=None,
+                            defaults=SDXL_PRESETS["sdxl-turbo"]["defaults"], native=512,
+                            scheduler=SDXL_PRESETS["sdxl-turbo"]["scheduler"]),
+    "tiny-lcm-sdxl": dict(what="LCM-SDXL (full LCM: timestep_cond [B,256], the guidance embedding; SDXL VAE)",
+                          vae="sd", cond=256, defaults=SDXL_PRESETS["lcm-sdxl"]["defaults"], native=1024),
+}
+SDXL_TINY_FP16_TWINS = {"tiny-sdxl-lcm-lora-fp16": "tiny-sdxl-lcm-lora"}
+# optimum-layout folders: name -> the tiny model whose weights they hold
+OPTIMUM_TINY = {"tiny-sdxl-optimum": "tiny-sdxl-lcm-lora", "tiny-sd15-optimum": "tiny-sd15-lcm-lora"}
+
+
+def tiny_sdxl_text_encoders():
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    return (CLIPTextModel(CLIPTextConfig(**SDXL_TINY_TEXT_1)).eval(),
+            CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TINY_TEXT_2)).eval())
+
+
+def tiny_sdxl_unet(time_cond_proj_dim=None):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**SDXL_TINY_UNET, time_cond_proj_dim=time_cond_proj_dim).eval()
+
+
+def tiny_sdxl_vae():
+    """The SD1.5 twin's tiny AutoencoderKL with SDXL's scaling factor (force_upcast off: it is fp32 anyway)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(4, 4, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4,
+                         layers_per_block=1, scaling_factor=0.13025, force_upcast=False).eval()
+
+
+def tiny_sdxl_modules():
+    """Every tiny SDXL torch module, built in a fixed order from one seed (independent of tiny_modules(): the SD
+    twins are untouched): the exported ONNX files and scripts/golden/sdxl.py get the same weights."""
+    import torch
+
+    torch.manual_seed(SDXL_TINY_SEED)
+    te1, te2 = tiny_sdxl_text_encoders()
+    mods = {"text_encoder": te1, "text_encoder_2": te2}
+    for name, spec in SDXL_TINY_MODELS.items():
+        mods[name] = {"unet": tiny_sdxl_unet(spec["cond"]),
+                      "vae": tiny_sdxl_vae() if spec["vae"] == "sd" else tiny_taesd()}
+    return mods
+
+
+def tiny_sdxl_pipeline(mods, model, scheduler=None, cls=None):
+    """A diffusers SDXL pipeline (StableDiffusionXLPipeline unless `cls`) on the tiny modules, with the two CLIP
+    tokenizers (pads <|endoftext|> and !), force_zeros_for_empty_prompt as SDXL base and Turbo, no watermark."""
+    from diffusers import LCMScheduler, StableDiffusionXLPipeline
+
+    cls = cls or StableDiffusionXLPipeline
+    pipe = cls(vae=mods[model]["vae"], text_encoder=mods["text_encoder"], text_encoder_2=mods["text_encoder_2"],
+               tokenizer=clip_vocab.sd1_tokenizer(pad_token="<|endoftext|>"),
+               tokenizer_2=clip_vocab.sd1_tokenizer(pad_token="!"), unet=mods[model]["unet"],
+               scheduler=scheduler or LCMScheduler(), force_zeros_for_empty_prompt=True, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_clip_tokenizer_folder(folder, pad_token):
+    """The CLIP tokenizer as `save_pretrained` of transformers 4.x's CLIPTokenizer writes it (the transformers
+    optimum's exporter requires, < 4.58): vocab.json, merges.txt, special_tokens_map.json, tokenizer_config.json.
+    transformers 5 writes tokenizer.json + tokenizer_config.json instead; real exports may have either."""
+    import json
+
+    os.makedirs(folder, exist_ok=True)
+    vocab, merges = clip_vocab.vocab_and_merges()
+
+    def dump(name, obj):
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            f.write(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+    dump("vocab.json", vocab)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in merges))
+
+    def added(content, normalized):
+        return {"content": content, "lstrip": False, "normalized": normalized, "rstrip": False, "single_word": False}
+
+    start, end = added("<|startoftext|>", True), added("<|endoftext|>", True)
+    pad = end if pad_token == "<|endoftext|>" else added(pad_token, pad_token in ("<|startoftext|>",))
+    dump("special_tokens_map.json", {"bos_token": start, "eos_token": end, "pad_token": pad, "unk_token": end})
+    decoder = {"49406": {**start, "special": True}, "49407": {**end, "special": True}}
+    if pad_token not in ("<|startoftext|>", "<|endoftext|>"):
+        decoder = {str(vocab[pad_token]): {**added(pad_token, False), "special": True}, **decoder}
+    dump("tokenizer_config.json", {
+        "added_tokens_decoder": decoder, "bos_token": "<|startoftext|>", "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>", "errors": "replace", "extra_special_tokens": {}, "model_max_length": 77,
+        "pad_token": pad_token, "tokenizer_class": "CLIPTokenizer", "unk_token": "<|endoftext|>"})
+
+
+def export_optimum_folder(pipe, out):
+    """A diffusers pipeline (StableDiffusionPipeline or StableDiffusionXLPipeline) in the layout
+    `optimum-cli export onnx` writes (optimum-onnx 0.1.0): model_index.json, scheduler/scheduler_config.json,
+    tokenizer/ (+ tokenizer_2/), and text_encoder/ (+ text_encoder_2/), unet/, vae_encoder/, vae_decoder/ each with
+    model.onnx and config.json; opset 18; the UNet's `timestep` a float32 scalar; SDXL text encoders output every
+    hidden state. No model.toml. (optimum-onnx itself needs transformers < 4.58, not installable beside our 5.x.)"""
+    import copy
+
+    os.makedirs(out, exist_ok=True)
+    xl = getattr(pipe, "text_encoder_2", None) is not None
+    encoders = ("text_encoder", "text_encoder_2") if xl else ("text_encoder",)
+    for name in encoders:
+        te = getattr(pipe, name)
+        os.makedirs(os.path.join(out, name), exist_ok=True)
+        if xl:
+            export_text_encoder_xl(te, os.path.join(out, name, "model.onnx"), optimum=True, opset=18)
+        else:
+            export_text_encoder_optimum_sd(te, os.path.join(out, name, "model.onnx"))
+        cfg = copy.deepcopy(te.config)  # what optimum sets on the config before it saves it
+        if xl:
+            cfg.output_hidden_states = True
+        cfg.export_model_type = "clip-text-with-projection" if hasattr(te, "text_projection") else "clip-text"
+        cfg.architectures = [type(te).__name__]  # as from_pretrained leaves them
+        cfg.dtype = "float32"
+        cfg.save_pretrained(os.path.join(out, name))
+    os.makedirs(os.path.join(out, "unet"), exist_ok=True)
+    export_unet_xl(pipe.unet, os.path.join(out, "unet", "model.onnx"), optimum=True, opset=18)
+    pipe.unet.save_config(os.path.join(out, "unet"))
+    for part in ("vae_encoder", "vae_decoder"):
+        os.makedirs(os.path.join(out, part), exist_ok=True)
+        pipe.vae.save_config(os.path.join(out, part))
+    export_vae_optimum(pipe.vae, out)
+    pipe.scheduler.save_pretrained(os.path.join(out, "scheduler"))
+    write_clip_tokenizer_folder(os.path.join(out, "tokenizer"), pipe.tokenizer.pad_token)
+    if xl:
+        write_clip_tokenizer_folder(os.path.join(out, "tokenizer_2"), pipe.tokenizer_2.pad_token)
+    pipe.save_config(out)
+    print(f"  wrote {out}/ (optimum layout)", flush=True)
+
+
+def build_tiny_sdxl(models_dir):
+    """The tiny SDXL twins, tiny-clip-sdxl (both encoders), the fp16 twin and the two optimum-layout folders
+    (tiny-sd15-optimum from tiny-sd15-lcm-lora's torch modules). Writes nothing of the SD twins."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    t0 = time.time()
+    mods = tiny_sdxl_modules()
+    clip_dir = os.path.join(models_dir, SDXL_TINY_CLIP)
+    os.makedirs(clip_dir, exist_ok=True)
+    print(f"{SDXL_TINY_CLIP} (both SDXL text encoders; tokenizer: ../tiny-clip/tokenizer.json)", flush=True)
+    export_text_encoder_xl(mods["text_encoder"], os.path.join(clip_dir, "text_encoder.onnx"))
+    export_text_encoder_xl(mods["text_encoder_2"], os.path.join(clip_dir, "text_encoder_2.onnx"))
+    for name, spec in SDXL_TINY_MODELS.items():
+        print(name, flush=True)
+        folder = os.path.join(models_dir, name)
+        export_sdxl_folder(folder, unet=mods[name]["unet"], vae=mods[name]["vae"], vae_kind=spec["vae"],
+                           timestep_kind="float32-batch", latent_hw=8, image_hw=64)
+        files = {"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx"}
+        files.update(SDXL_TINY_FILES_SHARED)
+        write_sdxl_manifest(folder, name=name, description=f"TINY RANDOM weights for tests; mimics {spec['what']}",
+                            files=files, unet=mods[name]["unet"], vae_kind=spec["vae"],
+                            latent_scale=float(mods[name]["vae"].config.scaling_factor), defaults=spec["defaults"],
+                            native_size=spec["native"], force_zeros=True, scheduler=spec.get("scheduler"))
+    for twin, source in SDXL_TINY_FP16_TWINS.items():
+        print(twin, flush=True)
+        src = os.path.join(models_dir, source)
+        # The real export converts madebyollin/sdxl-vae-fp16-fix here; the twin's random VAE stands in for it.
+        convert_folder_fp16(src, os.path.join(models_dir, twin), vae_src=src)
+    print("tiny-sdxl-optimum", flush=True)
+    export_optimum_folder(tiny_sdxl_pipeline(mods, OPTIMUM_TINY["tiny-sdxl-optimum"]),
+                          os.path.join(models_dir, "tiny-sdxl-optimum"))
+    print("tiny-sd15-optimum", flush=True)
+    sd = tiny_modules()
+    base = OPTIMUM_TINY["tiny-sd15-optimum"]
+    sd_pipe = StableDiffusionPipeline(vae=sd[base]["vae"], text_encoder=sd["text_encoder"],
+                                      tokenizer=clip_vocab.sd1_tokenizer(pad_token=TINY_MODELS[base][4]),
+                                      unet=sd[base]["unet"], scheduler=LCMScheduler(), safety_checker=None,
+                                      feature_extractor=None, requires_safety_checker=False)
+    export_optimum_folder(sd_pipe, os.path.join(models_dir, "tiny-sd15-optimum"))
+    print(f"tiny-sdxl: {time.time() - t0:.1f}s", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SDXL, continued (`tiny-sdxl-extra`): the Euler-kind twins (SDXL-Lightning 4-step and 1-step) and the SDXL ControlNet
+# pair. Written by their own command, from their own seeds: `tiny-sdxl` and everything it wrote stay byte for byte.
+#
+# SDXL ControlNet (latentcam's names, as the SD1.5 pair's plus the SDXL UNet's added conditioning):
+#   controlnet.onnx       sample f32 [B,4,h,w], timestep f32 [B], encoder_hidden_states f32 [B,77,D],
+#                         controlnet_cond f32 [B,3,8h,8w] (RGB 0..1), conditioning_scale f32 [] (scalar),
+#                         (timestep_cond f32 [B,256] only if the ControlNet has time_cond_proj_dim),
+#                         text_embeds f32 [B,P], time_ids f32 [B,6]
+#                         -> down_block_res_samples_0..N-1, mid_block_res_sample (N = 9 for SDXL, 4 for the tiny twin)
+#   unet_controlnet.onnx  unet.onnx's inputs (sample, timestep, encoder_hidden_states, [timestep_cond], text_embeds,
+#                         time_ids) + down_block_additional_residuals_0..N-1, mid_block_additional_residual
+#                         -> out_sample
+# The ControlNet gets the same text_embeds and time_ids as the UNet (diffusers' SDXL ControlNet pipelines pass the
+# UNet's added_cond_kwargs to it unless guess_mode).
+
+def _xl_controlnet_wrappers():
+    import torch
+
+    class ControlNetXLWrap(torch.nn.Module):
+        def __init__(self, controlnet):
+            super().__init__()
+            self.m = controlnet
+            self.with_cond = getattr(controlnet.config, "time_cond_proj_dim", None) is not None
+
+        def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, *rest):
+            timestep_cond = rest[0] if self.with_cond else None
+            added = {"text_embeds": rest[-2], "time_ids": rest[-1]}
+            down, mid = self.m(sample, timestep, encoder_hidden_states, controlnet_cond,
+                               conditioning_scale=conditioning_scale, timestep_cond=timestep_cond,
+                               added_cond_kwargs=added, return_dict=False)
+            return (*down, mid)
+
+    class UNetControlNetXLWrap(torch.nn.Module):
+        def __init__(self, unet, n_down):
+            super().__init__()
+            self.m = unet
+            self.n_down = n_down
+            self.with_cond = unet.config.time_cond_proj_dim is not None
+
+        def forward(self, sample, timestep, encoder_hidden_states, *rest):
+            timestep_cond = None
+            if self.with_cond:
+                timestep_cond, rest = rest[0], rest[1:]
+            text_embeds, time_ids, rest = rest[0], rest[1], rest[2:]
+            assert len(rest) == self.n_down + 1, (len(rest), self.n_down)
+            return self.m(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond,
+                          added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
+                          down_block_additional_residuals=tuple(rest[:-1]), mid_block_additional_residual=rest[-1],
+                          return_dict=False)[0]
+
+    return ControlNetXLWrap, UNetControlNetXLWrap
+
+
+def export_controlnet_pair_xl(controlnet, unet, folder, timestep_kind="float32-batch", latent_hw=8,
+                              controlnet_file="controlnet.onnx", unet_file="unet_controlnet.onnx"):
+    """controlnet.onnx + unet_controlnet.onnx of an SDXL folder (the table above): export_controlnet_pair's files with
+    `text_embeds` [B,P] and `time_ids` [B,6] on both, the timestep float32 [B] (or a scalar: float32-scalar)."""
+    import torch
+
+    cfg = unet.config
+    if controlnet.config.cross_attention_dim != cfg.cross_attention_dim or \
+            tuple(controlnet.config.block_out_channels) != tuple(cfg.block_out_channels) or \
+            controlnet.config.addition_embed_type != "text_time":
+        raise SystemExit(f"ControlNet (cross_attention_dim {controlnet.config.cross_attention_dim}, blocks "
+                         f"{tuple(controlnet.config.block_out_channels)}, addition_embed_type "
+                         f"{controlnet.config.addition_embed_type}) does not fit the SDXL UNet "
+                         f"({cfg.cross_attention_dim}, {tuple(cfg.block_out_channels)}, text_time)")
+    if timestep_kind not in ("float32-batch", "float32-scalar"):
+        raise SystemExit(f"SDXL exports take a float32 timestep ([B] or scalar), not {timestep_kind}")
+    ControlNetXLWrap, UNetControlNetXLWrap = _xl_controlnet_wrappers()
+    batch = 2
+    gen = torch.Generator().manual_seed(0)  # example inputs only; the global RNG (module weights) is untouched
+    sample = torch.randn(batch, cfg.in_channels, latent_hw, latent_hw, generator=gen)
+    timestep = _timestep_example(timestep_kind, batch)
+    ehs = torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen)
+    cond = torch.rand(batch, 3, 8 * latent_hw, 8 * latent_hw, generator=gen)
+    scale = torch.tensor(1.0)
+    pooled_dim = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+    side = float(8 * latent_hw)
+    text_embeds = torch.randn(batch, pooled_dim, generator=gen)
+    time_ids = torch.tensor([[side, side, 0.0, 0.0, side, side]] * batch)
+    n_down = len(controlnet.controlnet_down_blocks)
+    lat_axes = {0: "batch", 2: "height", 3: "width"}
+    res_axes = [{0: "batch", 2: f"res_height_{i}", 3: f"res_width_{i}"} for i in range(n_down)]
+    mid_axes = {0: "batch", 2: "mid_height", 3: "mid_width"}
+
+    c_names = ["sample", "timestep", "encoder_hidden_states", "controlnet_cond", "conditioning_scale"]
+    c_args = [sample, timestep, ehs, cond, scale]
+    c_axes = {"sample": lat_axes, "encoder_hidden_states": {0: "batch"},
+              "controlnet_cond": {0: "batch", 2: "image_height", 3: "image_width"}}
+    if timestep_kind != "float32-scalar":
+        c_axes["timestep"] = {0: "batch"}
+    if getattr(controlnet.config, "time_cond_proj_dim", None) is not None:
+        c_names.append("timestep_cond")
+        c_args.append(torch.randn(batch, controlnet.config.time_cond_proj_dim, generator=gen))
+        c_axes["timestep_cond"] = {0: "batch"}
+    c_names += ["text_embeds", "time_ids"]
+    c_args += [text_embeds, time_ids]
+    c_axes["text_embeds"] = {0: "batch"}
+    c_axes["time_ids"] = {0: "batch"}
+    c_out = [CONTROLNET_DOWN.format(i) for i in range(n_down)] + [CONTROLNET_MID]
+    for i in range(n_down):
+        c_axes[CONTROLNET_DOWN.format(i)] = res_axes[i]
+    c_axes[CONTROLNET_MID] = mid_axes
+    wrap = ControlNetXLWrap(controlnet).eval()
+    _export(wrap, tuple(c_args), os.path.join(folder, controlnet_file), c_names, c_out, c_axes)
+
+    with torch.no_grad():
+        residuals = wrap(*c_args)
+    u_names = ["sample", "timestep", "encoder_hidden_states"]
+    u_args = [sample, timestep, ehs]
+    u_axes = {"sample": lat_axes, "encoder_hidden_states": {0: "batch"}, "out_sample": lat_axes}
+    if timestep_kind != "float32-scalar":
+        u_axes["timestep"] = {0: "batch"}
+    if cfg.time_cond_proj_dim is not None:
+        u_names.append("timestep_cond")
+        u_args.append(torch.randn(batch, cfg.time_cond_proj_dim, generator=gen))
+        u_axes["timestep_cond"] = {0: "batch"}
+    u_names += ["text_embeds", "time_ids"]
+    u_args += [text_embeds, time_ids]
+    u_axes["text_embeds"] = {0: "batch"}
+    u_axes["time_ids"] = {0: "batch"}
+    for i in range(n_down):
+        u_names.append(UNET_DOWN.format(i))
+        u_axes[UNET_DOWN.format(i)] = res_axes[i]
+    u_names.append(UNET_MID)
+    u_axes[UNET_MID] = mid_axes
+    u_args += list(residuals)
+    _export(UNetControlNetXLWrap(unet, n_down), tuple(u_args), os.path.join(folder, unet_file), u_names,
+            ["out_sample"], u_axes)
+    return {"controlnet": controlnet_file, "unet-controlnet": unet_file}
+
+
+# The twins `tiny-sdxl-extra` writes: name -> what it mimics, the tiny SDXL model whose VAE (and, for a ControlNet, UNet)
+# it references, its own seed (each module from its own: none moves another's weights), defaults (the real preset's),
+# model.toml's [scheduler] (None: LCM).
+SDXL_TINY_EXTRA = {
+    "tiny-sdxl-lightning-4step": dict(
+        what="SDXL-Lightning 4-step (its own distilled UNet; Euler, trailing spacing, epsilon prediction; SDXL VAE)",
+        base="tiny-sdxl-lcm-lora", seed=104, defaults=SDXL_PRESETS["sdxl-lightning-4step"]["defaults"],
+        scheduler=SDXL_PRESETS["sdxl-lightning-4step"]["scheduler"], native=1024),
+    "tiny-sdxl-lightning-1step": dict(
+        what="SDXL-Lightning 1-step (its own UNet predicting the SAMPLE, x0, not the noise; Euler, trailing; SDXL VAE)",
+        base="tiny-sdxl-lcm-lora", seed=101, defaults=SDXL_PRESETS["sdxl-lightning-1step"]["defaults"],
+        scheduler=SDXL_PRESETS["sdxl-lightning-1step"]["scheduler"], native=1024),
+}
+# SDXL ControlNet twins: name -> the tiny SDXL model whose UNet, VAE, encoders it references, and the ControlNet's seed.
+SDXL_TINY_CONTROLNETS = {"tiny-sdxl-controlnet": dict(base="tiny-sdxl-lcm-lora", seed=201)}
+
+
+def tiny_sdxl_extra_modules(mods=None):
+    """tiny_sdxl_modules() (unchanged: same seed, same order) plus the extra twins' modules, each from its own seed:
+    the Lightning UNets (the tiny SDXL UNet config) and the SDXL ControlNets (tiny_controlnet of the base's UNet: random
+    zero convolutions, the conditioning embedding's gain). Golden scripts get the weights of the exported files."""
+    import torch
+
+    mods = mods or tiny_sdxl_modules()
+    for name, spec in SDXL_TINY_EXTRA.items():
+        torch.manual_seed(spec["seed"])
+        mods[name] = {"unet": tiny_sdxl_unet(), "vae": mods[spec["base"]]["vae"]}
+    for name, spec in SDXL_TINY_CONTROLNETS.items():
+        torch.manual_seed(spec["seed"])
+        base = mods[spec["base"]]
+        mods[name] = {"controlnet": tiny_controlnet(base["unet"]), "unet": base["unet"], "vae": base["vae"]}
+    return mods
+
+
+def build_tiny_sdxl_extra(models_dir):
+    """The Lightning twins (own unet.onnx; VAE, encoders and tokenizer referenced) and the SDXL ControlNet twin (own
+    controlnet.onnx + unet_controlnet.onnx; the rest referenced). Writes nothing else."""
+    t0 = time.time()
+    mods = tiny_sdxl_extra_modules()
+    for name, spec in SDXL_TINY_EXTRA.items():
+        print(name, flush=True)
+        folder = os.path.join(models_dir, name)
+        os.makedirs(folder, exist_ok=True)
+        export_unet_xl(mods[name]["unet"], os.path.join(folder, "unet.onnx"), "float32-batch")
+        base = spec["base"]
+        files = {"unet": "unet.onnx", "vae-encoder": f"../{base}/vae_encoder.onnx",
+                 "vae-decoder": f"../{base}/vae_decoder.onnx", **SDXL_TINY_FILES_SHARED}
+        write_sdxl_manifest(folder, name=name, description=f"TINY RANDOM weights for tests; mimics {spec['what']}; "
+                            f"VAE referenced from {base}",
+                            files=files, unet=mods[name]["unet"], vae_kind=SDXL_TINY_MODELS[base]["vae"],
+                            latent_scale=float(mods[name]["vae"].config.scaling_factor), defaults=spec["defaults"],
+                            native_size=spec["native"], force_zeros=True, scheduler=spec["scheduler"])
+    for name, spec in SDXL_TINY_CONTROLNETS.items():
+        print(name, flush=True)
+        folder = os.path.join(models_dir, name)
+        os.makedirs(folder, exist_ok=True)
+        base = spec["base"]
+        files = {"unet": f"../{base}/unet.onnx", "vae-encoder": f"../{base}/vae_encoder.onnx",
+                 "vae-decoder": f"../{base}/vae_decoder.onnx", **SDXL_TINY_FILES_SHARED}
+        files.update(export_controlnet_pair_xl(mods[name]["controlnet"], mods[name]["unet"], folder))
+        write_sdxl_manifest(folder, name=name,
+                            description=f"TINY RANDOM weights for tests: {base} (UNet, VAE, text encoders referenced) "
+                            "with a tiny random SDXL ControlNet (text_embeds + time_ids; zero convolutions randomised) "
+                            "and the same UNet taking its residuals",
+                            files=files, unet=mods[name]["unet"], vae_kind=SDXL_TINY_MODELS[base]["vae"],
+                            latent_scale=float(mods[name]["vae"].config.scaling_factor),
+                            defaults=SDXL_TINY_MODELS[base]["defaults"], native_size=SDXL_TINY_MODELS[base]["native"],
+                            force_zeros=True, scheduler=SDXL_TINY_MODELS[base].get("scheduler"))
+    print(f"tiny-sdxl-extra: {time.time() - t0:.1f}s", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random SDXL-shaped models (speed checks, scripts/gpu_bench.sh --family sdxl): upstream configs as dicts, random
+# weights, no download. The same export functions as `real sdxl-*` write them.
+#
+# Time and memory at full size. Measured on this project's 2-vCPU, 24 GB machine (2026-12-08): the random SDXL UNet
+# (2,567.5 M parameters, 10.3 GB fp32) builds in 38 s (serial: the same with 1 thread) at 10.8 GB; the bigG text
+# encoder (694.7 M) builds in 19 s and exports (one 2.8 GB .onnx.data) in 37 s at 6.5 GB peak. Estimated from
+# those (the full UNet export was not run here: ~24 GB peak): the whole fp32 folder ~5-8 min (UNet export ~3-4 min:
+# one traced forward at 512² batch 2, then 10 GB written twice) and ~25 GB peak; --fp16 adds ~4-6 min and ~60 GB
+# for the CUDA fusion (ONNX Runtime's optimizer holds several copies), or ~2 min and ~25 GB with --no-fuse (plain
+# float16 conversion). Disk: ~14 GB fp32 (UNet 10.3, text encoders 3.3) + ~5 GB fp16. --tiny (SDXL_TINY_* configs,
+# DESIGN §7's twin) builds in ~15 s here: the CPU smoke test.
+
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (2,567.5 M parameters; SDXL-Turbo has the same UNet).
+# diffusers names the heads per level `attention_head_dim` (5, 10, 20: 64 channels each).
+SDXL_UNET = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280),
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+                 projection_class_embeddings_input_dim=2816,  # 6 time_ids x 256 + text encoder 2's pooled 1280
+                 norm_num_groups=32, norm_eps=1e-5, act_fn="silu", flip_sin_to_cos=True, freq_shift=0,
+                 downsample_padding=1, center_input_sample=False)
+# the same repo's text_encoder (CLIP ViT-L/14's text tower, 123.1 M; CLIPTextModel) and text_encoder_2 (OpenCLIP
+# ViT-bigG/14's, 694.7 M; CLIPTextModelWithProjection). Tokenizer 1 pads with <|endoftext|>, tokenizer 2 with "!".
+SDXL_TEXT_1 = dict(CLIP_L)
+SDXL_TEXT_2 = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                   num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
+                   bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
+# madebyollin/taesdxl: AutoencoderTiny's default config, like TAESD (2.4 M; scale 1.0, latents as they are).
+TAESDXL_SHAPE = dict(TAESD)
+# the SDXL VAE (AutoencoderKL as SD1.5's, scale 0.13025; madebyollin/sdxl-vae-fp16-fix has the same shape).
+SDXL_VAE = dict(SD15_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=False)
+
+
+def random_sdxl_modules(vae="taesd", tiny=False, seed=0):
+    """(unet, vae, text_encoder, text_encoder_2) with random weights, built on the CPU in a fixed order from `seed`:
+    scripts/gpu_bench.py's torch baseline calls this with the same arguments and gets the ONNX export's weights.
+    tiny: DESIGN §7's tiny twin (SDXL_TINY_*: the same ports, the UNet two levels deep), for CPU smoke tests."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    if tiny:
+        unet = tiny_sdxl_unet()
+        ae = tiny_taesd() if vae == "taesd" else tiny_sdxl_vae()
+        te1, te2 = tiny_sdxl_text_encoders()
+    else:
+        unet = UNet2DConditionModel(**SDXL_UNET).eval()
+        ae = (AutoencoderTiny(**TAESDXL_SHAPE) if vae == "taesd" else AutoencoderKL(**SDXL_VAE)).eval()
+        te1 = CLIPTextModel(CLIPTextConfig(**SDXL_TEXT_1)).eval()
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2)).eval()
+    return unet, ae, te1, te2
+
+
+def build_random_sdxl(out, vae="taesd", tiny=False, fp16=False, fuse=True, image_hw=512):
+    """OUT: fp32 SDXL-shaped folder (UNet with text_embeds/time_ids, TAESDXL- or SDXL-VAE-shaped VAE, both text
+    encoders, one tokenizer file for both); fp16: OUT-fp16 as `real sdxl-* --fp16` makes it (UNet + VAE float16,
+    fused for the CUDA EP unless fuse=False; text encoders referenced in float32)."""
+    t = time.time()
+    unet, ae, te1, te2 = random_sdxl_modules(vae, tiny)
+    n = sum(p.numel() for p in unet.parameters()) / 1e6
+    n_text = sum(p.numel() for m in (te1, te2) for p in m.parameters()) / 1e6
+    print(f"random SDXL-shaped modules built in {time.time() - t:.1f}s (UNet {n:.1f}M parameters, text encoders "
+          f"{n_text:.1f}M){' TINY' if tiny else ''}", flush=True)
+    os.makedirs(out, exist_ok=True)
+    t = time.time()
+    export_text_encoder_xl(te1, os.path.join(out, "text_encoder.onnx"))
+    export_text_encoder_xl(te2, os.path.join(out, "text_encoder_2.onnx"))
+    del te1, te2
+    print(f"  text encoders: {time.time() - t:.1f}s", flush=True)
+    t = time.time()
+    export_sdxl_folder(out, unet=unet, vae=ae, vae_kind=vae, timestep_kind="float32-batch", latent_hw=image_hw // 8,
+                       image_hw=image_hw)
+    print(f"  UNet + VAE: {time.time() - t:.1f}s", flush=True)
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "tiny-clip", "tokenizer.json"),
+                os.path.join(out, "tokenizer.json"))
+    what = "TAESDXL" if vae == "taesd" else "SDXL VAE"
+    files = {"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx",
+             "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json",
+             "text-encoder-2": "text_encoder_2.onnx", "tokenizer-2": "tokenizer.json"}
+    write_sdxl_manifest(out, name=os.path.basename(os.path.abspath(out)),
+                        description=f"RANDOM weights with SDXL UNet / {what} / CLIP-L + OpenCLIP bigG shapes"
+                        f"{' (TINY: DESIGN §7 twin)' if tiny else ''}, SDXL-Turbo's defaults: speed checks only, "
+                        "the output is noise",
+                        files=files, unet=unet, vae_kind=vae, latent_scale=float(ae.config.scaling_factor),
+                        defaults=SDXL_PRESETS["sdxl-turbo"]["defaults"],
+                        native_size=SDXL_PRESETS["sdxl-turbo"]["native"],
+                        force_zeros=True, scheduler={"prediction-type": "epsilon"})
+    if fp16:
+        del unet, ae
+        # The random SDXL VAE stands in for madebyollin/sdxl-vae-fp16-fix (random weights do not overflow).
+        convert_folder_fp16(out, fp16_folder_for(out), fuse="cuda" if fuse else None,
+                            vae_src=out if vae == "sd" else None)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
     real = sub.add_parser("real", help="export a real model from the hub (internet)")
-    real.add_argument("preset", choices=sorted(PRESETS))
+    real.add_argument("preset", choices=sorted(PRESETS) + sorted(SDXL_PRESETS))
     real.add_argument("out")
-    real.add_argument("--vae", choices=["sd", "taesd"], default="sd")
+    real.add_argument("--vae", choices=["sd", "taesd", "taesdxl"], default="sd",
+                      help="sd: the model's own VAE; taesd (SD presets): madebyollin/taesd; taesdxl (SDXL presets): "
+                      "madebyollin/taesdxl")
     real.add_argument("--timestep", choices=TIMESTEP_KINDS, default="float32-batch",
                       help="timestep input type of the exported UNet (latentcam accepts all three)")
     real.add_argument("--fp16", action="store_true",
                       help="also write OUT-fp16: fp16 UNet + VAE fused for the CUDA EP (text encoder referenced)")
-    real.add_argument("--controlnet", choices=sorted(CONTROLNETS), default=None,
+    real.add_argument("--controlnet", choices=sorted(set(CONTROLNETS) | set(SDXL_CONTROLNETS)), default=None,
                       help="also export a ControlNet (controlnet.onnx) and the UNet with residual inputs "
-                      "(unet_controlnet.onnx); model.toml gets `controlnet` and `unet-controlnet`")
+                      "(unet_controlnet.onnx); model.toml gets `controlnet` and `unet-controlnet`. openpose: "
+                      f"{CONTROLNETS['openpose']['repo']} (SD1.5 presets) or {SDXL_CONTROLNETS['openpose']['repo']} "
+                      f"(SDXL presets); openpose-xinsir: {SDXL_CONTROLNETS['openpose-xinsir']['repo']} (SDXL)")
     tiny = sub.add_parser("tiny", help="build the tiny random test models (no download)")
     tiny.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
+    tiny_xl = sub.add_parser("tiny-sdxl", help="build only the tiny random SDXL twins and the optimum-layout "
+                             "folders (no download)")
+    tiny_xl.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
+    tiny_xe = sub.add_parser("tiny-sdxl-extra", help="build only the tiny SDXL-Lightning twins (Euler scheduler) and the "
+                             "tiny SDXL ControlNet twin (no download; needs the tiny-sdxl twins it references)")
+    tiny_xe.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
     rnd = sub.add_parser("random-sd15", help="random weights, real SD1.5 shapes (no download): speed checks")
     rnd.add_argument("out")
     rnd.add_argument("--vae", choices=["sd", "taesd"], default="taesd")
@@ -1087,6 +1969,16 @@ def main():
     rnd.add_argument("--fp16", action="store_true", help="also write OUT-fp16 (fused for the CUDA EP)")
     rnd.add_argument("--tiny", action="store_true", help="shrunk channels (same graph structure): CPU smoke test")
     rnd.add_argument("--size", type=int, default=512, help="image side the export traces at (axes stay dynamic)")
+    rxl = sub.add_parser("random-sdxl", help="random weights, real SDXL shapes (no download): speed checks")
+    rxl.add_argument("out")
+    rxl.add_argument("--vae", choices=["taesd", "sd"], default="taesd",
+                     help="taesd: TAESDXL-shaped (0..1, scale 1); sd: the SDXL VAE's shape (scale 0.13025)")
+    rxl.add_argument("--fp16", action="store_true", help="also write OUT-fp16 (fused for the CUDA EP)")
+    rxl.add_argument("--no-fuse", action="store_true",
+                     help="with --fp16: ONNX Runtime's plain float16 conversion instead of the CUDA fusion (minutes "
+                     "faster, half the memory at full size; runs on any EP, slower on the GPU)")
+    rxl.add_argument("--tiny", action="store_true", help="DESIGN §7's tiny SDXL twin configs: CPU smoke test")
+    rxl.add_argument("--size", type=int, default=512, help="image side the export traces at (axes stay dynamic)")
     f16 = sub.add_parser("fp16", help="fp16 twin of a model folder (UNet + VAE), checked against it")
     f16.add_argument("src")
     f16.add_argument("dst")
@@ -1094,16 +1986,41 @@ def main():
                      help="fuse with ONNX Runtime's transformers optimizer first (the result needs the CUDA EP)")
     f16.add_argument("--op-block-list", default="", help="comma-separated op types to keep in float32")
     f16.add_argument("--name", default=None, help="model name in model.toml (default: DST's folder name)")
+    f16.add_argument("--vae-from", default=None, metavar="DIR",
+                     help="convert DIR/vae_encoder.onnx and DIR/vae_decoder.onnx (an fp16-safe VAE with the same "
+                     "latents) instead of SRC's; without it a VAE marked vae-fp32-only stays float32")
     f16.add_argument("--check-size", type=int, default=256,
                      help="side of the random image of the fp16-vs-fp32 check (0: no check; --fuse: no check)")
     a = ap.parse_args()
     if a.mode == "real":
-        export_real(a.preset, a.out, a.vae, a.timestep, a.fp16, a.controlnet)
+        if a.preset in SDXL_PRESETS:
+            if a.vae == "taesd":
+                ap.error(f"{a.preset} is an SDXL preset: --vae sd or taesdxl")
+            if a.controlnet and a.controlnet not in SDXL_CONTROLNETS:
+                ap.error(f"--controlnet {a.controlnet} is an SD1.5 ControlNet; SDXL presets take "
+                         f"{', '.join(sorted(SDXL_CONTROLNETS))}")
+            if a.timestep == "int64-batch":
+                ap.error("SDXL presets export a float32 timestep ([B] by default, or --timestep float32-scalar)")
+            export_real_sdxl(a.preset, a.out, a.vae, a.timestep, a.fp16, a.controlnet)
+        else:
+            if a.controlnet and a.controlnet not in CONTROLNETS:
+                ap.error(f"--controlnet {a.controlnet} is an SDXL ControlNet (SDXL presets only)")
+            if a.vae == "taesdxl":
+                ap.error(f"--vae taesdxl is for the SDXL presets ({', '.join(sorted(SDXL_PRESETS))})")
+            export_real(a.preset, a.out, a.vae, a.timestep, a.fp16, a.controlnet)
+    elif a.mode == "tiny-sdxl":
+        build_tiny_sdxl(os.path.normpath(a.models_dir))
+    elif a.mode == "tiny-sdxl-extra":
+        build_tiny_sdxl_extra(os.path.normpath(a.models_dir))
     elif a.mode == "random-sd15":
         build_random_sd15(a.out, a.vae, a.tiny, a.fp16, a.timestep, a.size)
+    elif a.mode == "random-sdxl":
+        if a.size % 64:
+            ap.error(f"--size must be a multiple of 64 (got {a.size})")
+        build_random_sdxl(a.out, a.vae, a.tiny, a.fp16, not a.no_fuse, a.size)
     elif a.mode == "fp16":
         blocks = [b for b in a.op_block_list.split(",") if b]
-        convert_folder_fp16(a.src, a.dst, fuse=a.fuse, op_block_list=blocks, name=a.name)
+        convert_folder_fp16(a.src, a.dst, fuse=a.fuse, op_block_list=blocks, name=a.name, vae_src=a.vae_from)
         if a.check_size and not a.fuse:
             check_fp16(a.src, a.dst, size=a.check_size)
     else:

@@ -57,6 +57,8 @@ impl StageStats {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
+    /// The model family (`sd`, `sdxl`).
+    pub family: &'static str,
     pub execution_provider: String,
     pub width: u32,
     pub height: u32,
@@ -69,8 +71,9 @@ impl BenchReport {
     /// A fixed-width table for terminals and BENCHMARKS.md.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} {}x{} on {} ({} steps{})\n{:<22} {:>10} {:>10} {:>10} {:>10}\n",
+            "{} ({}) {}x{} on {} ({} steps{})\n{:<22} {:>10} {:>10} {:>10} {:>10}\n",
             self.model,
+            self.family,
             self.width,
             self.height,
             self.execution_provider,
@@ -157,6 +160,7 @@ pub fn run(
 
     Ok(BenchReport {
         model: diffusion.folder().name.clone(),
+        family: diffusion.folder().family.key(),
         execution_provider: diffusion.unet().model().ep.to_string(),
         width,
         height,

@@ -57,7 +57,8 @@ fn parse_ep(s: &str) -> Result<ExecutionProvider, String> {
 enum Command {
     /// Run img2img on one still image (PNG/JPEG in, PNG/JPEG out).
     Img2img(Img2ImgArgs),
-    /// Print the LCM schedule (timesteps, alphas_cumprod, c_skip, c_out per step) as JSON.
+    /// Print the schedule (the model's scheduler: LCM, Euler or Euler-ancestral; timesteps, alphas_cumprod, sigmas,
+    /// c_skip, c_out and the step coefficients) as JSON.
     Schedule(ScheduleArgs),
     /// Model folders: check them.
     #[command(subcommand)]
@@ -188,9 +189,9 @@ enum ModelsCommand {
 /// Options shared by every command that runs diffusion.
 #[derive(Args, Clone)]
 struct DiffusionArgs {
-    /// Model folder (model.toml + ONNX files), or a name looked up in ./models and the checkout's models/.
-    /// Default: the first of sd-turbo, sd15-lcm-lora, lcm-dreamshaper-v7 there, else the tiny test model
-    /// tiny-sd-turbo.
+    /// Model folder (model.toml + ONNX files, or an optimum-cli export), or a name looked up in ./models and the
+    /// checkout's models/. Default: the first of sd-turbo, sd15-lcm-lora, lcm-dreamshaper-v7, sdxl-turbo,
+    /// sdxl-lcm-lora, lcm-sdxl there, else the tiny test model tiny-sd-turbo.
     #[arg(long, env = "LATENTCAM_MODEL", value_name = "DIR")]
     model: Option<PathBuf>,
     // The knobs' flags take their help from the declarations (`knob_help`) and their values as typed: the

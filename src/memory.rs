@@ -20,10 +20,11 @@
 //! full LCM models take guidance as an embedding: an estimate errs on the side of refusing).
 //!
 //! What there is: on the CPU the least of MemAvailable, the cgroup's limit less its use, and half of what the
-//! address-space limit (`ulimit -v`) leaves (the arena reserves address space in doubling chunks). On CUDA the estimate is only a warning: ONNX
-//! Runtime's fused attention there never materialises the score matrix, so the formula above would refuse
-//! sizes that run; the device's free memory (nvidia-smi) is logged against it. That path cannot be tested on
-//! a machine without a GPU.
+//! address-space limit (`ulimit -v`) leaves (the arena reserves address space in doubling chunks). On CUDA
+//! ONNX Runtime's fused attention never materialises the score matrix, so the attention term would refuse sizes
+//! that run: there a run is refused only when the weights and activations alone exceed the device's free
+//! memory (nvidia-smi), and the full estimate is a warning. That path cannot be tested on a machine without a
+//! GPU.
 
 use crate::config::WorkingSize;
 use crate::model::ModelFolder;
@@ -36,7 +37,7 @@ const ATTENTION_COPIES: f64 = 2.5;
 /// Convolution activations per latent pixel and batch item (SD1.5: 320 channels x ~25 maps x 4 bytes).
 const ACTIVATION_BYTES_PER_LATENT_PIXEL: f64 = 32e3;
 /// Of what is available, what a run may plan to use (the rest: the OS, the frames in flight, the sinks).
-const USABLE_FRACTION: f64 = 0.85;
+pub const USABLE_FRACTION: f64 = 0.85;
 
 /// What a run at one working size needs, by part.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -86,6 +86,22 @@ pub fn ensure_fits(
         available.bytes / 1e9
     );
     if on_gpu {
+        // Fused attention makes the score matrices small there, but the weights and the activations are
+        // needed all the same: a card without room for them cannot run this model at all.
+        let floor_bytes = need.weights_bytes + need.activation_bytes;
+        if floor_bytes > available.bytes * memory::USABLE_FRACTION {
+            return Err(refuse(format!(
+                "{} needs about {:.1} GB on the GPU with {} even without the attention scores (its weights {:.1} \
+                 GB), more than {} leaves ({:.1} GB): use a card with more memory, the model's fp16 twin, or a \
+                 smaller model",
+                size,
+                floor_bytes / 1e9,
+                model.name,
+                need.weights_bytes / 1e9,
+                available.limit,
+                available.bytes / 1e9
+            )));
+        }
         tracing::warn!(
             "{what}; ONNX Runtime's fused attention on the GPU needs far less than this CPU estimate, so the run \
              goes on"

@@ -1,6 +1,7 @@
-//! Pose-guided generation against diffusers (scripts/golden/controlnet.py): StableDiffusionControlNetPipeline
-//! (txt2img) and StableDiffusionControlNetImg2ImgPipeline with the LCM scheduler on the tiny ControlNet/UNet
-//! pair, the same noise, through the frame path latentcam runs (8-bit in, 8-bit out).
+//! Pose-guided generation against diffusers (scripts/golden/controlnet.py, scripts/golden/sdxl_controlnet.py):
+//! StableDiffusion(XL)ControlNetPipeline (txt2img) and StableDiffusion(XL)ControlNetImg2ImgPipeline with the LCM
+//! scheduler on the tiny ControlNet/UNet pairs (SD1.5 and SDXL, whose ControlNet takes text_embeds and
+//! time_ids too), the same noise, through the frame path latentcam runs (8-bit in, 8-bit out).
 
 mod common;
 
@@ -17,7 +18,16 @@ use std::sync::Arc;
 
 #[test]
 fn pose_guided_generation_matches_diffusers() {
-    let dir = common::golden("controlnet");
+    check_golden("controlnet");
+}
+
+#[test]
+fn sdxl_pose_guided_generation_matches_diffusers() {
+    check_golden("sdxl_controlnet");
+}
+
+fn check_golden(golden: &str) {
+    let dir = common::golden(golden);
     let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     let runtime = common::runtime();
     for case in cases["cases"].as_array().unwrap() {
@@ -67,8 +77,14 @@ fn pose_guided_generation_matches_diffusers() {
 
 #[test]
 fn the_pose_changes_the_output_and_an_unchanged_pose_does_not() {
+    for model in ["tiny-sd15-lcm-lora-controlnet", "tiny-sdxl-controlnet"] {
+        pose_change_case(model);
+    }
+}
+
+fn pose_change_case(model: &str) {
     let runtime = common::runtime();
-    let folder = ModelFolder::open(&common::model_dir("tiny-sd15-lcm-lora-controlnet")).unwrap();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
     let diffusion = Diffusion::load_with_controlnet(&runtime, &folder).unwrap();
     let mut params = Params::defaults_for(&folder);
     params.prompt = "a dancer".into();
@@ -110,8 +126,14 @@ fn the_pose_changes_the_output_and_an_unchanged_pose_does_not() {
 
 #[test]
 fn a_pose_guided_stream_batch_gives_each_frame_its_unbatched_output() {
+    for model in ["tiny-sd15-lcm-lora-controlnet", "tiny-sdxl-controlnet"] {
+        pose_batch_case(model);
+    }
+}
+
+fn pose_batch_case(model: &str) {
     let runtime = common::runtime();
-    let folder = ModelFolder::open(&common::model_dir("tiny-sd15-lcm-lora-controlnet")).unwrap();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
     let (w, h) = (64u32, 64u32);
     let pose = |x0: u32| {
         image::RgbImage::from_fn(w, h, |x, y| {

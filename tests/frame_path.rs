@@ -1,5 +1,5 @@
 //! The frame path: stream batches give every frame the output it gets alone, outputs come back in order with the
-//! stated lag, and a frame in steady state makes no Rust heap allocation.
+//! stated lag, and a frame in steady state makes no Rust heap allocation; for SD1.5 and SDXL models alike.
 
 mod common;
 
@@ -86,9 +86,16 @@ fn max_level_diff(a: &[u8], b: &[u8]) -> u8 {
 
 #[test]
 fn frame_batch_gives_each_frame_its_unbatched_output() {
+    // SD1.5 and SDXL (whose pooled embedding and time_ids are batched with the frames).
+    for model in ["tiny-sd15-lcm-lora", "tiny-sdxl-turbo"] {
+        frame_batch_case(model);
+    }
+}
+
+fn frame_batch_case(model: &str) {
     let frames: Vec<Vec<u8>> = (0..5).map(frame).collect();
-    let alone = outputs(&mut path("tiny-sd15-lcm-lora", 1, BatchMode::Single), &frames);
-    let mut batched_path = path("tiny-sd15-lcm-lora", 1, BatchMode::Frames(3));
+    let alone = outputs(&mut path(model, 1, BatchMode::Single), &frames);
+    let mut batched_path = path(model, 1, BatchMode::Frames(3));
     // Lag: nothing comes out until the batch of 3 is full, then 3 at once.
     let mut counts = Vec::new();
     for f in &frames {
@@ -105,15 +112,17 @@ fn frame_batch_gives_each_frame_its_unbatched_output() {
     assert_eq!(batched.len(), frames.len());
     for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
         let d = max_level_diff(a, b);
-        assert!(d <= 1, "frame {i}: batched output differs from unbatched by {d} levels");
+        assert!(d <= 1, "{model} frame {i}: batched output differs from unbatched by {d} levels");
     }
-    assert_ne!(alone[0], alone[1], "different frames give different outputs (the check above is not vacuous)");
+    assert_ne!(alone[0], alone[1], "{model}: different frames give different outputs (the check is not vacuous)");
 }
 
 #[test]
 fn denoising_batch_gives_each_frame_its_unbatched_output() {
     let frames: Vec<Vec<u8>> = (0..4).map(frame).collect();
-    for (model, steps) in [("tiny-sd15-lcm-lora", 2), ("tiny-lcm-dreamshaper", 3)] {
+    for (model, steps) in
+        [("tiny-sd15-lcm-lora", 2), ("tiny-lcm-dreamshaper", 3), ("tiny-sdxl-lcm-lora", 2), ("tiny-lcm-sdxl", 3)]
+    {
         let alone = outputs(&mut path(model, steps, BatchMode::Single), &frames);
         let mut batched_path = path(model, steps, BatchMode::Denoising(steps));
         let mut counts = Vec::new();
@@ -141,6 +150,9 @@ fn a_steady_state_frame_makes_no_heap_allocation() {
         ("tiny-sd15-lcm-lora", 2, BatchMode::Single),
         ("tiny-sd15-lcm-lora", 1, BatchMode::Frames(2)),
         ("tiny-lcm-dreamshaper", 2, BatchMode::Denoising(2)),
+        ("tiny-sdxl-lcm-lora", 2, BatchMode::Single),
+        ("tiny-sdxl-turbo", 1, BatchMode::Frames(2)),
+        ("tiny-lcm-sdxl", 2, BatchMode::Denoising(2)),
     ] {
         let mut path = path(model, steps, mode);
         path.warm_up().unwrap();
@@ -162,29 +174,39 @@ fn a_steady_state_frame_makes_no_heap_allocation() {
 
 #[test]
 fn fp16_model_runs_and_stays_close_to_its_fp32_twin() {
-    let twin = common::model_dir("tiny-sd15-lcm-lora-fp16");
-    if !twin.is_dir() {
-        panic!("models/tiny-sd15-lcm-lora-fp16 is missing (scripts/export_models.py fp16 makes it)");
+    for model in ["tiny-sd15-lcm-lora", "tiny-sdxl-lcm-lora"] {
+        fp16_case(model);
     }
+}
+
+fn fp16_case(model: &str) {
+    let twin = format!("{model}-fp16");
+    assert!(common::model_dir(&twin).is_dir(), "models/{twin} is missing (scripts/export_models.py makes it)");
     let frames: Vec<Vec<u8>> = (0..2).map(frame).collect();
-    let fp32 = outputs(&mut path("tiny-sd15-lcm-lora", 2, BatchMode::Single), &frames);
-    let fp16 = outputs(&mut path("tiny-sd15-lcm-lora-fp16", 2, BatchMode::Single), &frames);
+    let fp32 = outputs(&mut path(model, 2, BatchMode::Single), &frames);
+    let fp16 = outputs(&mut path(&twin, 2, BatchMode::Single), &frames);
     for (a, b) in fp32.iter().zip(&fp16) {
         let mse = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum::<f64>() / a.len() as f64;
         let psnr = if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() };
-        eprintln!("fp16 vs fp32 twin: {psnr:.2} dB");
-        assert!(psnr >= 35.0, "fp16 output is {psnr:.2} dB from its fp32 twin's (need >= 35)");
+        eprintln!("{twin} vs {model}: {psnr:.2} dB");
+        assert!(psnr >= 35.0, "{twin}: output is {psnr:.2} dB from its fp32 twin's (need >= 35)");
     }
 }
 
 #[test]
 fn similarity_filter_reuses_near_identical_frames_with_bounded_runs() {
+    for model in ["tiny-sd15-lcm-lora", "tiny-sdxl-turbo"] {
+        similarity_case(model);
+    }
+}
+
+fn similarity_case(model: &str) {
     use latentcam::config::{Engine, WorkingSize};
     use latentcam::pipeline::{DiffusionProcessor, Processor};
     use latentcam::similarity::SimilaritySettings;
 
     let runtime = common::runtime();
-    let folder = ModelFolder::open(&common::model_dir("tiny-sd15-lcm-lora")).unwrap();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let mut params = Params::defaults_for(&folder);
     params.prompt = "a watercolor fox".into();
@@ -208,7 +230,7 @@ fn similarity_filter_reuses_near_identical_frames_with_bounded_runs() {
         outputs.push(ready.pop().unwrap());
     }
     // Processed, reused twice (max-skips 2), processed (the run is bounded), processed (a different frame).
-    assert_eq!(ran, [true, false, false, true, true]);
+    assert_eq!(ran, [true, false, false, true, true], "{model}");
     assert_eq!(outputs[1], outputs[0], "a reused frame re-emits the last output");
     assert_ne!(outputs[4], outputs[0], "a different frame is processed");
 }
@@ -241,5 +263,71 @@ fn stage_times() {
         path.push(Inputs::image(&frame), |_| {}).unwrap();
         let path_ms = t.elapsed().as_secs_f64() * 1e3;
         eprintln!("host {host_ms:.1} ms {:?} | path {path_ms:.1} ms {:?}", host.last_times(), path.last_times());
+    }
+}
+
+/// A copy of `model`'s manifest (files referenced where they are) with `[scheduler] kind` set to `kind`.
+fn with_scheduler(model: &str, kind: &str) -> tempfile::TempDir {
+    let src = common::model_dir(model);
+    let dir = common::temp_dir();
+    let text = std::fs::read_to_string(src.join("model.toml")).unwrap();
+    let mut out = String::new();
+    let mut in_files = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_files = line == "[files]";
+        }
+        let line = match line.split_once(" = \"") {
+            // [files] paths are relative to the folder: make them absolute.
+            Some((key, rel)) if in_files => format!("{key} = \"{}/{rel}", src.display()),
+            _ if line.starts_with("kind = ") => format!("kind = \"{kind}\""),
+            _ => line.to_string(),
+        };
+        out += &line;
+        out.push('\n');
+    }
+    std::fs::write(dir.path().join("model.toml"), out).unwrap();
+    dir
+}
+
+#[test]
+fn euler_steps_in_the_frame_path_give_the_host_loops_output() {
+    use latentcam::imaging;
+    let frames: Vec<Vec<u8>> = (0..3).map(frame).collect();
+    for kind in ["euler", "euler-ancestral"] {
+        let folder_dir = with_scheduler("tiny-sdxl-lcm-lora", kind);
+        let model = folder_dir.path().to_str().unwrap();
+        let runtime = common::runtime();
+        let folder = ModelFolder::open(folder_dir.path()).unwrap();
+        let mut host = Diffusion::load(&runtime, &folder).unwrap();
+        let mut params = Params::defaults_for(&folder);
+        params.prompt = "a watercolor fox".into();
+        params.steps = 3;
+        params.strength = 0.6;
+        params.seed = 7;
+        let prepared = host.prepare(&params).unwrap();
+        assert_eq!(prepared.plan.timesteps(), [599, 399, 199], "{kind}: the trailing rule");
+        let expected: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, f.clone()).unwrap();
+                let out = host.run(&prepared, imaging::to_tensor(&image).view()).unwrap();
+                imaging::from_tensor(out.view()).into_raw()
+            })
+            .collect();
+        for mode in [BatchMode::Single, BatchMode::Denoising(3)] {
+            let diffusion = Diffusion::load(&runtime, &folder).unwrap();
+            let mut path = FramePath::new(&runtime, diffusion, &params, SIZE, mode, None).unwrap();
+            let got = outputs(&mut path, &frames);
+            for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
+                let d = max_level_diff(a, b);
+                assert!(d <= 1, "{kind} {mode:?} frame {i} ({model}): {d} levels from the host loop");
+            }
+        }
+        // The ancestral step's fresh noise matters; Euler's does not enter.
+        if kind == "euler-ancestral" {
+            let lcm = outputs(&mut path("tiny-sdxl-lcm-lora", 3, BatchMode::Single), &frames);
+            assert_ne!(lcm[0], expected[0], "a different scheduler gives a different picture");
+        }
     }
 }

@@ -35,8 +35,12 @@ fn params(folder: &ModelFolder, prompt: &str) -> Params {
 }
 
 fn processor(prompt: &str, live: Option<u32>) -> (DiffusionProcessor, LiveValues) {
+    processor_of(MODEL, prompt, live)
+}
+
+fn processor_of(model: &str, prompt: &str, live: Option<u32>) -> (DiffusionProcessor, LiveValues) {
     let runtime = common::runtime();
-    let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let params = params(&folder, prompt);
     let engine = Engine {
@@ -109,27 +113,34 @@ fn a_new_prompt_cuts_to_exactly_what_a_fresh_run_makes() {
 
 #[test]
 fn a_prompt_transition_blends_over_the_stated_frames() {
+    // SDXL blends its pooled embedding with the hidden states.
+    for model in [MODEL, "tiny-sdxl-turbo"] {
+        transition_case(model);
+    }
+}
+
+fn transition_case(model: &str) {
     const FRAMES: u32 = 4;
     let input = frame(0);
-    let (mut live, values) = processor("a watercolor fox", Some(FRAMES));
+    let (mut live, values) = processor_of(model, "a watercolor fox", Some(FRAMES));
     let start = push(&mut live, &input);
     let mut changed = values.clone();
     changed.prompt = "a bronze statue".into();
     live.control(&changed, &mut Vec::new()).unwrap();
     let steps = outputs_after_change(&mut live, &input, &start, FRAMES as usize + 2);
-    let (mut fresh, _) = processor("a bronze statue", None);
+    let (mut fresh, _) = processor_of(model, "a bronze statue", None);
     let end = push(&mut fresh, &input);
     // Frame k of the transition binds embeddings k/N of the way: the output walks from the old picture to the
     // new one, reaching it at frame N and staying.
     let to_end: Vec<f64> = steps.iter().map(|o| mean_abs(o, &end)).collect();
-    eprintln!("mean distance to the new prompt's output per frame: {to_end:?}");
+    eprintln!("{model}: mean distance to the new prompt's output per frame: {to_end:?}");
     for k in 1..FRAMES as usize {
-        assert!(to_end[k] < to_end[k - 1], "frame {k} is closer to the target than frame {}: {to_end:?}", k - 1);
+        assert!(to_end[k] < to_end[k - 1], "{model}: frame {k} is not closer to the target than {}: {to_end:?}", k - 1);
     }
-    assert!(mean_abs(&steps[0], &start) > 0.0 && to_end[0] > 0.0, "the first blended frame is in between");
+    assert!(mean_abs(&steps[0], &start) > 0.0 && to_end[0] > 0.0, "{model}: the first blended frame is in between");
     let n = FRAMES as usize - 1;
-    assert!(max_level(&steps[n], &end) <= 1, "frame N is the new prompt's output");
-    assert!(max_level(&steps[n + 1], &end) <= 1, "and stays there");
+    assert!(max_level(&steps[n], &end) <= 1, "{model}: frame N is the new prompt's output");
+    assert!(max_level(&steps[n + 1], &end) <= 1, "{model}: and stays there");
 }
 
 #[test]
@@ -186,9 +197,9 @@ fn a_change_finishes_the_stream_batch_first() {
 }
 
 /// Outputs of `frames` through a path with latent feedback `f`.
-fn with_feedback(f: f32, frames: &[RgbImage]) -> Vec<Vec<u8>> {
+fn with_feedback(model: &str, f: f32, frames: &[RgbImage]) -> Vec<Vec<u8>> {
     let runtime = common::runtime();
-    let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
     let diffusion = Diffusion::load(&runtime, &folder).unwrap();
     let params = params(&folder, "a watercolor fox");
     let mut path = FramePath::new(&runtime, diffusion, &params, SIZE, BatchMode::Single, None).unwrap();
@@ -203,18 +214,24 @@ fn with_feedback(f: f32, frames: &[RgbImage]) -> Vec<Vec<u8>> {
 
 #[test]
 fn latent_feedback_blends_the_last_output_latent_into_the_next_input_latent() {
+    for model in [MODEL, "tiny-sdxl-lcm-lora"] {
+        feedback_case(model);
+    }
+}
+
+fn feedback_case(model: &str) {
     use latentcam::diffusion::noise::NoiseBank;
     use latentcam::imaging;
     const F: f32 = 0.4;
     let frames: Vec<RgbImage> = (0..3).map(|i| frame(i * 3)).collect();
-    let fed = with_feedback(F, &frames);
-    let plain = with_feedback(0.0, &frames);
+    let fed = with_feedback(model, F, &frames);
+    let plain = with_feedback(model, 0.0, &frames);
     assert_eq!(fed[0], plain[0], "the first frame has no earlier output: unchanged (the warm-up's is not used)");
     assert_ne!(fed[1], plain[1], "later frames change");
 
     // The same on the host, step by step: z' = z + F·(d_prev - z), d_prev the last frame's final latent.
     let runtime = common::runtime();
-    let folder = ModelFolder::open(&common::model_dir(MODEL)).unwrap();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
     let mut host = Diffusion::load(&runtime, &folder).unwrap();
     let prepared = host.prepare(&params(&folder, "a watercolor fox")).unwrap();
     let shape = (1, folder.latent_channels, SIZE.1 as usize / 8, SIZE.0 as usize / 8);
@@ -231,7 +248,7 @@ fn latent_feedback_blends_the_last_output_latent_into_the_next_input_latent() {
         let ours = RgbImage::from_raw(SIZE.0, SIZE.1, fed[i].clone()).unwrap();
         assert!(
             max_level(&ours, &expected) <= 1,
-            "frame {i}: {} levels from the host computation",
+            "{model} frame {i}: {} levels from the host computation",
             max_level(&ours, &expected)
         );
         last = Some(d);

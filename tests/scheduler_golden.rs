@@ -122,3 +122,121 @@ fn guidance_embedding_matches_diffusers() {
         close(&format!("guidance embedding {g}"), &got, &floats(&case["embedding"]));
     }
 }
+
+// ---- Euler and Euler-ancestral (tests/golden/euler/scheduler.json, made by scripts/golden/euler.py) -------------
+
+fn euler_golden() -> Value {
+    let text = std::fs::read_to_string(common::golden("euler/scheduler.json")).expect("golden file");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn euler_scheduler(kind: &str, prediction: &str) -> Lcm {
+    use latentcam::diffusion::scheduler::SchedulerKind;
+    let kind = match kind {
+        "euler" => SchedulerKind::Euler,
+        "euler-ancestral" => SchedulerKind::EulerAncestral,
+        other => panic!("kind {other}"),
+    };
+    let prediction_type = match prediction {
+        "epsilon" => PredictionType::Epsilon,
+        "sample" => PredictionType::Sample,
+        "v-prediction" | "v_prediction" => PredictionType::VPrediction,
+        other => panic!("prediction {other}"),
+    };
+    Lcm::new(LcmConfig { kind, prediction_type, ..LcmConfig::default() })
+}
+
+fn ints(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("integer") as u32).collect()
+}
+
+/// σ = sqrt((1-ᾱ)/ᾱ) of each step and 0 after the last, as diffusers' Euler schedulers state them.
+fn sigmas(lcm: &Lcm, timesteps: &[u32]) -> Vec<f32> {
+    let sigma = |t: u32| ((1.0 - lcm.alpha_cumprod(t)) / lcm.alpha_cumprod(t)).sqrt() as f32;
+    timesteps.iter().map(|&t| sigma(t)).chain([0.0]).collect()
+}
+
+#[test]
+fn euler_schedules_match_diffusers_trailing_spacing() {
+    let golden = euler_golden();
+    let mut checked = 0;
+    for case in golden["schedules"].as_array().unwrap() {
+        let kind = case["kind"].as_str().unwrap();
+        let lcm = euler_scheduler(kind, case["prediction_type"].as_str().unwrap());
+        let (steps, strength) = (case["steps"].as_u64().unwrap() as usize, case["strength"].as_f64().unwrap());
+        let what = format!("{kind} {steps} steps at {strength}");
+        let schedule = lcm.schedule(None, steps, strength).unwrap();
+        // Where diffusers' img2img rule runs another count (T·strength not whole), ours runs `steps`.
+        assert_eq!(schedule.timesteps(), ints(&case["timesteps"]), "{what}: timesteps");
+        close(&format!("{what}: sigmas"), &sigmas(&lcm, schedule.timesteps()), &floats(&case["sigmas"]));
+        if kind == "euler-ancestral" {
+            // The plan's fresh-noise share is sqrt(ᾱ')·σ↑ and its predicted-noise share sqrt(ᾱ')·σ↓.
+            let plan = lcm.plan(&schedule);
+            let share = |f: fn(&latentcam::diffusion::scheduler::Renoise) -> f32| -> Vec<f32> {
+                plan.steps.iter().map(|s| s.renoise.map_or(0.0, |r| f(&r) / r.sample)).collect()
+            };
+            close(&format!("{what}: sigma_up"), &share(|r| r.noise), &floats(&case["sigma_up"]));
+            close(&format!("{what}: sigma_down"), &share(|r| r.eps), &floats(&case["sigma_down"]));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} Euler schedules checked");
+}
+
+#[test]
+fn euler_steps_replay_diffusers_trajectories() {
+    let golden = euler_golden();
+    let tensor = |v: &Value| Array4::from_shape_vec((1, 4, 2, 2), floats(v)).unwrap();
+    let mut checked = 0;
+    for t in golden["trajectories"].as_array().unwrap() {
+        let kind = t["kind"].as_str().unwrap();
+        let prediction = t["prediction_type"].as_str().unwrap();
+        let lcm = euler_scheduler(kind, prediction);
+        let timesteps = ints(&t["timesteps"]);
+        let plan = lcm.plan(&lcm.schedule(Some(&timesteps), 1, 1.0).unwrap());
+        let noise: Vec<Array4<f32>> = t["noise"].as_array().unwrap().iter().map(tensor).collect();
+        let outputs: Vec<Array4<f32>> = t["model_outputs"].as_array().unwrap().iter().map(tensor).collect();
+        let inputs = t["model_inputs"].as_array().unwrap();
+        let (prev_vp, denoised_want) = (t["prev_vp"].as_array().unwrap(), t["denoised"].as_array().unwrap());
+        let mut sample = tensor(&inputs[0]);
+        let mut denoised = Array4::zeros(sample.dim());
+        for i in 0..timesteps.len() {
+            let what = format!("{kind} {prediction} {timesteps:?} step {i}");
+            close(&format!("{what}: UNet input"), sample.as_slice().unwrap(), &floats(&inputs[i]));
+            // Euler draws no noise: its golden has the initial noise only.
+            let fresh = noise.get(i + 1).map(|n| n.view());
+            plan.step(i, outputs[i].view(), &mut sample, &mut denoised, fresh);
+            close(&format!("{what}: x0"), denoised.as_slice().unwrap(), &floats(&denoised_want[i]));
+            close(&format!("{what}: next"), sample.as_slice().unwrap(), &floats(&prev_vp[i]));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} trajectories");
+}
+
+/// The host step's cost per scheduler on a 1024² frame's latents ([1, 4, 128, 128]), not a pass/fail test:
+/// `cargo test --release --test scheduler_golden step_cost -- --ignored --nocapture` (BENCHMARKS.md).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn step_cost() {
+    use latentcam::diffusion::scheduler::SchedulerKind;
+    let shape = (1, 4, 128, 128);
+    let model_out = Array4::from_shape_fn(shape, |(_, c, y, x)| ((c * 7 + y * 3 + x) % 13) as f32 / 13.0 - 0.5);
+    let noise = Array4::from_shape_fn(shape, |(_, c, y, x)| ((c * 5 + y + x * 3) % 11) as f32 / 11.0 - 0.5);
+    for kind in [SchedulerKind::Lcm, SchedulerKind::Euler, SchedulerKind::EulerAncestral] {
+        let lcm = Lcm::new(LcmConfig { kind, ..LcmConfig::default() });
+        let plan = lcm.plan(&lcm.schedule(Some(&[999, 759, 499, 259]), 4, 1.0).unwrap());
+        let mut sample = noise.clone();
+        let mut denoised = Array4::zeros(shape);
+        let rounds = 200;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            sample.assign(&noise);
+            for i in 0..4 {
+                plan.step(i, model_out.view(), &mut sample, &mut denoised, Some(noise.view()));
+            }
+        }
+        let per_step_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds * 4);
+        eprintln!("{}: {per_step_us:.1} µs per step on [1, 4, 128, 128]", kind.key());
+    }
+}

@@ -7,7 +7,7 @@ The tiny models' torch modules are rebuilt exactly as scripts/export_models.py b
   - StableDiffusionImg2ImgPipeline with LCMScheduler for the others (LCM-LoRA, SD-Turbo: what diffusers'
     AutoPipelineForImage2Image picks), given the LCM img2img rule's timesteps explicitly (that pipeline would
     otherwise apply the plain SD rule), with classifier-free guidance when guidance > 1.
-with two deliberate substitutions so the result is deterministic and reproducible from Rust:
+with two deliberate substitutions so the result is deterministic and reproducible from Rust (golden_common.py):
   - the VAE encoding is the distribution's mean (latentcam's exported encoders output the mean), and
   - diffusers' randn_tensor hands out noise tensors saved beside the output (initial noise, then re-noising).
 Each case stores its input image (PNG), noise, the scaled latents after encoding, the decoder's output before
@@ -28,15 +28,16 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, HERE)
 import clip_vocab  # noqa: E402
 import export_models  # noqa: E402
+import golden_common as gc  # noqa: E402
 from diffusers import LCMScheduler, LatentConsistencyModelImg2ImgPipeline, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.pipelines.latent_consistency_models import pipeline_latent_consistency_img2img as lcm_mod  # noqa: E402
 from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img as sd_mod  # noqa: E402
 from diffusers.schedulers import scheduling_lcm  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "golden", "img2img")
-ASTRONAUT = os.path.join(ROOT, "..", "shared", "media", "astronaut.png")
 
 CASES = [
     # name, model, pipeline, prompt, steps, strength, guidance, timesteps, size (w, h)
@@ -45,22 +46,6 @@ CASES = [
     ("turbo_taesd_1step", "tiny-sd-turbo", "sd", "a cat", 1, 0.6, 1.0, None, (48, 64)),
     ("sd15_cfg_explicit", "tiny-sd15-lcm-lora", "sd", "a watercolor", None, None, 1.8, [599, 299], (64, 64)),
 ]
-
-
-def retrieve_mean(encoder_output, generator=None, sample_mode="sample"):
-    if hasattr(encoder_output, "latent_dist"):
-        return encoder_output.latent_dist.mode()
-    return encoder_output.latents
-
-
-class NoiseQueue:
-    def __init__(self, tensors):
-        self.tensors = list(tensors)
-
-    def __call__(self, shape, generator=None, device=None, dtype=None, layout=None):
-        t = self.tensors.pop(0)
-        assert tuple(t.shape) == tuple(shape), (t.shape, shape)
-        return t.to(dtype=dtype or torch.float32)
 
 
 def check_against_onnx(mods):
@@ -102,66 +87,27 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     mods = export_models.tiny_modules()
     check_against_onnx(mods)
-    lcm_mod.retrieve_latents = retrieve_mean
-    sd_mod.retrieve_latents = retrieve_mean
-    astronaut = Image.open(ASTRONAUT).convert("RGB")
+    lcm_mod.retrieve_latents = gc.retrieve_mean
+    sd_mod.retrieve_latents = gc.retrieve_mean
+    astronaut = Image.open(gc.ASTRONAUT).convert("RGB")
     rng = np.random.default_rng(42)
     manifest = []
     for name, model, kind, prompt, steps, strength, guidance, timesteps, (w, h) in CASES:
-        image = astronaut.resize((w, h), Image.LANCZOS)
-        image_file = f"{name}_input.png"
-        image.save(os.path.join(OUT, image_file))
-        image = Image.open(os.path.join(OUT, image_file)).convert("RGB")  # exactly the committed pixels
+        image = gc.input_image(OUT, name, astronaut, w, h)
         pipe = pipeline(kind, mods, model)
         n_noise = steps if timesteps is None else len(timesteps)
         shape = (1, 4, h // 8, w // 8)
         noise = [rng.standard_normal(shape).astype(np.float32) for _ in range(n_noise)]
-        queue = NoiseQueue([torch.from_numpy(n) for n in noise])
-        lcm_mod.randn_tensor = queue
-        sd_mod.randn_tensor = queue
-        scheduling_lcm.randn_tensor = queue
-
-        latents_seen = []
-        original_encode = pipe.vae.encode
-
-        def encode_and_record(x, *a, **k):
-            out = original_encode(x, *a, **k)
-            latents_seen.append(retrieve_mean(out) * pipe.vae.config.scaling_factor)
-            return out
-
-        decoded_seen = []
-        original_decode = pipe.vae.decode
-
-        def decode_and_record(z, *a, **k):
-            out = original_decode(z, *a, **k)
-            decoded_seen.append(out[0] if isinstance(out, tuple) else out.sample)
-            return out
-
-        pipe.vae.encode = encode_and_record
-        pipe.vae.decode = decode_and_record
         kwargs = dict(prompt=prompt, image=image, guidance_scale=guidance, output_type="np")
         if kind == "lcm":
             kwargs.update(num_inference_steps=steps, strength=strength)
         elif timesteps is None:  # the LCM img2img rule's timesteps, given explicitly
-            rule = LCMScheduler()
-            rule.set_timesteps(num_inference_steps=steps, strength=strength)
-            kwargs.update(timesteps=rule.timesteps.tolist(), strength=1.0)
+            kwargs.update(timesteps=gc.lcm_rule(steps, strength), strength=1.0)
         else:
             kwargs.update(timesteps=timesteps, strength=1.0)
-        try:
-            with torch.no_grad():
-                result = pipe(**kwargs).images  # [1, H, W, 3] in 0..1
-        finally:
-            pipe.vae.encode = original_encode
-            pipe.vae.decode = original_decode
-        assert not queue.tensors, f"{name}: {len(queue.tensors)} noise tensors unused"
-        output = np.ascontiguousarray(result.transpose(0, 3, 1, 2).astype(np.float32))
-        np.save(os.path.join(OUT, f"{name}_noise.npy"), np.stack(noise))
-        np.save(os.path.join(OUT, f"{name}_latents.npy"), latents_seen[0].detach().numpy().astype(np.float32))
-        np.save(os.path.join(OUT, f"{name}_output.npy"), output)
-        # Before clamping: RGB 0..1 as the decoder gives it (diffusers' -1..1 mapped by x * 0.5 + 0.5).
-        decoded = decoded_seen[-1].detach().numpy().astype(np.float32) * 0.5 + 0.5
-        np.save(os.path.join(OUT, f"{name}_decoded.npy"), decoded)
+        seen = {"latents": [], "decoded": []}
+        result = gc.run_recorded(pipe, kwargs, gc.NoiseQueue(noise), (lcm_mod, sd_mod, scheduling_lcm), seen)
+        output = gc.save_case(OUT, name, noise, result, seen)
         manifest.append({"name": name, "model": model, "pipeline": type(pipe).__name__, "prompt": prompt,
                          "steps": steps, "strength": strength, "guidance": guidance, "timesteps": timesteps,
                          "width": w, "height": h, "timesteps_run": [int(t) for t in pipe.scheduler.timesteps]})

@@ -11,12 +11,17 @@ Run: .venv-scripts/bin/python scripts/golden/scheduler.py   (scripts/pyenv.sh ma
 """
 import json
 import os
+import sys
 
 import numpy as np
 import torch
 from diffusers import LCMScheduler
 from diffusers.pipelines.latent_consistency_models import pipeline_latent_consistency_img2img as lcm_img2img
 from diffusers.schedulers import scheduling_lcm
+
+# golden_common.py beside this script: the noise queue every diffusers golden uses.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import golden_common as gc  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "golden", "lcm_scheduler.json")
 STRENGTHS = [0.04, 0.05, 0.1, 0.2, 0.25, 0.3, 0.35, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0]
@@ -51,18 +56,6 @@ def schedules():
     return out
 
 
-class NoiseQueue:
-    """Stands in for diffusers' randn_tensor: hands out the given noise tensors in order."""
-
-    def __init__(self, tensors):
-        self.tensors = list(tensors)
-
-    def __call__(self, shape, generator=None, device=None, dtype=None, layout=None):
-        t = self.tensors.pop(0)
-        assert tuple(t.shape) == tuple(shape), (t.shape, shape)
-        return t.to(dtype=dtype or torch.float32)
-
-
 def trajectory(prediction_type, steps, strength, rng):
     sched = LCMScheduler(prediction_type=prediction_type)
     sched.set_timesteps(num_inference_steps=steps, strength=strength)
@@ -71,7 +64,7 @@ def trajectory(prediction_type, steps, strength, rng):
     x0 = rng.standard_normal(shape).astype(np.float32)
     noise = [rng.standard_normal(shape).astype(np.float32) for _ in range(steps)]
     outputs = [rng.standard_normal(shape).astype(np.float32) for _ in range(steps)]
-    scheduling_lcm.randn_tensor = NoiseQueue([torch.from_numpy(n) for n in noise[1:]])
+    scheduling_lcm.randn_tensor = gc.NoiseQueue(noise[1:])
     sample = sched.add_noise(torch.from_numpy(x0), torch.from_numpy(noise[0]), torch.tensor([timesteps[0]]))
     noisy = sample.numpy().copy()
     prev, denoised = [], []

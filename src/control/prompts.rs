@@ -7,18 +7,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ndarray::Array3;
-
 use crate::config::values::{SHOWN_CHARS, preview};
-use crate::diffusion::text::TextEncoder;
+use crate::diffusion::text::{Embeddings, TextEncoder};
 use crate::error::{Error, Result};
 use crate::link::{LinkReceiver, LinkSender, Overflow, link};
 
 /// Prompts waiting to be encoded: a user typing faster than the encoder loses the oldest, never the newest.
 const QUEUED_PROMPTS: usize = 16;
 
-/// A prompt and its embeddings `[1, tokens, width]`, or why it could not be encoded.
-pub type Encoded = (String, Result<Arc<Array3<f32>>>);
+/// A prompt and its embeddings (one row), or why it could not be encoded.
+pub type Encoded = (String, Result<Arc<Embeddings>>);
 
 pub struct PromptWorker {
     requests: Option<LinkSender<String>>,

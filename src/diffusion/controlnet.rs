@@ -89,6 +89,11 @@ impl ControlNet {
         &mut self.model
     }
 
+    /// Whether the model takes SDXL's added conditions (`text_embeds`, `time_ids`): an SDXL ControlNet.
+    pub fn takes_added_conditions(&self) -> bool {
+        self.model.binding.inputs[port::TEXT_EMBEDS].is_some() && self.model.binding.inputs[port::TIME_IDS].is_some()
+    }
+
     /// Whether the model takes the conditioning scale as an input (else it is fixed at 1).
     pub fn takes_scale(&self) -> bool {
         self.model.binding.inputs[port::SCALE].is_some()
@@ -125,6 +130,14 @@ impl ControlNet {
         if let Some(cond) = &b.inputs[port::TIMESTEP_COND] {
             let dim = cond_dim.unwrap_or(256);
             inputs.push((cond.name.clone(), float(cond, &[batch, dim])?));
+        }
+        // SDXL: the pooled embedding (its width as the model states it; SDXL's 1280 otherwise) and time_ids.
+        if let Some(pooled) = &b.inputs[port::TEXT_EMBEDS] {
+            let width = pooled.dim(1).map_or(1280, |d| d as usize);
+            inputs.push((pooled.name.clone(), float(pooled, &[batch, width])?));
+        }
+        if let Some(ids) = &b.inputs[port::TIME_IDS] {
+            inputs.push((ids.name.clone(), float(ids, &[batch, 6])?));
         }
         let session = self.model.session_mut();
         let values: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> =

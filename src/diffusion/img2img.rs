@@ -8,17 +8,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{Array2, Array3, Array4, ArrayView4, Axis, Zip, concatenate, s};
+use ndarray::{Array2, Array4, ArrayView4, Axis, Zip, concatenate, s};
 
 use super::controlnet::ControlNet;
 use super::noise::NoiseBank;
 use super::scheduler::{Lcm, Plan, Schedule, guidance_embedding};
-use super::text::TextEncoder;
-use super::unet::Unet;
+use super::text::{Embeddings, TextEncoder};
+use super::unet::{Added, Unet};
 use super::vae::{VaeDecoder, VaeEncoder};
 use crate::error::{Error, Result};
 use crate::infer::Runtime;
-use crate::model::ModelFolder;
+use crate::model::{Family, ModelFolder};
 
 /// Guidance scales accepted (1.0-2.5 is the useful range for LCM / Turbo; 1.0 or below means no guidance).
 pub const MAX_GUIDANCE: f64 = crate::knobs::GUIDANCE.float_bounds().1;
@@ -73,8 +73,9 @@ pub struct Prepared {
     pub params: Params,
     pub schedule: Schedule,
     pub plan: Plan,
-    /// `[1 or 2, tokens, width]`: the prompt, or [negative; prompt] for classifier-free guidance.
-    context: Option<Arc<Array3<f32>>>,
+    /// `[1 or 2, ...]` rows: the prompt's embeddings (and, SDXL, its pooled vector), or [negative; prompt] for
+    /// classifier-free guidance.
+    embeddings: Option<Arc<Embeddings>>,
     /// `[1 or 2, cond_dim]` guidance embedding for full LCM models.
     timestep_cond: Option<Array2<f32>>,
     /// Classifier-free guidance scale, when running it.
@@ -91,12 +92,16 @@ impl Prepared {
     }
 
     /// The prompt embeddings, shared (prompt transitions blend from them).
-    pub fn context_shared(&self) -> Option<Arc<Array3<f32>>> {
-        self.context.clone()
+    pub fn embeddings_shared(&self) -> Option<Arc<Embeddings>> {
+        self.embeddings.clone()
     }
     /// The prompt embeddings (`[1 or 2, tokens, width]`); a VAE-only run has none (asking for them is a bug).
     pub(crate) fn context_view(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
         self.context()
+    }
+    /// The pooled prompt embeddings `[1 or 2, width]` of an SDXL-family model.
+    pub(crate) fn pooled_view(&self) -> Option<ndarray::ArrayView2<'_, f32>> {
+        self.embeddings.as_ref()?.pooled.as_ref().map(|p| p.view())
     }
     /// The guidance embedding `[1, cond_dim]` of full LCM models.
     pub(crate) fn timestep_cond_view(&self) -> Option<ndarray::ArrayView2<'_, f32>> {
@@ -107,12 +112,47 @@ impl Prepared {
         self.cfg_scale
     }
 
-    /// The prompt embeddings; a VAE-only run has none (asking for them is a bug).
-    fn context(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
-        self.context
-            .as_ref()
-            .map(|c| c.view())
+    /// The prompt embeddings (all parts); a VAE-only run has none (asking for them is a bug).
+    pub(crate) fn embeddings_ref(&self) -> Result<&Embeddings> {
+        self.embeddings
+            .as_deref()
             .ok_or_else(|| Error::internal("denoise", "a VAE-only run (strength 0) has no prompt embeddings"))
+    }
+
+    /// The prompt embeddings' hidden states.
+    fn context(&self) -> Result<ndarray::ArrayView3<'_, f32>> {
+        Ok(self.embeddings_ref()?.context.view())
+    }
+
+    /// What an SDXL-family UNet takes besides the context (`time_ids` made for the picture's size; None for
+    /// other models).
+    fn added<'a>(&'a self, time_ids: &'a Array2<f32>) -> Option<Added<'a>> {
+        Some(Added { text_embeds: self.pooled_view()?, time_ids: time_ids.view() })
+    }
+}
+
+/// The folder's family against what its UNet takes: SDXL's added conditions come from the second encoder's
+/// pooled output, of the width the UNet takes.
+fn check_family(folder: &ModelFolder, text: &TextEncoder, unet: &Unet) -> Result<()> {
+    let bad = |problem: String| Err(Error::ModelFolder { path: folder.dir.clone(), problem });
+    match (folder.family, unet.added_conditions) {
+        (Family::Sdxl, false) => bad(
+            "family = \"sdxl\" but the UNet takes no text_embeds and time_ids (an SD1.x/SD2.x UNet: remove family, \
+             text-encoder-2 and [sdxl])"
+                .into(),
+        ),
+        (Family::Sd, true) => bad(
+            "the UNet takes SDXL's text_embeds and time_ids: set family = \"sdxl\" and name the second text encoder \
+             ([files] text-encoder-2 and tokenizer-2)"
+                .into(),
+        ),
+        (Family::Sdxl, true) => match (text.pooled_size(), unet.pooled_width()) {
+            (Some(made), Some(taken)) if made != taken => bad(format!(
+                "text encoder 2 makes {made}-wide pooled embeddings but the UNet's text_embeds takes {taken}"
+            )),
+            _ => Ok(()),
+        },
+        (Family::Sd, false) => Ok(()),
     }
 }
 
@@ -132,7 +172,7 @@ pub struct Diffusion {
     /// `embeddings`.
     text: Option<TextEncoder>,
     /// Prompt embeddings made elsewhere (the prompt thread), most recently used last.
-    embeddings: Vec<(String, Arc<Array3<f32>>)>,
+    embeddings: Vec<(String, Arc<Embeddings>)>,
     unet: Unet,
     vae_encoder: VaeEncoder,
     vae_decoder: VaeDecoder,
@@ -165,10 +205,27 @@ impl Diffusion {
             })?;
             let unet = Unet::load_with_residuals(runtime, &files.unet, folder.latent_channels)?;
             let controlnet = ControlNet::load(runtime, &files.controlnet, unet.model())?;
+            // The ControlNet sees what the UNet sees: an SDXL one the added conditions too.
+            let sdxl = folder.family == Family::Sdxl;
+            if controlnet.takes_added_conditions() != sdxl {
+                let (model, net) = if sdxl { ("an SDXL", "an SD1.x") } else { ("an SD1.x", "an SDXL") };
+                return Err(Error::ModelFolder {
+                    path: folder.dir.clone(),
+                    problem: format!(
+                        "is {model}-family model but its ControlNet {} is {net} ControlNet ({} text_embeds and \
+                         time_ids): export the ControlNet made for this family (scripts/export_models.py real PRESET \
+                         OUT --controlnet openpose)",
+                        files.controlnet.display(),
+                        if sdxl { "it takes no" } else { "it takes" }
+                    ),
+                });
+            }
             (unet, Some(controlnet))
         } else {
             (Unet::load(runtime, &folder.unet, folder.latent_channels)?, None)
         };
+        // The family first: a UNet of the other family also differs in width, and the family is the reason.
+        check_family(folder, &text, &unet)?;
         if let (Some(text_width), Some(unet_width)) = (text.hidden_size(), unet.context_width())
             && text_width != unet_width
         {
@@ -224,7 +281,7 @@ impl Diffusion {
     }
 
     /// Embeddings for `prompt`, made by the text encoder's thread.
-    pub fn provide_embedding(&mut self, prompt: &str, embeddings: Arc<Array3<f32>>) {
+    pub fn provide_embedding(&mut self, prompt: &str, embeddings: Arc<Embeddings>) {
         self.embeddings.retain(|(p, _)| p != prompt);
         if self.embeddings.len() == super::text::CACHE_PROMPTS {
             self.embeddings.remove(0);
@@ -239,7 +296,7 @@ impl Diffusion {
             return Vec::new();
         }
         let mut needed = vec![params.prompt.clone()];
-        if self.unet.cond_dim.is_none() && params.guidance > 1.0 {
+        if self.unet.cond_dim.is_none() && params.guidance > 1.0 && !self.zeros_for(&params.negative_prompt) {
             needed.push(params.negative_prompt.clone());
         }
         needed.retain(|p| !self.embeddings.iter().any(|(q, _)| q == p));
@@ -247,7 +304,12 @@ impl Diffusion {
         needed
     }
 
-    fn embedding(&mut self, prompt: &str) -> Result<Arc<Array3<f32>>> {
+    /// SDXL base and Turbo: an empty negative prompt means zeros, not the encoding of "".
+    fn zeros_for(&self, negative_prompt: &str) -> bool {
+        negative_prompt.is_empty() && self.folder.sdxl.as_ref().is_some_and(|s| s.force_zeros_for_empty_prompt)
+    }
+
+    fn embedding(&mut self, prompt: &str) -> Result<Arc<Embeddings>> {
         if let Some(text) = self.text.as_mut() {
             return text.encode(prompt);
         }
@@ -291,7 +353,7 @@ impl Diffusion {
                 params: params.clone(),
                 schedule,
                 plan,
-                context: None,
+                embeddings: None,
                 timestep_cond: None,
                 cfg_scale: None,
             });
@@ -299,11 +361,21 @@ impl Diffusion {
         let cond_dim = self.unet.cond_dim;
         let cfg_scale = (cond_dim.is_none() && params.guidance > 1.0).then_some(params.guidance as f32);
         let prompt = self.embedding(&params.prompt)?;
-        let context = if cfg_scale.is_some() {
-            let negative = self.embedding(&params.negative_prompt)?;
-            let both = concatenate(Axis(0), &[negative.view(), prompt.view()])
-                .map_err(|e| Error::inference("text encoder", format!("prompt embeddings of different shapes: {e}")))?;
-            Arc::new(both)
+        if self.unet.added_conditions && prompt.pooled.is_none() {
+            return Err(Error::ModelFolder {
+                path: self.folder.dir.clone(),
+                problem: "its UNet takes text_embeds and time_ids (SDXL) but the folder is not family = \"sdxl\" \
+                          (no pooled embedding from a second text encoder)"
+                    .into(),
+            });
+        }
+        let embeddings = if cfg_scale.is_some() {
+            let negative = if self.zeros_for(&params.negative_prompt) {
+                Arc::new(prompt.zeros_like())
+            } else {
+                self.embedding(&params.negative_prompt)?
+            };
+            Arc::new(Embeddings::stack(&negative, &prompt)?)
         } else {
             prompt
         };
@@ -313,7 +385,7 @@ impl Diffusion {
                 .map_err(|e| Error::internal("guidance embedding", format!("not {dim} wide: {e}")))
         });
         let timestep_cond = timestep_cond.transpose()?;
-        Ok(Prepared { params: params.clone(), schedule, plan, context: Some(context), timestep_cond, cfg_scale })
+        Ok(Prepared { params: params.clone(), schedule, plan, embeddings: Some(embeddings), timestep_cond, cfg_scale })
     }
 
     /// Side length the image must be a multiple of for this run.
@@ -389,15 +461,18 @@ impl Diffusion {
         }
         let context = prepared.context()?;
         let cond = prepared.timestep_cond.as_ref().map(|c| c.view());
+        let (_, _, lh, lw) = latents.dim();
+        let time_ids = super::unet::time_ids(lh * 8, lw * 8, prepared.embeddings.as_ref().map_or(1, |e| e.rows()));
+        let added = prepared.added(&time_ids);
         let mut sample = plan.add_noise(latents, noise.get(0));
         let mut denoised = Array4::zeros(sample.dim());
         for (i, step) in plan.steps.iter().enumerate() {
             let model_output = match prepared.cfg_scale {
-                None => self.unet.predict(sample.view(), step.timestep, context, cond)?,
+                None => self.unet.predict(sample.view(), step.timestep, context, cond, added)?,
                 Some(scale) => {
                     let doubled = concatenate(Axis(0), &[sample.view(), sample.view()])
                         .map_err(|e| Error::internal("classifier-free guidance batch", e))?;
-                    let both = self.unet.predict(doubled.view(), step.timestep, context, cond)?;
+                    let both = self.unet.predict(doubled.view(), step.timestep, context, cond, added)?;
                     let (uncond, text) = (both.slice(s![0..1, .., .., ..]), both.slice(s![1..2, .., .., ..]));
                     Zip::from(&uncond).and(&text).map_collect(|&u, &t| u + scale * (t - u))
                 }
@@ -423,12 +498,15 @@ impl Diffusion {
         let context = prepared.context()?;
         let cond = prepared.timestep_cond.as_ref().map(|c| c.view());
         let t = prepared.plan.steps.first().map_or(999, |s| s.timestep);
+        let (_, _, lh, lw) = latents.dim();
+        let time_ids = super::unet::time_ids(lh * 8, lw * 8, prepared.embeddings.as_ref().map_or(1, |e| e.rows()));
+        let added = prepared.added(&time_ids);
         if prepared.cfg_scale.is_some() {
             let doubled = concatenate(Axis(0), &[latents, latents])
                 .map_err(|e| Error::internal("classifier-free guidance batch", e))?;
-            self.unet.predict(doubled.view(), t, context, cond)
+            self.unet.predict(doubled.view(), t, context, cond, added)
         } else {
-            self.unet.predict(latents, t, context, cond)
+            self.unet.predict(latents, t, context, cond, added)
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod img2img;
 pub mod noise;
 pub mod scheduler;
 pub mod text;
+pub mod tokenizer_files;
 pub mod unet;
 pub mod vae;
 

@@ -1,4 +1,22 @@
-//! The LCM scheduler (Latent Consistency Models), matching diffusers' `LCMScheduler`.
+//! The schedulers: LCM (Latent Consistency Models), matching diffusers' `LCMScheduler`, and Euler /
+//! Euler-ancestral with trailing spacing, matching `EulerDiscreteScheduler` / `EulerAncestralDiscreteScheduler`
+//! (SDXL-Lightning; SD-Turbo and SDXL-Turbo).
+//!
+//! All three are one step on variance-preserving latents x (what the UNet takes; diffusers' Euler keeps
+//! x/sqrt(ᾱ) and scales it back before every UNet call, the same numbers):
+//!
+//! ```text
+//! x0  = the model's estimate of the clean latent (from ε, v or the sample it predicts)
+//! d   = c_out·x0 + c_skip·x                      LCM's boundary condition; Euler: c_out 1, c_skip 0
+//! ε̂   = (x - sqrt(ᾱ)·x0) / sqrt(1-ᾱ)              the noise the model sees (ε itself for ε-prediction)
+//! x'  = a·d + e·ε̂ + b·z                           z: fixed noise; the last step returns d
+//!       LCM:             a = sqrt(ᾱ'), e = 0,           b = sqrt(1-ᾱ')
+//!       Euler:           a = sqrt(ᾱ'), e = sqrt(1-ᾱ'),  b = 0            (DDIM's deterministic step)
+//!       Euler-ancestral: a = sqrt(ᾱ'), e = sqrt(ᾱ')·σ↓,  b = sqrt(ᾱ')·σ↑  (σ↑² = σ'²(σ²-σ'²)/σ², σ↓² = σ'²-σ↑²)
+//! ```
+//!
+//! with ᾱ' and σ' = sqrt((1-ᾱ')/ᾱ') of the next timestep. At one step all three return d, and for Euler that is
+//! x0: SD-Turbo and SDXL-Turbo at one step are the same under each.
 //!
 //! Split three ways: [`LcmConfig`] is the model's cold configuration (from the manifest, defaults =
 //! the upstream `scheduler_config.json`), [`Lcm`] holds what follows from it (the `alphas_cumprod` table),
@@ -11,6 +29,11 @@
 //! `(1-strength)·steps` steps of the full schedule, so 1 step below strength 1.0 runs nothing; for real-time
 //! 1-4 step use the LCM rule is the only sensible one. An explicit timestep list (StreamDiffusion style) is
 //! accepted too and used as given.
+//!
+//! Euler schedules: the last `steps` timesteps of the trailing schedule of round(steps / strength) steps
+//! (t_i = round(1000 - i·1000/T) - 1), so 1 step at strength 0.5 runs t = 499 as LCM does, 2 steps run
+//! [499, 249], and strength 1 runs the whole T-step schedule from t = 999 (diffusers' img2img `get_timesteps`
+//! with T steps and the same strength, where T·strength is whole).
 
 use ndarray::{Array4, ArrayView4, Zip};
 
@@ -20,7 +43,7 @@ use crate::knobs::show_f64;
 /// Steps latentcam accepts; LCM / Turbo models are made for 1-4, 8 is the useful ceiling.
 pub const MAX_STEPS: usize = crate::knobs::STEPS.int_bounds().1 as usize;
 
-pub use crate::model::scheduler_config::{BetaSchedule, LcmConfig, PredictionType};
+pub use crate::model::scheduler_config::{BetaSchedule, LcmConfig, PredictionType, SchedulerKind};
 
 impl crate::model::ModelFolder {
     /// What image sides must be multiples of for a run on this schedule: the VAE's 8 when only the VAE runs
@@ -77,18 +100,39 @@ impl Lcm {
                 self.check_timesteps(list)?;
                 list.to_vec()
             }
-            None => self.timesteps(steps, strength)?,
+            None => match self.config.kind {
+                SchedulerKind::Lcm => self.timesteps(steps, strength)?,
+                SchedulerKind::Euler | SchedulerKind::EulerAncestral => self.trailing_timesteps(steps, strength)?,
+            },
         };
         Ok(Schedule { timesteps })
+    }
+
+    /// The Euler timesteps for `steps` at `strength`: the last `steps` of the trailing schedule of
+    /// round(steps / strength) steps. Strength 0 gives none (the VAE only).
+    pub fn trailing_timesteps(&self, steps: usize, strength: f64) -> Result<Vec<u32>> {
+        check_steps(steps)?;
+        check_strength(strength)?;
+        if strength == 0.0 {
+            return Ok(Vec::new());
+        }
+        let n = self.config.num_train_timesteps;
+        let total = ((steps as f64 / strength).round() as u32).clamp(steps as u32, n);
+        // numpy: np.round(np.arange(n, 0, -n / total)) - 1 (round half to even, as np.round).
+        // numpy's arange fills start + i·delta with delta = (start + step) - start, not the step itself: the same
+        // f64 operations, or an 8-step schedule at strength 0.5 ends in 62 instead of 61.
+        let start = f64::from(n);
+        let delta = (start - start / f64::from(total)) - start;
+        let all: Vec<u32> =
+            (0..total).map(|i| (start + f64::from(i) * delta).round_ties_even().max(1.0) as u32 - 1).collect();
+        Ok(all[all.len() - steps..].to_vec())
     }
 
     /// The LCM img2img timesteps for `steps` at `strength` (diffusers `LCMScheduler.set_timesteps` with
     /// `strength`). Strength 0 gives no timesteps: the caller runs the VAE only.
     pub fn timesteps(&self, steps: usize, strength: f64) -> Result<Vec<u32>> {
         check_steps(steps)?;
-        if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
-            return Err(Error::invalid("strength", format!("{} (expected a number from 0 to 1)", show_f64(strength))));
-        }
+        check_strength(strength)?;
         if strength == 0.0 {
             return Ok(Vec::new());
         }
@@ -134,6 +178,9 @@ impl Lcm {
         if timesteps.windows(2).any(|w| w[1] >= w[0]) {
             return Err(Error::invalid("timesteps", format!("{timesteps:?} must be strictly descending")));
         }
+        if self.config.kind != SchedulerKind::Lcm {
+            return Ok(()); // Euler takes any timestep
+        }
         let k = n / self.config.original_inference_steps;
         let off_grid: Vec<u32> = timesteps.iter().copied().filter(|t| (t + 1) % k != 0).collect();
         if !off_grid.is_empty() {
@@ -146,18 +193,38 @@ impl Lcm {
     pub fn plan(&self, schedule: &Schedule) -> Plan {
         let timesteps = schedule.timesteps();
         let sigma_data = 0.5f64;
+        let kind = self.config.kind;
         let steps = timesteps
             .iter()
             .enumerate()
             .map(|(i, &t)| {
                 let a = self.alpha_cumprod(t);
-                let scaled = f64::from(t) * self.config.timestep_scaling;
-                let c_skip = sigma_data * sigma_data / (scaled * scaled + sigma_data * sigma_data);
-                let c_out = scaled / (scaled * scaled + sigma_data * sigma_data).sqrt();
-                // Re-noise to the next timestep; the last step returns the denoised sample as is.
+                let (c_skip, c_out) = match kind {
+                    SchedulerKind::Lcm => {
+                        let scaled = f64::from(t) * self.config.timestep_scaling;
+                        let c_skip = sigma_data * sigma_data / (scaled * scaled + sigma_data * sigma_data);
+                        (c_skip, scaled / (scaled * scaled + sigma_data * sigma_data).sqrt())
+                    }
+                    SchedulerKind::Euler | SchedulerKind::EulerAncestral => (0.0, 1.0),
+                };
+                // To the next timestep; the last step returns the denoised sample as is.
                 let renoise = timesteps.get(i + 1).map(|&next| {
-                    let a_next = self.alpha_cumprod(next) as f32;
-                    (a_next.sqrt(), (1.0 - a_next).sqrt())
+                    let a_next = self.alpha_cumprod(next);
+                    let sqrt_a_next = a_next.sqrt();
+                    let (eps, noise) = match kind {
+                        SchedulerKind::Lcm => (0.0, (1.0 - a_next).sqrt()),
+                        SchedulerKind::Euler => ((1.0 - a_next).sqrt(), 0.0),
+                        SchedulerKind::EulerAncestral => {
+                            let sigma = ((1.0 - a) / a).sqrt();
+                            let sigma_next = ((1.0 - a_next) / a_next).sqrt();
+                            let up = (sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next)
+                                / (sigma * sigma))
+                                .sqrt();
+                            let down = (sigma_next * sigma_next - up * up).sqrt();
+                            (sqrt_a_next * down, sqrt_a_next * up)
+                        }
+                    };
+                    Renoise { sample: sqrt_a_next as f32, eps: eps as f32, noise: noise as f32 }
                 });
                 let a32 = a as f32;
                 StepScalars {
@@ -171,7 +238,15 @@ impl Lcm {
                 }
             })
             .collect();
-        Plan { steps, prediction: self.config.prediction_type }
+        Plan { steps, prediction: self.config.prediction_type, kind }
+    }
+}
+
+fn check_strength(strength: f64) -> Result<()> {
+    if strength.is_finite() && (0.0..=1.0).contains(&strength) {
+        Ok(())
+    } else {
+        Err(Error::invalid("strength", format!("{} (expected a number from 0 to 1)", show_f64(strength))))
     }
 }
 
@@ -215,8 +290,16 @@ pub struct StepScalars {
     pub sqrt_one_minus_alpha: f32,
     pub c_skip: f32,
     pub c_out: f32,
-    /// (sqrt ᾱ, sqrt(1-ᾱ)) of the next timestep, or None on the last step.
-    pub renoise: Option<(f32, f32)>,
+    /// The move to the next timestep, or None on the last step.
+    pub renoise: Option<Renoise>,
+}
+
+/// x' = sample·d + eps·ε̂ + noise·z (the module's table).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Renoise {
+    pub sample: f32,
+    pub eps: f32,
+    pub noise: f32,
 }
 
 /// The per-run state of the scheduler.
@@ -224,6 +307,7 @@ pub struct StepScalars {
 pub struct Plan {
     pub steps: Vec<StepScalars>,
     pub prediction: PredictionType,
+    pub kind: SchedulerKind,
 }
 
 impl Plan {
@@ -249,22 +333,40 @@ impl Plan {
     ) {
         let s = self.steps[index];
         let prediction = self.prediction;
+        let x0_of = |x: f32, m: f32| match prediction {
+            PredictionType::Epsilon => (x - s.sqrt_one_minus_alpha * m) / s.sqrt_alpha,
+            PredictionType::VPrediction => s.sqrt_alpha * x - s.sqrt_one_minus_alpha * m,
+            PredictionType::Sample => m,
+        };
+        // The noise the model sees; for ε-prediction that is its output as it is.
+        let eps_of = |x: f32, m: f32, x0: f32| match prediction {
+            PredictionType::Epsilon => m,
+            _ => (x - s.sqrt_alpha * x0) / s.sqrt_one_minus_alpha,
+        };
         Zip::from(&mut *denoised).and(&*sample).and(&model_output).for_each(|d, &x, &m| {
-            let x0 = match prediction {
-                PredictionType::Epsilon => (x - s.sqrt_one_minus_alpha * m) / s.sqrt_alpha,
-                PredictionType::VPrediction => s.sqrt_alpha * x - s.sqrt_one_minus_alpha * m,
-                PredictionType::Sample => m,
-            };
-            *d = s.c_out * x0 + s.c_skip * x;
+            *d = s.c_out * x0_of(x, m) + s.c_skip * x;
         });
         match (s.renoise, noise) {
-            (Some((sqrt_a, sqrt_1ma)), Some(noise)) => {
+            (Some(r), Some(noise)) if r.eps == 0.0 => {
                 Zip::from(&mut *sample)
                     .and(&*denoised)
                     .and(&noise)
-                    .for_each(|x, &d, &n| *x = sqrt_a * d + sqrt_1ma * n);
+                    .for_each(|x, &d, &n| *x = r.sample * d + r.noise * n);
             }
-            (Some(_), None) => panic!("LCM step {index} of {} needs re-noising noise", self.steps.len()),
+            (Some(r), Some(noise)) => {
+                Zip::from(&mut *sample).and(&*denoised).and(&model_output).and(&noise).for_each(|x, &d, &m, &z| {
+                    let eps = eps_of(*x, m, x0_of(*x, m));
+                    *x = r.sample * d + r.eps * eps + r.noise * z;
+                });
+            }
+            (Some(r), None) if r.noise == 0.0 => {
+                // Euler: no fresh noise.
+                Zip::from(&mut *sample).and(&*denoised).and(&model_output).for_each(|x, &d, &m| {
+                    let eps = eps_of(*x, m, x0_of(*x, m));
+                    *x = r.sample * d + r.eps * eps;
+                });
+            }
+            (Some(_), _) => panic!("step {index} of {} needs noise", self.steps.len()),
             (None, _) => sample.assign(denoised),
         }
     }
@@ -288,6 +390,67 @@ pub fn guidance_embedding(guidance: f64, dim: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn euler(kind: SchedulerKind) -> Lcm {
+        Lcm::new(LcmConfig { kind, ..LcmConfig::default() })
+    }
+
+    #[test]
+    fn trailing_rule_examples() {
+        let e = euler(SchedulerKind::Euler);
+        let t = |steps, strength| e.schedule(None, steps, strength).unwrap().timesteps().to_vec();
+        assert_eq!(t(4, 1.0), [999, 749, 499, 249]);
+        assert_eq!(t(3, 1.0), [999, 666, 332]); // np.round(666.67) - 1, np.round(333.33) - 1
+        assert_eq!(t(8, 1.0), [999, 874, 749, 624, 499, 374, 249, 124]);
+        assert_eq!(t(1, 0.5), [499]);
+        assert_eq!(t(2, 0.5), [499, 249]);
+        assert_eq!(t(3, 0.6), [599, 399, 199]);
+        // numpy's arange arithmetic (a plain n - i·n/T rounds 311.5 and 61.5 the other way).
+        assert_eq!(t(8, 0.5), [499, 437, 374, 311, 249, 187, 124, 61]);
+        assert!(t(1, 0.0).is_empty());
+        // Any timestep goes for Euler (no LCM grid).
+        assert_eq!(e.schedule(Some(&[750, 250]), 1, 0.5).unwrap().timesteps(), [750, 250]);
+    }
+
+    /// diffusers' Euler in its own variables: x_k = x / sqrt(ᾱ), σ = sqrt((1-ᾱ)/ᾱ), d = (x_k - x0)/σ.
+    fn k_diffusion_step(ancestral: bool, a: f64, a_next: f64, x: f64, eps: f64, z: f64) -> f64 {
+        let (sigma, sigma_next) = (((1.0 - a) / a).sqrt(), ((1.0 - a_next) / a_next).sqrt());
+        let x_k = x / a.sqrt();
+        let x0 = x_k - sigma * eps;
+        let d = (x_k - x0) / sigma;
+        let (down, up) = if ancestral {
+            let up = (sigma_next.powi(2) * (sigma.powi(2) - sigma_next.powi(2)) / sigma.powi(2)).sqrt();
+            ((sigma_next.powi(2) - up * up).sqrt(), up)
+        } else {
+            (sigma_next, 0.0)
+        };
+        let next_k = x_k + d * (down - sigma) + z * up;
+        next_k * a_next.sqrt() // back to the UNet's input scale
+    }
+
+    #[test]
+    fn euler_steps_match_diffusers_formulation() {
+        for (kind, ancestral) in [(SchedulerKind::Euler, false), (SchedulerKind::EulerAncestral, true)] {
+            let e = euler(kind);
+            let plan = e.plan(&e.schedule(None, 2, 1.0).unwrap());
+            let (a, a_next) = (e.alpha_cumprod(999), e.alpha_cumprod(499));
+            let (x, eps, z) = (0.7f32, -1.3f32, 0.4f32);
+            let mut sample = Array4::from_elem((1, 1, 1, 1), x);
+            let mut denoised = Array4::zeros((1, 1, 1, 1));
+            let noise = Array4::from_elem((1, 1, 1, 1), z);
+            let out = Array4::from_elem((1, 1, 1, 1), eps);
+            plan.step(0, out.view(), &mut sample, &mut denoised, Some(noise.view()));
+            let want = k_diffusion_step(ancestral, a, a_next, f64::from(x), f64::from(eps), f64::from(z));
+            let got = f64::from(sample[[0, 0, 0, 0]]);
+            assert!((got - want).abs() < 1e-5, "{kind:?}: {got} vs {want}");
+            // The last step returns x0.
+            plan.step(1, out.view(), &mut sample, &mut denoised, None);
+            let x1 = f64::from(got as f32);
+            let a1 = e.alpha_cumprod(499);
+            let want_x0 = (x1 - (1.0 - a1).sqrt() * f64::from(eps)) / a1.sqrt();
+            assert!((f64::from(sample[[0, 0, 0, 0]]) - want_x0).abs() < 1e-4);
+        }
+    }
 
     #[test]
     fn lcm_img2img_rule_examples() {

@@ -13,7 +13,7 @@ use tokenizers::{AddedToken, PaddingDirection, PaddingParams, PaddingStrategy, T
 use crate::error::{Error, Result};
 use crate::infer::contract::text_encoder as port;
 use crate::infer::{Model, Runtime};
-use crate::model::{ModelFolder, TokenizerSettings};
+use crate::model::{ModelFolder, SdxlSettings, TokenizerSettings};
 
 /// CLIP tokenizer padded/truncated to a fixed length, as diffusers calls it
 /// (`padding="max_length", max_length=77, truncation=True`).
@@ -60,10 +60,7 @@ impl std::fmt::Display for Truncated {
 impl ClipTokenizer {
     pub fn load(path: &Path, settings: &TokenizerSettings) -> Result<ClipTokenizer> {
         let bad = |problem: String| Error::Tokenizer { path: path.to_path_buf(), problem };
-        if !path.is_file() {
-            return Err(bad("no such file".into()));
-        }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))?;
+        let mut inner = super::tokenizer_files::load(path).map_err(bad)?;
         let pad_id = inner.token_to_id(&settings.pad_token).ok_or_else(|| {
             bad(format!("pad token `{}` (from model.toml) is not in the vocabulary", settings.pad_token))
         })?;
@@ -160,19 +157,80 @@ impl TruncationWarnings {
 /// How many distinct prompts keep their embeddings.
 pub(crate) const CACHE_PROMPTS: usize = 16;
 
-pub struct TextEncoder {
+/// What a prompt makes for the UNet: the hidden states it cross-attends to (`[rows, tokens, width]`) and, for
+/// the SDXL family, the pooled embedding (`[rows, width]`). One prompt has one row; a run's embeddings stack the
+/// negative prompt's row before the prompt's for classifier-free guidance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    pub context: Array3<f32>,
+    pub pooled: Option<Array2<f32>>,
+}
+
+impl Embeddings {
+    /// Rows of a stacked set.
+    pub fn rows(&self) -> usize {
+        self.context.dim().0
+    }
+
+    /// `a` and `b` stacked row-wise (`[a; b]`).
+    pub fn stack(a: &Embeddings, b: &Embeddings) -> Result<Embeddings> {
+        let bad = |e: ndarray::ShapeError| Error::internal("prompt embeddings", e);
+        let context = ndarray::concatenate(ndarray::Axis(0), &[a.context.view(), b.context.view()]).map_err(bad)?;
+        let pooled = match (&a.pooled, &b.pooled) {
+            (Some(x), Some(y)) => Some(ndarray::concatenate(ndarray::Axis(0), &[x.view(), y.view()]).map_err(bad)?),
+            _ => None,
+        };
+        Ok(Embeddings { context, pooled })
+    }
+
+    /// Zeros of this shape: SDXL's unconditional embeddings when the negative prompt is empty.
+    pub fn zeros_like(&self) -> Embeddings {
+        Embeddings {
+            context: Array3::zeros(self.context.raw_dim()),
+            pooled: self.pooled.as_ref().map(|p| Array2::zeros(p.raw_dim())),
+        }
+    }
+
+    /// `self·(1-t) + to·t` (prompt transitions); None when the shapes differ (a cut).
+    pub fn blend(&self, to: &Embeddings, t: f32) -> Option<Embeddings> {
+        if self.context.dim() != to.context.dim()
+            || self.pooled.as_ref().map(|p| p.dim()) != to.pooled.as_ref().map(|p| p.dim())
+        {
+            return None;
+        }
+        let mix = |a: f32, b: f32| a + (b - a) * t;
+        Some(Embeddings {
+            context: ndarray::Zip::from(&self.context).and(&to.context).map_collect(|&a, &b| mix(a, b)),
+            pooled: match (&self.pooled, &to.pooled) {
+                (Some(a), Some(b)) => Some(ndarray::Zip::from(a).and(b).map_collect(|&a, &b| mix(a, b))),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// One text encoder with its tokenizer, and which of its outputs the conditioning takes.
+struct EncoderPart {
     tokenizer: ClipTokenizer,
     model: Model,
     ids_are_i64: bool,
-    /// Most recently used last.
-    cache: Vec<(String, Arc<Array3<f32>>)>,
-    truncations: TruncationWarnings,
+    /// The hidden state taken: `last_hidden_state`, or `hidden_states.N` (SDXL: the penultimate).
+    hidden: String,
+    /// The pooled output taken (SDXL's second encoder: `text_embeds`).
+    pooled: Option<String>,
 }
 
-impl TextEncoder {
-    pub fn load(runtime: &Runtime, folder: &ModelFolder) -> Result<TextEncoder> {
-        let tokenizer = ClipTokenizer::load(&folder.tokenizer_file, &folder.tokenizer)?;
-        let model = runtime.load("text encoder", &folder.text_encoder, &port::CONTRACT)?;
+impl EncoderPart {
+    fn load(
+        runtime: &Runtime,
+        role: &'static str,
+        path: &Path,
+        tokenizer_file: &Path,
+        settings: &TokenizerSettings,
+        sdxl: Option<(&SdxlSettings, bool)>,
+    ) -> Result<EncoderPart> {
+        let tokenizer = ClipTokenizer::load(tokenizer_file, settings)?;
+        let model = runtime.load_with_extras(role, path, &port::CONTRACT, &port::EXTRAS)?;
         let ids = model.binding.input(port::INPUT_IDS);
         if let Some(len) = ids.dim(1)
             && len as usize != tokenizer.max_length()
@@ -183,24 +241,157 @@ impl TextEncoder {
             )));
         }
         let ids_are_i64 = ids.ty == TensorElementType::Int64;
-        Ok(TextEncoder { tokenizer, model, ids_are_i64, cache: Vec::new(), truncations: TruncationWarnings::default() })
+        let (hidden, pooled) = match sdxl {
+            None => (model.binding.output(port::HIDDEN).name.clone(), None),
+            Some((settings, takes_pooled)) => {
+                // hidden_states.0 is the embeddings, .L the last layer's output: index from the end as diffusers.
+                let states = model.output_names().iter().filter(|n| n.starts_with("hidden_states.")).count() as i32;
+                let index = states + settings.hidden_layer;
+                let name = format!("hidden_states.{index}");
+                if index < 0 || !model.output_names().contains(&name) {
+                    return Err(model.contract_error(format!(
+                        "[sdxl] hidden-layer {} needs output `{name}`; the model has {states} hidden_states.N \
+                         outputs (export it with them: scripts/export_models.py, or optimum)",
+                        settings.hidden_layer
+                    )));
+                }
+                let pooled = takes_pooled.then(|| settings.pooled_output.clone());
+                if let Some(p) = &pooled
+                    && !model.output_names().contains(p)
+                {
+                    return Err(model.contract_error(format!(
+                        "[sdxl] pooled-output `{p}` is not one of its outputs ({})",
+                        model.output_names().join(", ")
+                    )));
+                }
+                (name, pooled)
+            }
+        };
+        Ok(EncoderPart { tokenizer, model, ids_are_i64, hidden, pooled })
     }
 
+    /// The hidden state and the pooled output (when this part gives one) for `ids`.
+    fn run(&mut self, ids: &[u32]) -> Result<(Array3<f32>, Option<Array2<f32>>)> {
+        let role = self.model.role;
+        let err = |e: ort::Error| Error::inference(role, e);
+        let input_name = self.model.binding.input(port::INPUT_IDS).name.clone();
+        let len = ids.len();
+        let mut names = vec![self.hidden.clone()];
+        names.extend(self.pooled.clone());
+        let outputs = if self.ids_are_i64 {
+            let ids = Array2::from_shape_fn((1, len), |(_, i)| i64::from(ids[i]));
+            let input = ort::value::TensorRef::from_array_view(&ids).map_err(err)?;
+            self.model.run_outputs_named(ort::inputs![input_name.as_str() => input], &names)?
+        } else {
+            let ids = Array2::from_shape_fn((1, len), |(_, i)| ids[i] as i32);
+            let input = ort::value::TensorRef::from_array_view(&ids).map_err(err)?;
+            self.model.run_outputs_named(ort::inputs![input_name.as_str() => input], &names)?
+        };
+        let mut outputs = outputs.into_iter();
+        let hidden = outputs
+            .next()
+            .ok_or_else(|| Error::inference(role, "no hidden state"))?
+            .into_dimensionality::<Ix3>()
+            .map_err(|e| Error::inference(role, format!("the hidden state is not [batch, tokens, width]: {e}")))?;
+        let pooled = outputs
+            .next()
+            .map(|p| {
+                p.into_dimensionality::<ndarray::Ix2>()
+                    .map_err(|e| Error::inference(role, format!("the pooled output is not [batch, width]: {e}")))
+            })
+            .transpose()?;
+        Ok((hidden, pooled))
+    }
+}
+
+/// The prompt encoder of a model folder: one CLIP text encoder (SD family), or two whose hidden states are
+/// concatenated, the second's pooled projection kept (SDXL family). Embeddings are cached per prompt.
+pub struct TextEncoder {
+    parts: Vec<EncoderPart>,
+    /// Most recently used last.
+    cache: Vec<(String, Arc<Embeddings>)>,
+    truncations: TruncationWarnings,
+}
+
+impl TextEncoder {
+    pub fn load(runtime: &Runtime, folder: &ModelFolder) -> Result<TextEncoder> {
+        let sdxl = folder.sdxl.as_ref();
+        let first = EncoderPart::load(
+            runtime,
+            "text encoder",
+            &folder.text_encoder,
+            &folder.tokenizer_file,
+            &folder.tokenizer,
+            sdxl.map(|s| (s, false)),
+        )?;
+        let mut parts = vec![first];
+        if let (Some(second), Some(settings)) = (&folder.text_encoder_2, sdxl) {
+            parts.push(EncoderPart::load(
+                runtime,
+                "text encoder 2",
+                &second.text_encoder,
+                &second.tokenizer_file,
+                &second.tokenizer,
+                Some((settings, true)),
+            )?);
+        }
+        Ok(TextEncoder { parts, cache: Vec::new(), truncations: TruncationWarnings::default() })
+    }
+
+    /// The (first) tokenizer.
     pub fn tokenizer(&self) -> &ClipTokenizer {
-        &self.tokenizer
+        &self.parts[0].tokenizer
     }
 
+    /// The text encoder models, in order.
+    pub fn models(&self) -> Vec<&Model> {
+        self.parts.iter().map(|p| &p.model).collect()
+    }
+
+    /// The first text encoder model.
     pub fn model(&self) -> &Model {
-        &self.model
+        &self.parts[0].model
     }
 
-    /// Width of the embeddings (the UNet's cross-attention width), when the model fixes it.
+    /// What each encoder contributes, for `models check`: `hidden_states.1 (penultimate)`, the pooled output.
+    pub fn describe(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match &p.pooled {
+                Some(pooled) => format!("{}: {} + pooled `{pooled}`", p.model.role, p.hidden),
+                None => format!("{}: {}", p.model.role, p.hidden),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Width of the embeddings (the UNet's cross-attention width), when the models fix it.
     pub fn hidden_size(&self) -> Option<usize> {
-        self.model.binding.output(port::HIDDEN).dim(2).map(|d| d as usize)
+        self.parts
+            .iter()
+            .map(|p| {
+                let out = p.model.output_names().iter().position(|n| *n == p.hidden)?;
+                p.model.output_dim(out, 2)
+            })
+            .sum::<Option<i64>>()
+            .map(|d| d as usize)
     }
 
-    /// Embeddings `[1, max_length, hidden]` for `prompt`, from the cache when seen recently.
-    pub fn encode(&mut self, prompt: &str) -> Result<Arc<Array3<f32>>> {
+    /// Width of the pooled embedding (SDXL), when the model fixes it.
+    pub fn pooled_size(&self) -> Option<usize> {
+        self.parts.iter().find_map(|p| {
+            let out = p.model.output_names().iter().position(|n| Some(n) == p.pooled.as_ref())?;
+            p.model.output_dim(out, 1).map(|d| d as usize)
+        })
+    }
+
+    /// True when the encoders make a pooled embedding (SDXL).
+    pub fn makes_pooled(&self) -> bool {
+        self.parts.iter().any(|p| p.pooled.is_some())
+    }
+
+    /// Embeddings for `prompt` (one row), from the cache when seen recently.
+    pub fn encode(&mut self, prompt: &str) -> Result<Arc<Embeddings>> {
         if let Some(pos) = self.cache.iter().position(|(p, _)| p == prompt) {
             let entry = self.cache.remove(pos);
             let embeddings = entry.1.clone();
@@ -215,29 +406,31 @@ impl TextEncoder {
         Ok(embeddings)
     }
 
-    /// Runs the text encoder every time (benchmarks, and the cache's miss path). A prompt over the tokenizer's
+    /// Runs the text encoders every time (benchmarks, and the cache's miss path). A prompt over the tokenizer's
     /// `max_length` is cut to it, with a warning the first time that prompt is seen.
-    pub fn encode_uncached(&mut self, prompt: &str) -> Result<Array3<f32>> {
+    pub fn encode_uncached(&mut self, prompt: &str) -> Result<Embeddings> {
         let shown = crate::knobs::preview(prompt, crate::knobs::SHOWN_CHARS);
         let _span = tracing::debug_span!("text_encoder", prompt = shown).entered();
-        let tokens = self.tokenizer.tokenize(prompt)?;
-        self.truncations.note(prompt, &tokens);
-        let ids = tokens.ids;
-        let len = ids.len();
-        let input_name = self.model.binding.input(port::INPUT_IDS).name.clone();
-        let err = |e: ort::Error| Error::inference("text encoder", e);
-        let hidden = if self.ids_are_i64 {
-            let ids = Array2::from_shape_fn((1, len), |(_, i)| i64::from(ids[i]));
-            let input = ort::value::TensorRef::from_array_view(&ids).map_err(err)?;
-            self.model.run_output(ort::inputs![input_name.as_str() => input], port::HIDDEN)?
-        } else {
-            let ids = Array2::from_shape_fn((1, len), |(_, i)| ids[i] as i32);
-            let input = ort::value::TensorRef::from_array_view(&ids).map_err(err)?;
-            self.model.run_output(ort::inputs![input_name.as_str() => input], port::HIDDEN)?
-        };
-        hidden
-            .into_dimensionality::<Ix3>()
-            .map_err(|e| Error::inference("text encoder", format!("output is not [batch, tokens, width]: {e}")))
+        let mut contexts = Vec::with_capacity(self.parts.len());
+        let mut pooled = None;
+        for (i, part) in self.parts.iter_mut().enumerate() {
+            let tokens = part.tokenizer.tokenize(prompt)?;
+            if i == 0 {
+                self.truncations.note(prompt, &tokens);
+            }
+            let (hidden, p) = part.run(&tokens.ids)?;
+            contexts.push(hidden);
+            pooled = pooled.or(p);
+        }
+        // SDXL: the two encoders' hidden states side by side (768 + 1280 wide for the real models).
+        let views: Vec<_> = contexts.iter().map(|c| c.view()).collect();
+        let context = ndarray::concatenate(ndarray::Axis(2), &views).map_err(|e| {
+            Error::inference("text encoder", format!("the encoders' hidden states do not line up: {e}"))
+        })?;
+        // ndarray concatenates along the last axis in a non-standard memory order; ONNX Runtime takes only
+        // row-major tensors.
+        let context = if context.is_standard_layout() { context } else { context.as_standard_layout().into_owned() };
+        Ok(Embeddings { context, pooled })
     }
 }
 

@@ -86,6 +86,25 @@ pub struct Unet {
     /// Width of `timestep_cond` for full LCM models; None when the model has no such input.
     pub cond_dim: Option<usize>,
     pub latent_channels: usize,
+    /// SDXL family: the UNet takes `text_embeds` and `time_ids` (the six size conditions).
+    pub added_conditions: bool,
+}
+
+/// What an SDXL-family UNet takes besides the prompt's hidden states, one row per batch item.
+#[derive(Clone, Copy, Debug)]
+pub struct Added<'a> {
+    /// The pooled prompt embedding `[rows, width]`.
+    pub text_embeds: ArrayView2<'a, f32>,
+    /// `[rows, 6]`: [`time_ids`].
+    pub time_ids: ArrayView2<'a, f32>,
+}
+
+/// SDXL's size conditions for a `height`×`width` picture, `rows` times: `[H, W, 0, 0, H, W]` (the original
+/// size, the crop's top-left corner, the target size: diffusers' `add_time_ids` for an uncropped picture).
+pub fn time_ids(height: usize, width: usize, rows: usize) -> ndarray::Array2<f32> {
+    let (h, w) = (height as f32, width as f32);
+    let row = [h, w, 0.0, 0.0, h, w];
+    ndarray::Array2::from_shape_fn((rows, 6), |(_, i)| row[i])
 }
 
 impl Unet {
@@ -120,7 +139,27 @@ impl Unet {
         }
         let cond_dim =
             b.inputs[port::TIMESTEP_COND].as_ref().map(|c| c.dim(1).map_or(DEFAULT_COND_DIM, |d| d as usize));
-        Ok(Unet { model, timestep, cond_dim, latent_channels })
+        let added_conditions = match (&b.inputs[port::TEXT_EMBEDS], &b.inputs[port::TIME_IDS]) {
+            (Some(_), Some(ids)) => {
+                if let Some(n) = ids.dim(1)
+                    && n != 6
+                {
+                    return Err(model.contract_error(format!(
+                        "time_ids takes {n} values; latentcam makes the 6 of SDXL base and Turbo ({}); the 5-value \
+                         form with an aesthetic score is the refiner's, which latentcam does not run",
+                        "[H, W, 0, 0, H, W]"
+                    )));
+                }
+                true
+            }
+            (None, None) => false,
+            _ => {
+                return Err(model.contract_error(
+                    "text_embeds and time_ids go together (an SDXL-family UNet takes both)".to_string(),
+                ));
+            }
+        };
+        Ok(Unet { model, timestep, cond_dim, latent_channels, added_conditions })
     }
 
     pub fn model(&self) -> &Model {
@@ -128,6 +167,11 @@ impl Unet {
     }
     pub(crate) fn model_mut(&mut self) -> &mut Model {
         &mut self.model
+    }
+
+    /// Width of `text_embeds` (SDXL's pooled embedding) the model expects, when fixed.
+    pub fn pooled_width(&self) -> Option<usize> {
+        self.model.binding.inputs[port::TEXT_EMBEDS].as_ref()?.dim(1).map(|d| d as usize)
     }
 
     /// Width of `encoder_hidden_states` the model expects, when fixed.
@@ -142,6 +186,7 @@ impl Unet {
         t: u32,
         context: ArrayView3<f32>,
         cond: Option<ArrayView2<f32>>,
+        added: Option<Added>,
     ) -> Result<Array4<f32>> {
         let _span = tracing::trace_span!("unet", t).entered();
         let err = |e: ort::Error| Error::inference("UNet", e);
@@ -188,6 +233,17 @@ impl Unet {
                 return Err(Error::inference("UNet", format!("the model needs `{}` but none was given", bound.name)));
             }
             (None, _) => {}
+        }
+        match (self.added_conditions, added) {
+            (true, Some(added)) => {
+                for (index, values) in [(port::TEXT_EMBEDS, added.text_embeds), (port::TIME_IDS, added.time_ids)] {
+                    inputs.push((b.input(index).name.clone().into(), self.model.input_value(index, values)?));
+                }
+            }
+            (true, None) => {
+                return Err(Error::inference("UNet", "an SDXL-family UNet needs text_embeds and time_ids"));
+            }
+            (false, _) => {}
         }
         let out = self.model.run_output(inputs, port::OUT)?;
         let out = out.into_dimensionality::<Ix4>().map_err(|e| Error::inference("UNet", e))?;

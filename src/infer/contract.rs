@@ -225,6 +225,9 @@ pub mod text_encoder {
         inputs: &[Port { names: &["input_ids"], types: &[Int32, Int64], ranks: &[2], required: true }],
         outputs: &[Port { names: &["last_hidden_state"], types: FLOAT, ranks: &[3], required: true }],
     };
+    /// Further outputs an encoder may have (all hidden states, the pooled output): SDXL takes some by name.
+    pub static EXTRAS: Extras =
+        Extras { inputs: &[], outputs: &["hidden_states.", "pooler_output", "text_embeds", "pooled_output"] };
 }
 
 pub mod unet {
@@ -233,6 +236,9 @@ pub mod unet {
     pub const TIMESTEP: usize = 1;
     pub const CONTEXT: usize = 2;
     pub const TIMESTEP_COND: usize = 3;
+    /// SDXL: the pooled prompt embedding, and the size conditions `[H, W, 0, 0, H, W]`.
+    pub const TEXT_EMBEDS: usize = 4;
+    pub const TIME_IDS: usize = 5;
     pub const OUT: usize = 0;
     pub static CONTRACT: Contract = Contract {
         inputs: &[
@@ -242,6 +248,9 @@ pub mod unet {
             Port { names: &["encoder_hidden_states"], types: FLOAT, ranks: &[3], required: true },
             // Full LCM models (LCM-Dreamshaper): the guidance-scale embedding
             Port { names: &["timestep_cond"], types: FLOAT, ranks: &[2], required: false },
+            // SDXL family (added_cond_kwargs): the second text encoder's pooled projection and the time ids
+            Port { names: &["text_embeds"], types: FLOAT, ranks: &[2], required: false },
+            Port { names: &["time_ids"], types: FLOAT, ranks: &[2], required: false },
         ],
         outputs: &[Port { names: &["out_sample"], types: FLOAT, ranks: &[4], required: true }],
     };
@@ -265,6 +274,9 @@ pub mod controlnet {
     pub const COND: usize = 3;
     pub const SCALE: usize = 4;
     pub const TIMESTEP_COND: usize = 5;
+    /// SDXL ControlNets take the UNet's added conditions too.
+    pub const TEXT_EMBEDS: usize = 6;
+    pub const TIME_IDS: usize = 7;
     pub static CONTRACT: Contract = Contract {
         inputs: &[
             Port { names: &["sample"], types: FLOAT, ranks: &[4], required: true },
@@ -273,6 +285,8 @@ pub mod controlnet {
             Port { names: &["controlnet_cond"], types: FLOAT, ranks: &[4], required: true },
             Port { names: &["conditioning_scale"], types: FLOAT, ranks: &[0, 1], required: false },
             Port { names: &["timestep_cond"], types: FLOAT, ranks: &[2], required: false },
+            Port { names: &["text_embeds"], types: FLOAT, ranks: &[2], required: false },
+            Port { names: &["time_ids"], types: FLOAT, ranks: &[2], required: false },
         ],
         outputs: &[],
     };

@@ -313,6 +313,31 @@ impl Model {
         tensor::to_f32(out)
     }
 
+    /// Every output's name, in the session's order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.session.outputs().iter().map(|o| o.name().to_string()).collect()
+    }
+
+    /// Dimension `axis` of the session's output number `index`, when it is fixed.
+    pub fn output_dim(&self, index: usize, axis: usize) -> Option<i64> {
+        let outlet = self.session.outputs().get(index)?;
+        let shape = outlet.dtype().tensor_shape()?;
+        shape.get(axis).copied().filter(|d| *d > 0)
+    }
+
+    /// Run with `inputs` and return the outputs named `names`, in that order, as f32 (converted from f16).
+    pub(crate) fn run_outputs_named(&mut self, inputs: NamedInputs, names: &[String]) -> Result<Vec<ArrayD<f32>>> {
+        let stage = self.role;
+        let outputs = self.session.run(inputs).map_err(|e| Error::inference(stage, e))?;
+        names
+            .iter()
+            .map(|name| {
+                let out = outputs.get(name).ok_or_else(|| Error::inference(stage, format!("no output `{name}`")))?;
+                tensor::to_f32(out)
+            })
+            .collect()
+    }
+
     /// `values` as the value for input port `port`, in the element type the model declares (f32 values are
     /// passed by reference; f16 ports get a converted copy).
     pub(crate) fn input_value<'v, D: ndarray::Dimension + 'static>(

@@ -1,4 +1,5 @@
-//! `latentcam schedule`: the LCM schedule a step count and strength make, without a model run.
+//! `latentcam schedule`: the schedule (LCM, Euler or Euler-ancestral: the model's) a step count and strength
+//! make, without a model run.
 
 use std::path::PathBuf;
 
@@ -21,13 +22,22 @@ pub struct ScheduleRequest {
     pub model: Option<PathBuf>,
 }
 
-/// What `latentcam schedule` prints: one entry per denoising step.
+/// What `latentcam schedule` prints: the scheduler, then one entry per denoising step.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ScheduleJson {
+    /// `lcm`, `euler` or `euler-ancestral`.
+    pub scheduler: &'static str,
     pub timesteps: Vec<u32>,
     pub alphas_cumprod: Vec<f32>,
+    /// σ = sqrt((1-ᾱ)/ᾱ), the noise level diffusers' Euler schedulers state.
+    pub sigmas: Vec<f32>,
     pub c_skip: Vec<f32>,
     pub c_out: Vec<f32>,
+    /// The move to the next timestep (scheduler.rs): the denoised sample's, the predicted noise's and the fresh
+    /// noise's shares; 0 on the last step.
+    pub next_sample: Vec<f32>,
+    pub next_predicted_noise: Vec<f32>,
+    pub next_fresh_noise: Vec<f32>,
 }
 
 impl ScheduleRequest {
@@ -53,11 +63,17 @@ impl ScheduleRequest {
         // The model's own timestep range and the steps against the strength: the schedule's checks.
         let schedule = lcm.schedule(explicit.as_deref(), steps, strength)?;
         let plan = lcm.plan(&schedule);
+        let each = |f: &dyn Fn(&crate::diffusion::scheduler::StepScalars) -> f32| plan.steps.iter().map(f).collect();
         Ok(ScheduleJson {
+            scheduler: plan.kind.key(),
             timesteps: plan.timesteps(),
-            alphas_cumprod: plan.steps.iter().map(|s| s.alpha_cumprod).collect(),
-            c_skip: plan.steps.iter().map(|s| s.c_skip).collect(),
-            c_out: plan.steps.iter().map(|s| s.c_out).collect(),
+            alphas_cumprod: each(&|s| s.alpha_cumprod),
+            sigmas: each(&|s| ((1.0 - f64::from(s.alpha_cumprod)) / f64::from(s.alpha_cumprod)).sqrt() as f32),
+            c_skip: each(&|s| s.c_skip),
+            c_out: each(&|s| s.c_out),
+            next_sample: each(&|s| s.renoise.map_or(0.0, |r| r.sample)),
+            next_predicted_noise: each(&|s| s.renoise.map_or(0.0, |r| r.eps)),
+            next_fresh_noise: each(&|s| s.renoise.map_or(0.0, |r| r.noise)),
         })
     }
 }

@@ -1,4 +1,5 @@
-//! Model folders: `model.toml` (the manifest) plus the ONNX files and tokenizer it names.
+//! Model folders: `model.toml` (the manifest) plus the ONNX files and tokenizer it names, or an optimum export
+//! read as it is ([`optimum`]).
 //!
 //! ```toml
 //! name = "sd15-lcm-lora"
@@ -20,19 +21,20 @@
 //! [tokenizer]
 //! pad-token = "<|endoftext|>"        # SD1.x; SD2.x and SD-Turbo pad with "!"
 //! [scheduler]                        # defaults = the upstream scheduler_config.json values
-//! kind = "lcm"
+//! kind = "lcm"                       # or "euler" (SDXL-Lightning), "euler-ancestral" (SD-/SDXL-Turbo)
 //! [defaults]                         # what img2img / convert use when the user does not say
 //! steps = 2
 //! strength = 0.5
 //! guidance = 1.0
 //! ```
 
+pub mod optimum;
 pub mod scheduler_config;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use self::scheduler_config::LcmConfig;
+use self::scheduler_config::{LcmConfig, SchedulerKind};
 use crate::error::{Error, Result};
 
 pub const MANIFEST_FILE: &str = "model.toml";
@@ -47,12 +49,90 @@ pub enum ImageRange {
     MinusOneToOne,
 }
 
+/// Which family a model belongs to: what its UNet takes besides the prompt's hidden states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// SD1.x, SD2.x, SD-Turbo, LCM-Dreamshaper: one CLIP text encoder, its last hidden state.
+    #[default]
+    Sd,
+    /// SDXL, SDXL-Turbo, LCM-SDXL: two text encoders (their penultimate hidden states concatenated), the second's
+    /// pooled projection (`text_embeds`) and the size conditions (`time_ids`) into the UNet.
+    Sdxl,
+}
+
+impl Family {
+    /// As model.toml spells it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Family::Sd => "sd",
+            Family::Sdxl => "sdxl",
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Sd => "SD (one text encoder)",
+            Family::Sdxl => "SDXL (two text encoders, pooled embeddings and time_ids)",
+        })
+    }
+}
+
+/// `[sdxl]`: how an SDXL-family model's prompt conditioning is made (diffusers' `StableDiffusionXLPipeline`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SdxlSettings {
+    /// The hidden state each text encoder contributes, counted from the end of its `hidden_states` (SDXL: -2,
+    /// the penultimate layer's, before the final LayerNorm); `clip_skip = k` is `-(k + 2)`.
+    #[serde(default = "default_hidden_layer")]
+    pub hidden_layer: i32,
+    /// Text encoder 2's output that is the pooled embedding (`text_embeds` for OpenCLIP bigG with projection).
+    #[serde(default = "default_pooled_output")]
+    pub pooled_output: String,
+    /// With classifier-free guidance and no negative prompt, the unconditional embeddings and pooled vector are
+    /// zeros, not the encoding of "" (true for SDXL base and Turbo).
+    #[serde(default = "yes")]
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+fn default_hidden_layer() -> i32 {
+    -2
+}
+fn default_pooled_output() -> String {
+    "text_embeds".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for SdxlSettings {
+    fn default() -> Self {
+        SdxlSettings {
+            hidden_layer: default_hidden_layer(),
+            pooled_output: default_pooled_output(),
+            force_zeros_for_empty_prompt: true,
+        }
+    }
+}
+
+/// An SDXL-family model's second text encoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecondEncoder {
+    pub text_encoder: PathBuf,
+    pub tokenizer_file: PathBuf,
+    pub tokenizer: TokenizerSettings,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ManifestFile {
     name: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    family: Family,
     latent_channels: usize,
     latent_scale: f32,
     image_range: ImageRange,
@@ -70,6 +150,10 @@ struct ManifestFile {
     unet: UnetMemory,
     #[serde(default)]
     tokenizer: TokenizerSettings,
+    #[serde(default)]
+    tokenizer_2: Option<TokenizerSettings>,
+    #[serde(default)]
+    sdxl: Option<SdxlSettings>,
     scheduler: SchedulerSection,
     #[serde(default)]
     defaults: Defaults,
@@ -114,12 +198,15 @@ struct Files {
     vae_decoder: PathBuf,
     text_encoder: PathBuf,
     tokenizer: PathBuf,
+    /// SDXL family: the second text encoder and its tokenizer.
+    text_encoder_2: Option<PathBuf>,
+    tokenizer_2: Option<PathBuf>,
     /// OpenPose ControlNet and the UNet that takes its residuals (optional: pose-guided generation).
     controlnet: Option<PathBuf>,
     unet_controlnet: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TokenizerSettings {
     #[serde(default = "default_pad_token")]
@@ -155,6 +242,8 @@ impl Default for TokenizerSettings {
 #[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
 enum SchedulerSection {
     Lcm(LcmConfig),
+    Euler(LcmConfig),
+    EulerAncestral(LcmConfig),
 }
 
 /// Per-model defaults for the knobs users turn most.
@@ -203,6 +292,10 @@ pub struct ModelFolder {
     /// `[files] controlnet` and `unet-controlnet`: both or neither.
     pub controlnet: Option<ControlNetFiles>,
     pub tokenizer: TokenizerSettings,
+    pub family: Family,
+    /// SDXL family: the second text encoder and how the conditioning is made.
+    pub text_encoder_2: Option<SecondEncoder>,
+    pub sdxl: Option<SdxlSettings>,
     pub scheduler: LcmConfig,
     pub defaults: Defaults,
 }
@@ -217,9 +310,16 @@ impl ModelFolder {
             return Err(folder_err("not a folder (expected a model folder holding model.toml)"));
         }
         let manifest_path = dir.join(MANIFEST_FILE);
+        // An optimum export works as it is; a model.toml beside its model_index.json takes precedence.
+        if !manifest_path.exists() && optimum::is_optimum_folder(dir) {
+            return optimum::read(dir);
+        }
         let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                folder_err("has no model.toml (make one with scripts/export_models.py; see README)")
+                folder_err(
+                    "has neither a model.toml nor an optimum export's model_index.json and unet/model.onnx (make one \
+                     with scripts/export_models.py or optimum-cli export onnx; see README)",
+                )
             } else {
                 Error::Manifest { path: manifest_path.clone(), problem: e.to_string() }
             }
@@ -254,9 +354,41 @@ impl ModelFolder {
         if m.tokenizer.max_length < 2 {
             return Err(bad(format!("tokenizer.max-length must be at least 2, found {}", m.tokenizer.max_length)));
         }
-        let SchedulerSection::Lcm(scheduler) = m.scheduler;
-        scheduler.validate().map_err(|e| bad(format!("[scheduler] {e}")))?;
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { normalize(&dir.join(p)) };
+        let text_encoder_2 = match (m.family, &m.files.text_encoder_2, &m.files.tokenizer_2) {
+            (Family::Sdxl, Some(encoder), Some(tokenizer)) => Some(SecondEncoder {
+                text_encoder: resolve(encoder),
+                tokenizer_file: resolve(tokenizer),
+                // SDXL's second tokenizer pads with "!" (OpenCLIP bigG's).
+                tokenizer: m
+                    .tokenizer_2
+                    .clone()
+                    .unwrap_or(TokenizerSettings { pad_token: "!".into(), ..Default::default() }),
+            }),
+            (Family::Sdxl, _, _) => {
+                return Err(bad("family = \"sdxl\" needs [files] text-encoder-2 and tokenizer-2 (the second text \
+                                encoder, OpenCLIP bigG)"
+                    .into()));
+            }
+            (Family::Sd, None, None) if m.tokenizer_2.is_none() && m.sdxl.is_none() => None,
+            (Family::Sd, ..) => {
+                return Err(bad(
+                    "text-encoder-2, tokenizer-2, [tokenizer-2] and [sdxl] are for family = \"sdxl\"".into()
+                ));
+            }
+        };
+        let sdxl = (m.family == Family::Sdxl).then(|| m.sdxl.clone().unwrap_or_default());
+        if let Some(x) = &sdxl
+            && !(-32..=-1).contains(&x.hidden_layer)
+        {
+            return Err(bad(format!("[sdxl] hidden-layer counts from the end: -1 to -32, found {}", x.hidden_layer)));
+        }
+        let scheduler = match m.scheduler.clone() {
+            SchedulerSection::Lcm(c) => LcmConfig { kind: SchedulerKind::Lcm, ..c },
+            SchedulerSection::Euler(c) => LcmConfig { kind: SchedulerKind::Euler, ..c },
+            SchedulerSection::EulerAncestral(c) => LcmConfig { kind: SchedulerKind::EulerAncestral, ..c },
+        };
+        scheduler.validate().map_err(|e| bad(format!("[scheduler] {e}")))?;
         let controlnet = match (&m.files.controlnet, &m.files.unet_controlnet) {
             (Some(c), Some(u)) => Some(ControlNetFiles { controlnet: resolve(c), unet: resolve(u) }),
             (None, None) => None,
@@ -286,6 +418,9 @@ impl ModelFolder {
             tokenizer_file: resolve(&m.files.tokenizer),
             controlnet,
             tokenizer: m.tokenizer,
+            family: m.family,
+            text_encoder_2,
+            sdxl,
             scheduler,
             defaults: m.defaults,
         })
@@ -308,12 +443,17 @@ impl ModelFolder {
         if let Some(c) = &self.controlnet {
             files.extend([c.controlnet.as_path(), c.unet.as_path()]);
         }
+        if let Some(t) = &self.text_encoder_2 {
+            files.extend([t.text_encoder.as_path(), t.tokenizer_file.as_path()]);
+        }
         files
     }
 }
 
-/// Real model folders `scripts/export_models.py` makes, preferred in this order when no model is named.
-pub const PREFERRED_FOLDERS: [&str; 3] = ["sd-turbo", "sd15-lcm-lora", "lcm-dreamshaper-v7"];
+/// Real model folders `scripts/export_models.py` makes, preferred in this order when no model is named (the SD1.5
+/// class first: it runs in real time on far more cards than SDXL).
+pub const PREFERRED_FOLDERS: [&str; 6] =
+    ["sd-turbo", "sd15-lcm-lora", "lcm-dreamshaper-v7", "sdxl-turbo", "sdxl-lcm-lora", "lcm-sdxl"];
 /// The committed tiny test model used when no real one has been exported.
 pub const FALLBACK_FOLDER: &str = "tiny-sd-turbo";
 
@@ -328,11 +468,15 @@ fn models_roots() -> Vec<PathBuf> {
         roots.extend(exe.ancestors().skip(1).map(|d| d.join("models")));
     }
     roots.retain(|r| r.is_dir());
+    // Run from the checkout, ./models and the binary's checkout are one folder: list it once.
+    let mut seen = std::collections::HashSet::new();
+    roots.retain(|r| seen.insert(r.canonicalize().unwrap_or_else(|_| r.clone())));
     roots
 }
 
 /// Real pose-guided model folders (`export_models.py real ... --controlnet openpose`), preferred in this order.
-pub const PREFERRED_POSE_FOLDERS: [&str; 2] = ["sd15-lcm-lora-openpose", "lcm-dreamshaper-v7-openpose"];
+pub const PREFERRED_POSE_FOLDERS: [&str; 4] =
+    ["sd15-lcm-lora-openpose", "lcm-dreamshaper-v7-openpose", "sdxl-lcm-lora-openpose-fp16", "sdxl-lcm-lora-openpose"];
 /// The committed tiny ControlNet test model.
 pub const FALLBACK_POSE_FOLDER: &str = "tiny-sd15-lcm-lora-controlnet";
 
@@ -367,7 +511,7 @@ fn default_among(preferred: &[&str], fallback: &str) -> Result<PathBuf> {
     for root in &roots {
         for name in preferred {
             let dir = root.join(name);
-            if dir.join(MANIFEST_FILE).is_file() {
+            if is_model_folder(&dir) {
                 return Ok(dir);
             }
         }
@@ -406,15 +550,30 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// True when `dir` holds a model.toml or an optimum export.
+fn is_model_folder(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).is_file() || optimum::is_optimum_folder(dir)
+}
+
 /// A model folder by bare name (`tiny-sd-turbo`), looked up like the default model.
 pub fn find_named(name: &str) -> Result<PathBuf> {
     let roots = models_roots();
-    roots.iter().map(|r| r.join(name)).find(|d| d.join(MANIFEST_FILE).is_file()).ok_or_else(|| Error::ModelFolder {
-        path: PathBuf::from(name),
-        problem: format!(
-            "no such model folder (looked in: {})",
-            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
+    roots.iter().map(|r| r.join(name)).find(|d| is_model_folder(d)).ok_or_else(|| {
+        // The preferred names are the export script's presets: say how to make the folder.
+        let export = if PREFERRED_FOLDERS.contains(&name) {
+            format!(
+                "; export it once (internet): scripts/export_models.py real {name} models/{name} (models/README.md)"
+            )
+        } else {
+            String::new()
+        };
+        Error::ModelFolder {
+            path: PathBuf::from(name),
+            problem: format!(
+                "no such model folder (looked in: {}){export}",
+                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        }
     })
 }
 

@@ -1,5 +1,5 @@
-//! `[scheduler]` of model.toml: the LCM scheduler's cold configuration, as the manifest states it (defaults =
-//! the upstream `scheduler_config.json`). The scheduler itself, which follows from it, is
+//! `[scheduler]` of model.toml: the scheduler's cold configuration (LCM, Euler or Euler-ancestral), as the
+//! manifest states it (defaults = the upstream `scheduler_config.json`). The scheduler itself, which follows from it, is
 //! [`crate::diffusion::scheduler`]; the configuration lives with the manifest so that reading a model folder needs
 //! nothing from diffusion.
 
@@ -26,10 +26,51 @@ pub enum PredictionType {
     Sample,
 }
 
-/// `[scheduler]` in model.toml (kind = "lcm"). Field names are diffusers' in kebab-case.
+/// Which step a model's scheduler takes (`[scheduler] kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// Latent Consistency Models (LCM, LCM-LoRA); also exact for SD-Turbo and SDXL-Turbo at 1 step.
+    #[default]
+    Lcm,
+    /// diffusers' `EulerDiscreteScheduler` (SDXL-Lightning): no fresh noise between steps.
+    Euler,
+    /// diffusers' `EulerAncestralDiscreteScheduler` (SD-Turbo, SDXL-Turbo): part of each step's noise is fresh.
+    EulerAncestral,
+}
+
+impl SchedulerKind {
+    /// The name model.toml uses.
+    pub fn key(self) -> &'static str {
+        match self {
+            SchedulerKind::Lcm => "lcm",
+            SchedulerKind::Euler => "euler",
+            SchedulerKind::EulerAncestral => "euler-ancestral",
+        }
+    }
+}
+
+/// How an Euler schedule spaces its timesteps (diffusers' `timestep_spacing`). Only "trailing" is taken: the
+/// spacing of every distilled few-step model (SD-Turbo, SDXL-Turbo, SDXL-Lightning), the only one whose 1- to
+/// 4-step schedules start at the last trained timestep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestepSpacing {
+    #[default]
+    Trailing,
+}
+
+/// `[scheduler]` in model.toml (`kind = "lcm"`, `"euler"` or `"euler-ancestral"`). Field names are diffusers'
+/// in kebab-case; `original-inference-steps` and `timestep-scaling` are LCM's, `timestep-spacing` Euler's.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LcmConfig {
+    /// Set from the `kind` tag.
+    #[serde(skip)]
+    pub kind: SchedulerKind,
+    pub timestep_spacing: TimestepSpacing,
+    /// diffusers' `steps_offset`: read so that hub configs carry over, but trailing spacing does not use it (as in
+    /// diffusers), and LCM's grid neither.
+    pub steps_offset: u32,
     pub num_train_timesteps: u32,
     pub beta_start: f64,
     pub beta_end: f64,
@@ -43,6 +84,9 @@ impl Default for LcmConfig {
     /// SD1.5 / LCM-LoRA / LCM-Dreamshaper / SD-Turbo values (diffusers `LCMScheduler` defaults).
     fn default() -> Self {
         LcmConfig {
+            kind: SchedulerKind::Lcm,
+            timestep_spacing: TimestepSpacing::Trailing,
+            steps_offset: 0,
             num_train_timesteps: 1000,
             beta_start: 0.00085,
             beta_end: 0.012,

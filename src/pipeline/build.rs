@@ -95,7 +95,13 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
     // Every session runs once at the working size now, before frames flow (a live source meanwhile keeps only
     // its newest frame).
     let warm_up = processor.warm_up()?;
-    tracing::info!(warm_up_ms = warm_up.as_millis() as u64, size = %size, "models warmed up");
+    tracing::info!(
+        model = %pipeline.model.name,
+        family = pipeline.model.family.key(),
+        warm_up_ms = warm_up.as_millis() as u64,
+        size = %size,
+        "models warmed up"
+    );
     let spec = &pipeline.control;
     let control = if takes_live_changes(pipeline) {
         let values = live_values(pipeline, window);

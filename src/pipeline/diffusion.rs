@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use ndarray::Array3;
 
 use super::Processor;
 use crate::config::WorkingSize;
 use crate::control::LiveValues;
 use crate::control::prompts::PromptWorker;
+use crate::diffusion::text::Embeddings;
 use crate::diffusion::{FramePath, Inputs};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
@@ -47,7 +47,7 @@ struct Live {
 
 /// A prompt blend in progress: from the old embeddings to those bound now, over `frames` frames.
 struct Transition {
-    from: Arc<Array3<f32>>,
+    from: Arc<Embeddings>,
     frame: u32,
     frames: u32,
 }
@@ -173,11 +173,8 @@ impl DiffusionProcessor {
         collect(&mut self.path, self.size, ready, |path, each| path.finish(each))?;
         let rebuild = cost >= LiveCost::Rebuild;
         // A new transition starts from what is bound now: mid-transition, the blend so far.
-        let from = match (self.path.prepared().context_shared(), live.transition.as_ref()) {
-            (Some(to), Some(t)) if t.from.dim() == to.dim() => {
-                let k = t.frame as f32 / t.frames as f32;
-                Some(Arc::new(ndarray::Zip::from(&*t.from).and(&*to).map_collect(|&a, &b| a + (b - a) * k)))
-            }
+        let from = match (self.path.prepared().embeddings_shared(), live.transition.as_ref()) {
+            (Some(to), Some(t)) => Some(t.from.blend(&to, t.frame as f32 / t.frames as f32).map_or(to, Arc::new)),
             (to, _) => to,
         };
         if rebuild {
@@ -245,6 +242,11 @@ fn collect(
 impl Processor for DiffusionProcessor {
     fn size(&self) -> (u32, u32) {
         self.size
+    }
+
+    fn model(&self) -> Option<super::stats::ModelSummary> {
+        let folder = self.path.diffusion().folder();
+        Some(super::stats::ModelSummary { name: folder.name.clone(), family: folder.family.key() })
     }
 
     fn lag_frames(&self) -> usize {

@@ -43,6 +43,10 @@ pub type StopFlag = Arc<AtomicBool>;
 pub trait Processor: Send {
     /// The size frames must have when they reach `push`.
     fn size(&self) -> (u32, u32);
+    /// The model it runs, for the statistics (None: no model).
+    fn model(&self) -> Option<stats::ModelSummary> {
+        None
+    }
     /// Frames held back before the first output appears (stream batch: k-1); outputs still come in input order.
     fn lag_frames(&self) -> usize {
         0
@@ -123,6 +127,9 @@ pub fn run(parts: Parts, stop: StopFlag, tick: Tick) -> Result<Report> {
     let Parts { source, annotator, processor, sinks, window, mode, control: inputs } = parts;
     let control: Option<Arc<ControlHub>> = inputs.as_ref().map(|c| c.hub.clone());
     let stats = Arc::new(Stats::default());
+    if let Some(model) = processor.model() {
+        stats.set_model(model);
+    }
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
     let (capacity, overflow) = match mode {
         Mode::Live => (1, Overflow::DropOldest),

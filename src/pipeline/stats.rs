@@ -32,6 +32,15 @@ pub struct Stats {
     /// The first delivered frame's capture-to-sink latency: what a user waits for the first picture.
     first_latency_ms: std::sync::OnceLock<f64>,
     links: Mutex<Vec<Arc<LinkCounters>>>,
+    model: std::sync::OnceLock<ModelSummary>,
+}
+
+/// The model a run uses, in its statistics (`--stats-json`, the control endpoint).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    /// `sd` or `sdxl`.
+    pub family: &'static str,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,6 +74,8 @@ pub struct Snapshot {
     pub latency_max_ms: Option<f64>,
     /// The first frame's latency (the models were warmed up before the source started).
     pub first_frame_latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSummary>,
 }
 
 impl Default for Stats {
@@ -78,6 +89,7 @@ impl Default for Stats {
             latency_next: AtomicU64::new(0),
             first_latency_ms: std::sync::OnceLock::new(),
             links: Mutex::default(),
+            model: std::sync::OnceLock::new(),
         }
     }
 }
@@ -118,6 +130,11 @@ impl Stats {
         }
     }
 
+    /// Name the run's model (once; later calls are ignored).
+    pub fn set_model(&self, model: ModelSummary) {
+        let _ = self.model.set(model);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let elapsed_s = self.started.elapsed().as_secs_f64().max(1e-9);
         let frames_captured = self.captured.load(Ordering::Relaxed);
@@ -154,6 +171,7 @@ impl Stats {
             latency_p95_ms: pct(0.95),
             latency_max_ms: latencies.last().copied(),
             first_frame_latency_ms: self.first_latency_ms.get().copied(),
+            model: self.model.get().cloned(),
         }
     }
 }

@@ -268,6 +268,10 @@ impl<'p> Builder<'p> {
             noise.bind_input("a", &a).map_err(err("noise"))?;
             noise.bind_input("b", &b).map_err(err("noise"))?;
             self.held.extend([a, b]);
+        } else if l.eps_term {
+            let b = per_item_tensor(&vec![first.sqrt_one_minus_alpha; slots])?;
+            noise.bind_input("b", &b).map_err(err("noise"))?;
+            self.held.push(b);
         }
         self.held.push(bank_rows);
         if l.feedback {
@@ -442,6 +446,11 @@ impl<'p> Builder<'p> {
             step.bind_input("renoise_b", &b).map_err(err("step constants"))?;
             step.bind_input("noise", &n).map_err(err("step constants"))?;
             self.held.extend([a, b, n]);
+            if l.eps_term {
+                let e = per_item_tensor(&c.renoise_eps)?;
+                step.bind_input("renoise_eps", &e).map_err(err("step constants"))?;
+                self.held.push(e);
+            }
             let [s0, s1] = &mut s.samples;
             let target = if write == 0 { s0 } else { s1 };
             step.bind_output("next_sample", target).map_err(err("step output"))?;

@@ -1,9 +1,9 @@
 //! What is bound once per parameter set: the constant inputs of the UNet and the ControlNet (timesteps, prompt
 //! embeddings, guidance embedding, conditioning scale), the LCM step's per-item scalars and the fixed noise.
 //!
-//! To add a constant input of the UNet-like models (SDXL's `text_embeds` and `time_ids`): its port in the
-//! models' contracts (`infer::contract`) and an entry in [`CONSTANTS`] that makes its batch for one run. Every
-//! UNet and ControlNet run binds every entry its model takes.
+//! To add a constant input of the UNet-like models: its port in the models' contracts (`infer::contract`) and an
+//! entry in [`CONSTANTS`] that makes its batch for one run. Every UNet and ControlNet run binds every entry its
+//! model takes (SDXL's `text_embeds` and `time_ids` came in this way).
 
 use ndarray::{Array, ArrayD, Axis, IxDyn};
 use ort::session::IoBinding;
@@ -11,6 +11,7 @@ use ort::value::{DynTensor, TensorElementType};
 
 use super::super::img2img::Prepared;
 use super::super::noise::NoiseBank;
+use super::super::text::Embeddings;
 use super::super::unet::TimestepInput;
 use super::BatchMode;
 use super::layout::Layout;
@@ -30,6 +31,12 @@ pub(super) const CONSTANTS: &[ConstantInput] = &[
         value: guidance_embedding,
     },
     ConstantInput { unet: None, controlnet: Some(cn_port::SCALE), value: conditioning_scale },
+    ConstantInput {
+        unet: Some(unet_port::TEXT_EMBEDS),
+        controlnet: Some(cn_port::TEXT_EMBEDS),
+        value: pooled_embeddings,
+    },
+    ConstantInput { unet: Some(unet_port::TIME_IDS), controlnet: Some(cn_port::TIME_IDS), value: time_ids },
 ];
 
 /// The models that take the constant inputs: the UNet, and the ControlNet (which sees what the UNet sees).
@@ -63,17 +70,49 @@ pub(super) struct RunConstants<'a> {
 /// A constant input's value.
 pub(super) enum Constant {
     Tensor(DynTensor),
-    /// The prompt embeddings, batch row i from row `rows[i]` of the prepared ones (rewritten during a prompt
-    /// transition).
+    /// Part of the prompt embeddings, batch row i from row `rows[i]` of the prepared ones (rewritten during a
+    /// prompt transition).
     Prompt {
+        part: PromptPart,
         tensor: DynTensor,
         rows: Vec<usize>,
     },
 }
 
-/// A bound prompt-embedding input: batch row i holds row `rows[i]` of the prepared embeddings.
+/// Which part of the prompt embeddings an input takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PromptPart {
+    /// The hidden states cross-attended to (`encoder_hidden_states`).
+    Context,
+    /// SDXL's pooled embedding (`text_embeds`).
+    Pooled,
+}
+
+impl PromptPart {
+    /// This part of `embeddings`, batch row i from row `rows[i]`.
+    pub fn rows(self, embeddings: &Embeddings, rows: &[usize]) -> Result<ArrayD<f32>> {
+        let err = |e: ndarray::ShapeError| Error::internal("frame path: prompt embeddings", e);
+        match self {
+            PromptPart::Context => {
+                let picked: Vec<_> = rows.iter().map(|&r| embeddings.context.index_axis(Axis(0), r)).collect();
+                Ok(ndarray::stack(Axis(0), &picked).map_err(err)?.into_dyn())
+            }
+            PromptPart::Pooled => {
+                let pooled = embeddings
+                    .pooled
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("frame path", "the prompt embeddings have no pooled part"))?;
+                let picked: Vec<_> = rows.iter().map(|&r| pooled.index_axis(Axis(0), r)).collect();
+                Ok(ndarray::stack(Axis(0), &picked).map_err(err)?.into_dyn())
+            }
+        }
+    }
+}
+
+/// A bound prompt-embedding input: batch row i holds row `rows[i]` of the prepared embeddings' `part`.
 pub(super) struct PromptInput {
     pub run: usize,
+    pub part: PromptPart,
     pub rebind: Rebind,
     pub tensor: DynTensor,
     pub rows: Vec<usize>,
@@ -106,9 +145,9 @@ pub(super) fn bind(
                         binding.bind_input(name, &tensor).map_err(err)?;
                         held.push(tensor);
                     }
-                    Constant::Prompt { tensor, rows } => {
+                    Constant::Prompt { part, tensor, rows } => {
                         binding.bind_input(name.clone(), &tensor).map_err(err)?;
-                        prompts.push(PromptInput { run, rebind: Rebind::new(&name)?, tensor, rows });
+                        prompts.push(PromptInput { run, part, rebind: Rebind::new(&name)?, tensor, rows });
                     }
                 }
             }
@@ -130,7 +169,9 @@ fn timestep(c: &RunConstants, port: Option<&Bound>) -> Result<Option<Constant>> 
         return Err(Error::invalid(
             "engine.stream-batch",
             format!(
-                "a denoising batch needs a UNet that takes one timestep per batch item; this one takes a {}",
+                "a denoising batch needs a UNet that takes one timestep per batch item; this one takes a {} (as \
+                 optimum exports it: re-export with scripts/export_models.py for a [batch] timestep, or run \
+                 stream-batch 1, or 1 step with a frame batch)",
                 form.describe()
             ),
         ));
@@ -138,18 +179,40 @@ fn timestep(c: &RunConstants, port: Option<&Bound>) -> Result<Option<Constant>> 
     Ok(Some(Constant::Tensor(form.tensor(&ts)?)))
 }
 
-/// The prompt embeddings: each sample's row i pairs with embedding row i (unconditional rows first with
-/// guidance).
+/// Which prepared embedding row each UNet batch row takes: row i pairs with embedding row i (unconditional rows
+/// first with guidance).
+fn embedding_rows(layout: &Layout) -> Vec<usize> {
+    let batch = layout.unet_batch as usize;
+    if layout.cfg { (0..batch).map(|i| if i < batch / 2 { 0 } else { 1 }).collect() } else { vec![0; batch] }
+}
+
+/// The prompt embeddings, one row per batch row.
 fn prompt_embeddings(c: &RunConstants, port: Option<&Bound>) -> Result<Option<Constant>> {
-    let port = required(port, "prompt embeddings")?;
-    let batch = c.layout.unet_batch as usize;
-    let context = c.prepared.context_view()?;
-    let rows: Vec<usize> =
-        if c.layout.cfg { (0..batch).map(|i| if i < batch / 2 { 0 } else { 1 }).collect() } else { vec![0; batch] };
-    let ctx = ndarray::stack(Axis(0), &rows.iter().map(|&r| context.index_axis(Axis(0), r)).collect::<Vec<_>>())
-        .map_err(|e| Error::internal("frame path: prompt embeddings", e))?;
-    let tensor = host_tensor(port.ty, ctx.into_dyn().view())?;
-    Ok(Some(Constant::Prompt { tensor, rows }))
+    prompt_part(c, required(port, "prompt embeddings")?, PromptPart::Context)
+}
+
+/// SDXL's pooled prompt embedding, where the UNet takes it.
+fn pooled_embeddings(c: &RunConstants, port: Option<&Bound>) -> Result<Option<Constant>> {
+    match port {
+        Some(port) => prompt_part(c, port, PromptPart::Pooled),
+        None => Ok(None),
+    }
+}
+
+fn prompt_part(c: &RunConstants, port: &Bound, part: PromptPart) -> Result<Option<Constant>> {
+    let embeddings = c.prepared.embeddings_ref()?;
+    let rows = embedding_rows(c.layout);
+    let tensor = host_tensor(port.ty, part.rows(embeddings, &rows)?.view())?;
+    Ok(Some(Constant::Prompt { part, tensor, rows }))
+}
+
+/// SDXL's micro-conditioning (original size, crop corner, target size: the frame's size, uncropped), the same
+/// for every row, where the UNet takes it.
+fn time_ids(c: &RunConstants, port: Option<&Bound>) -> Result<Option<Constant>> {
+    let Some(port) = port else { return Ok(None) };
+    let ids =
+        super::super::unet::time_ids(c.layout.height as usize, c.layout.width as usize, c.layout.unet_batch as usize);
+    Ok(Some(Constant::Tensor(host_tensor(port.ty, ids.into_dyn().view())?)))
 }
 
 /// The guidance embedding of full LCM models, the same for every row.
@@ -187,6 +250,8 @@ pub(super) struct StepConstants {
     pub sqrt_one_minus_alpha: Vec<f32>,
     pub renoise_a: Vec<f32>,
     pub renoise_b: Vec<f32>,
+    /// The predicted noise's share of the next sample (Euler kinds; 0 for LCM).
+    pub renoise_eps: Vec<f32>,
     pub timesteps: Vec<u32>,
 }
 
@@ -203,8 +268,9 @@ impl StepConstants {
             c_out: all(&|i| at(i).c_out),
             sqrt_alpha: all(&|i| at(i).sqrt_alpha),
             sqrt_one_minus_alpha: all(&|i| at(i).sqrt_one_minus_alpha),
-            renoise_a: all(&|i| at(i).renoise.map_or(0.0, |r| r.0)),
-            renoise_b: all(&|i| at(i).renoise.map_or(0.0, |r| r.1)),
+            renoise_a: all(&|i| at(i).renoise.map_or(0.0, |r| r.sample)),
+            renoise_b: all(&|i| at(i).renoise.map_or(0.0, |r| r.noise)),
+            renoise_eps: all(&|i| at(i).renoise.map_or(0.0, |r| r.eps)),
             timesteps: (0..items).map(|i| at(i).timestep).collect(),
         }
     }

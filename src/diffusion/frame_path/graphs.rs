@@ -120,8 +120,14 @@ fn carry_graph(l: &Layout, input: &Active) -> Result<Model> {
 fn noise_graph(l: &Layout) -> Result<Model> {
     let mut g = GraphBuilder::new("noise")?;
     if l.txt2img {
-        // txt2img starts from the noise itself (the LCM scheduler's init_noise_sigma is 1), no encoded image.
+        // txt2img starts from the noise itself (the LCM scheduler's init_noise_sigma is 1), no encoded image; Euler
+        // kinds from zero latents noised to the first timestep (their init_noise_sigma is σ_max: sqrt(1-ᾱ)·noise
+        // on the UNet's scale).
         let mut noise = g.input("noise", Float32, &l.latent(l.slots));
+        if l.eps_term {
+            let b = g.input("b", Float32, &[l.slots, 1, 1, 1]);
+            noise = g.binary("Mul", &b, &noise)?;
+        }
         if l.carries() {
             let carry = g.input("carry", Float32, &l.latent(l.items));
             let older = g.slice(&carry, 0, 0, l.items - 1)?;
@@ -185,8 +191,10 @@ fn noise_graph(l: &Layout) -> Result<Model> {
     g.finish()
 }
 
-/// One LCM step (diffusers' `LCMScheduler.step`, the same order of operations as the host code): guidance,
-/// the x0 estimate, the boundary-condition mix, then re-noising (`renoise`) and/or the decoder input (`last`).
+/// One step (diffusers' `LCMScheduler.step`, or Euler's in the same form: scheduler.rs; the same order of
+/// operations as the host code): guidance, the x0 estimate, the boundary-condition mix, then the move to the next
+/// timestep (`renoise`: fresh noise for LCM and Euler-ancestral, the predicted noise for Euler kinds) and/or the
+/// decoder input (`last`).
 fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
     let mut g = GraphBuilder::new("LCM step")?;
     let x = g.input("sample", Float32, &l.latent(l.items));
@@ -216,14 +224,28 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
             let b = g.binary("Mul", &sqrt_1ma, &m)?;
             g.binary("Sub", &a, &b)?
         }
-        PredictionType::Sample => m,
+        PredictionType::Sample => m.clone(),
     };
     let denoised = g.mix(&c_out, &x0, &c_skip, &x)?;
     if renoise {
         let rn_a = g.input("renoise_a", Float32, &per_item);
         let rn_b = g.input("renoise_b", Float32, &per_item);
         let noise = g.input("noise", Float32, &l.latent(l.items));
-        let next = g.mix(&rn_a, &denoised, &rn_b, &noise)?;
+        let mut next = g.mix(&rn_a, &denoised, &rn_b, &noise)?;
+        if l.eps_term {
+            // ε̂: the model's output for ε-prediction, else (x - sqrt(ᾱ)·x0) / sqrt(1-ᾱ).
+            let eps = match l.prediction {
+                PredictionType::Epsilon => m.clone(),
+                _ => {
+                    let signal = g.binary("Mul", &sqrt_a, &x0)?;
+                    let rest = g.binary("Sub", &x, &signal)?;
+                    g.binary("Div", &rest, &sqrt_1ma)?
+                }
+            };
+            let rn_eps = g.input("renoise_eps", Float32, &per_item);
+            let moved = g.binary("Mul", &rn_eps, &eps)?;
+            next = g.binary("Add", &next, &moved)?;
+        }
         g.output(&next, "next_sample", Float32, &l.latent(l.items))?;
         if !l.denoising {
             let unet_in = if l.cfg { g.concat(&[&next, &next], 0)? } else { next };

@@ -3,7 +3,7 @@
 use ort::value::TensorElementType;
 
 use super::super::img2img::{Diffusion, Prepared};
-use super::super::scheduler::PredictionType;
+use super::super::scheduler::{PredictionType, SchedulerKind};
 use super::BatchMode;
 use super::build::Setup;
 use crate::infer::contract::{unet as unet_port, vae_encoder as enc_port};
@@ -39,6 +39,8 @@ pub(super) struct Layout {
     pub range: ImageRange,
     pub latent_scale: f32,
     pub prediction: PredictionType,
+    /// The step moves along the predicted noise (Euler kinds: [`StepConstants::renoise_eps`]).
+    pub eps_term: bool,
     pub vae_in: TensorElementType,
     pub vae_out: TensorElementType,
     pub unet_in: TensorElementType,
@@ -84,6 +86,7 @@ impl Layout {
             range: folder.image_range,
             latent_scale: folder.latent_scale,
             prediction: prepared.plan.prediction,
+            eps_term: prepared.plan.kind != SchedulerKind::Lcm,
             vae_in: encoder.input_type(enc_port::IMAGE),
             vae_out: encoder.output_type(enc_port::LATENT),
             unet_in: unet.input_type(unet_port::SAMPLE),

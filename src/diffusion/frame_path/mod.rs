@@ -37,6 +37,7 @@ mod plan;
 
 use super::img2img::{Diffusion, Params, Prepared, StageTimes};
 use super::noise::NoiseBank;
+use super::text::Embeddings;
 use crate::error::{Error, Result};
 use crate::frame::{Conditioning, Frame};
 use crate::infer::{ExecutionProvider, Runtime};
@@ -234,13 +235,9 @@ impl FramePath {
     /// During a prompt transition: bind the embeddings `from·(1-t) + current·t`, with `current` those of the
     /// parameters set last (no rebuild). Returns false, changing nothing, when `from` has another shape (a
     /// change between guided and unguided runs is a cut).
-    pub fn blend_context(&mut self, from: &ndarray::Array3<f32>, t: f32) -> Result<bool> {
-        let Some(to) = self.prepared.context_shared() else { return Ok(false) };
-        if from.dim() != to.dim() {
-            return Ok(false);
-        }
-        let t = t.clamp(0.0, 1.0);
-        let blended = ndarray::Zip::from(from).and(&*to).map_collect(|&a, &b| a + (b - a) * t);
+    pub fn blend_context(&mut self, from: &Embeddings, t: f32) -> Result<bool> {
+        let Some(to) = self.prepared.embeddings_shared() else { return Ok(false) };
+        let Some(blended) = from.blend(&to, t.clamp(0.0, 1.0)) else { return Ok(false) };
         self.plan.bind_prompt(&blended)?;
         Ok(true)
     }

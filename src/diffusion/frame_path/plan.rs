@@ -10,6 +10,7 @@ use ort::session::{IoBinding, Session};
 use ort::value::DynTensor;
 
 use super::super::img2img::{Diffusion, StageTimes};
+use super::super::text::Embeddings;
 use super::Inputs;
 use super::constants::PromptInput;
 use super::graphs::Graphs;
@@ -201,12 +202,12 @@ impl Plan {
         Ok(())
     }
 
-    /// Bind `blended` (the prepared embeddings' shape) as the prompt embeddings of every UNet and ControlNet run.
-    pub fn bind_prompt(&mut self, blended: &ndarray::Array3<f32>) -> Result<()> {
+    /// Bind `blended` (the prepared embeddings' shape) as the prompt embeddings (and, SDXL, the pooled ones) of
+    /// every UNet and ControlNet run.
+    pub fn bind_prompt(&mut self, blended: &Embeddings) -> Result<()> {
         for input in &mut self.prompts {
-            let rows: Vec<_> = input.rows.iter().map(|&r| blended.index_axis(ndarray::Axis(0), r)).collect();
-            let batch = ndarray::stack(ndarray::Axis(0), &rows).map_err(|e| Error::internal("prompt blend", e))?;
-            crate::infer::tensor::write_host(&mut input.tensor, batch.into_dyn().view())?;
+            let batch = input.part.rows(blended, &input.rows)?;
+            crate::infer::tensor::write_host(&mut input.tensor, batch.view())?;
             input.rebind.bind(&mut self.runs[input.run].binding, &input.tensor, "prompt blend")?;
         }
         Ok(())
