@@ -151,15 +151,18 @@ impl Frame {
 pub enum ConditioningKind {
     /// The OpenPose skeleton (ControlNet's conditioning image).
     Skeleton,
+    /// Where to change the picture: 8-bit gray, 255 = change, 0 = keep (latent blending).
+    Mask,
 }
 
 impl ConditioningKind {
-    pub const ALL: [ConditioningKind; 1] = [ConditioningKind::Skeleton];
+    pub const ALL: [ConditioningKind; 2] = [ConditioningKind::Skeleton, ConditioningKind::Mask];
 
     /// In messages.
     pub fn name(self) -> &'static str {
         match self {
             ConditioningKind::Skeleton => "skeleton",
+            ConditioningKind::Mask => "mask",
         }
     }
 }
@@ -170,10 +173,12 @@ impl ConditioningKind {
 pub struct Conditioning {
     /// The OpenPose skeleton, RGB on black (pose-guided runs).
     pub skeleton: Option<Arc<RgbImage>>,
+    /// Where to change the picture, 255 = change (masked runs).
+    pub mask: Option<Arc<image::GrayImage>>,
 }
 
 /// A frame's conditioning when it has none.
-static NO_CONDITIONING: Conditioning = Conditioning { skeleton: None };
+static NO_CONDITIONING: Conditioning = Conditioning { skeleton: None, mask: None };
 
 impl Conditioning {
     /// No conditioning input, borrowed for as long as needed.
@@ -183,13 +188,19 @@ impl Conditioning {
 
     /// Only a skeleton.
     pub fn skeleton(skeleton: Arc<RgbImage>) -> Conditioning {
-        Conditioning { skeleton: Some(skeleton) }
+        Conditioning { skeleton: Some(skeleton), mask: None }
+    }
+
+    /// Only a mask.
+    pub fn mask(mask: Arc<image::GrayImage>) -> Conditioning {
+        Conditioning { skeleton: None, mask: Some(mask) }
     }
 
     /// The 8-bit pixels of input `kind` (interleaved channels, row by row), if the frame has it.
     pub fn bytes(&self, kind: ConditioningKind) -> Option<&[u8]> {
         match kind {
             ConditioningKind::Skeleton => self.skeleton.as_deref().map(|image| image.as_raw().as_slice()),
+            ConditioningKind::Mask => self.mask.as_deref().map(|image| image.as_raw().as_slice()),
         }
     }
 }

@@ -124,7 +124,20 @@ impl OutputImage {
     }
 
     /// Write the image (a failure here is I/O while running: disk full, file-size limit).
-    pub fn write(mut self, image: &RgbImage) -> Result<()> {
+    pub fn write(self, image: &RgbImage) -> Result<()> {
+        self.write_buffer(image)
+    }
+
+    /// Write a grayscale image (a mask), as [`OutputImage::write`] does.
+    pub fn write_gray(self, image: &image::GrayImage) -> Result<()> {
+        self.write_buffer(image)
+    }
+
+    fn write_buffer<P>(mut self, image: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<()>
+    where
+        P: image::PixelWithColorType,
+        [P::Subpixel]: image::EncodableLayout,
+    {
         let path = self.path.clone();
         {
             let mut writer = std::io::BufWriter::new(self.partial.file_mut());

@@ -14,7 +14,11 @@
 //!   pipeline runs. It does no file or device I/O.
 //! - [`pose`]: pose estimators (MoveNet, DWPose) behind one trait, keypoint smoothing over time, the OpenPose
 //!   skeleton renderer, and the pose stage of a pose-guided run.
-//! - [`similarity`] is the filter that re-emits the last output for a near-identical input frame.
+//! - [`mask`]: which part of a frame to restyle (1 = change): the person segmenter and BlazeFace (MediaPipe's
+//!   models, with MediaPipe's own processing), a still mask image, a chroma key; combining, smoothing over time,
+//!   threshold, grow/shrink and feather.
+//! - [`similarity`] is the filter that re-emits the last output for a near-identical input frame;
+//!   [`composite`] puts a masked run's kept pixels back exactly.
 //! - [`imaging`] turns image files into tensors and back, with the documented crop/resize policy.
 //! - [`knobs`] declares every knob a user turns once: key, live name, flag, range, default, help.
 //! - [`config`] parses pipeline files (and `--set`); [`pipeline`] runs them: a source thread, a preprocess
@@ -39,6 +43,7 @@
 //! the exit code (bad input 2, environment or internal failure 1, interrupted 130).
 
 pub mod bench;
+pub mod composite;
 pub mod config;
 pub mod control;
 pub mod devices;
@@ -51,6 +56,7 @@ pub mod infer;
 pub mod jobs;
 pub mod knobs;
 pub mod link;
+pub mod mask;
 #[cfg(feature = "gstreamer")]
 pub mod media;
 pub mod memory;

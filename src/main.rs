@@ -77,6 +77,10 @@ enum Command {
     /// on black, at the input's size) or, with --overlay, the skeleton over the input; --json writes the
     /// keypoints. A video gives a video: every frame, the same timing, the poses smoothed over time.
     Pose(PoseArgs),
+    /// Write the mask of an image or a video (white = change, black = keep), for checking a masked setup: the
+    /// person segmenter (the background changes), faces, a chroma key or a mask image, then the shaping options.
+    /// A video gives a video of its masks; --json writes the coverage and the faces found.
+    Mask(MaskArgs),
     /// Measure the flicker of a converted video: its frame-to-frame change against the input's, plain and along
     /// the input's motion, printed as JSON.
     Flicker(FlickerArgs),
@@ -99,6 +103,46 @@ struct PoseArgs {
     /// Draw the skeleton over the input instead of on black.
     #[arg(long)]
     overlay: bool,
+}
+
+#[derive(Args)]
+struct MaskArgs {
+    /// A PNG or JPEG image (told by its content), or a video (anything else: anything GStreamer decodes).
+    input: PathBuf,
+    /// .png or .jpg for an image (grayscale); .mp4, .mkv or .mov (H.264) for a video.
+    output: PathBuf,
+    /// Write {"width":W,"height":H,"coverage":C,"faces":[{"score":S,"box":[x,y,w,h],"keypoints":[[x,y], ... 6]}]}
+    /// here (input pixels; coverage = the fraction to change); for a video {"frames":[{"pts_s":S,"coverage":C,
+    /// "faces":[...]}, ...]}, one entry per frame.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// What makes the mask: segmenter (the person is kept, the background changes), faces (the faces are kept),
+    /// chroma=RRGGBB[:TOLERANCE] (near the key colour changes; tolerance 0-255, default 48) or image=PATH (a
+    /// grayscale PNG/JPEG, white = change).
+    #[arg(long, value_name = "SOURCE", default_value = "segmenter")]
+    source: String,
+    /// The MediaPipe models: a folder or one ONNX file (default: models/mediapipe-selfie or
+    /// ../shared/models/mediapipe-selfie).
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Keep the faces (BlazeFace) whatever the source says.
+    #[arg(long)]
+    keep_faces: bool,
+    /// Swap what changes and what is kept (with the segmenter: restyle the person, keep the room).
+    #[arg(long)]
+    invert: bool,
+    /// Binarise the mask at T (0 to 1); without it the mask keeps soft edges.
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    threshold: Option<f32>,
+    /// Grow the area to change by PX pixels (negative: shrink it), -256 to 256.
+    #[arg(long, value_name = "PX", default_value_t = 0, allow_negative_numbers = true)]
+    grow: i32,
+    /// Feather the edge over about ±PX pixels (a Gaussian blur of sigma PX/2), 0 to 256.
+    #[arg(long, value_name = "PX", default_value_t = 0.0, allow_negative_numbers = true)]
+    feather: f32,
+    /// Video: average each pixel over time, this share from the frames before (0 off, up to 0.99).
+    #[arg(long, value_name = "S", default_value_t = 0.0, allow_negative_numbers = true)]
+    smoothing: f32,
 }
 
 #[derive(Args)]
@@ -355,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Img2img(args) => img2img(&cli.runtime, args),
         Command::Pose(args) => pose(&cli.runtime, args),
+        Command::Mask(args) => mask(&cli.runtime, args),
         Command::Flicker(args) => flicker(args),
         Command::Schedule(args) => schedule(args),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&cli.runtime, &dirs),
@@ -572,6 +617,54 @@ fn pose(rt: &RuntimeArgs, args: PoseArgs) -> anyhow::Result<()> {
         output = %request.output.display(),
         frames = report.frames,
         with_people = report.frames_with_people,
+        "{}",
+        report.stats.line()
+    );
+    Ok(())
+}
+
+fn mask(rt: &RuntimeArgs, args: MaskArgs) -> anyhow::Result<()> {
+    let request = latentcam::jobs::MaskRequest {
+        input: args.input,
+        output: args.output,
+        json: args.json,
+        source: Some(args.source),
+        model: args.model,
+        keep_faces: args.keep_faces,
+        options: latentcam::mask::MaskOptions {
+            invert: args.invert,
+            threshold: args.threshold,
+            grow_px: args.grow,
+            feather_px: args.feather,
+            smoothing: args.smoothing,
+        },
+    };
+    // Flags first: a typo fails before ONNX Runtime is loaded.
+    request.spec()?;
+    if request.input_kind() == latentcam::jobs::PoseInputKind::Image {
+        let report = request.run(&runtime(rt)?)?;
+        tracing::info!(
+            output = %request.output.display(),
+            coverage = format!("{:.3}", report.coverage),
+            faces = report.faces.len(),
+            "wrote"
+        );
+        return Ok(());
+    }
+    let job = request.video(&runtime(rt)?)?;
+    tracing::info!(source = %job.source, "making masks");
+    let progress = Progress::new(job.total_frames, Duration::from_secs(5));
+    let mut tick = |s: &Snapshot| progress.update(s);
+    let report = job.run(stop_on_signal(), &mut tick)?;
+    progress.finish(&report.stats);
+    if report.interrupted {
+        eprintln!("interrupted: {} holds the first {} frames and is playable", request.output.display(), report.frames);
+        return Err(Error::Interrupted.into());
+    }
+    tracing::info!(
+        output = %request.output.display(),
+        frames = report.frames,
+        mean_coverage = format!("{:.3}", report.mean_coverage),
         "{}",
         report.stats.line()
     );

@@ -331,3 +331,87 @@ fn euler_steps_in_the_frame_path_give_the_host_loops_output() {
         }
     }
 }
+
+/// A frame's mask (255 = change) as the frame path takes it.
+fn mask_of(value: impl Fn(u32, u32) -> u8) -> std::sync::Arc<image::GrayImage> {
+    std::sync::Arc::new(image::GrayImage::from_fn(SIZE.0, SIZE.1, |x, y| image::Luma([value(x, y)])))
+}
+
+fn masked_outputs(model: &str, steps: usize, mode: BatchMode, mask: &image::GrayImage) -> Vec<Vec<u8>> {
+    let runtime = common::runtime();
+    let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
+    let diffusion = Diffusion::load(&runtime, &folder).unwrap();
+    let mut params = Params::defaults_for(&folder);
+    params.prompt = "a watercolor fox".into();
+    params.steps = steps;
+    params.strength = 0.6;
+    params.seed = 7;
+    let mut path = FramePath::with_mask(&runtime, diffusion, &params, SIZE, mode, None).unwrap();
+    let conditioning = latentcam::frame::Conditioning::mask(std::sync::Arc::new(mask.clone()));
+    let mut out = Vec::new();
+    for i in 0..4 {
+        let f = frame(i);
+        let inputs = Inputs { image: Some(&f), conditioning: &conditioning };
+        path.push(inputs, |o| out.push(o.to_vec())).unwrap();
+    }
+    path.finish(|o| out.push(o.to_vec())).unwrap();
+    out
+}
+
+#[test]
+fn a_mask_of_ones_changes_what_no_mask_changes_and_a_mask_of_zeros_keeps_the_frame() {
+    let frames: Vec<Vec<u8>> = (0..4).map(frame).collect();
+    for (model, steps, mode) in [
+        ("tiny-sd15-lcm-lora", 2, BatchMode::Single),
+        ("tiny-sd15-lcm-lora", 1, BatchMode::Frames(2)),
+        ("tiny-sd15-lcm-lora", 2, BatchMode::Denoising(2)),
+        ("tiny-sdxl-turbo", 3, BatchMode::Denoising(3)),
+    ] {
+        // All ones: every latent is the model's, exactly as without a mask.
+        let ones = masked_outputs(model, steps, mode, &mask_of(|_, _| 255));
+        let plain = {
+            let mut p = path(model, steps, mode);
+            outputs(&mut p, &frames)
+        };
+        assert_eq!(ones, plain, "{model} {mode:?}: a mask of ones is no mask");
+        // All zeros: the frame's own latents, clean: the VAE round trip (strength 0).
+        let zeros = masked_outputs(model, steps, mode, &mask_of(|_, _| 0));
+        let runtime = common::runtime();
+        let folder = ModelFolder::open(&common::model_dir(model)).unwrap();
+        let mut params = Params::defaults_for(&folder);
+        params.strength = 0.0;
+        let diffusion = Diffusion::load(&runtime, &folder).unwrap();
+        let mut vae = FramePath::new(&runtime, diffusion, &params, SIZE, BatchMode::Single, None).unwrap();
+        let round_trip = outputs(&mut vae, &frames);
+        for (i, (a, b)) in zeros.iter().zip(&round_trip).enumerate() {
+            let d = max_level_diff(a, b);
+            assert!(d <= 1, "{model} {mode:?} frame {i}: a mask of zeros is {d} levels from the VAE round trip");
+        }
+        assert_ne!(zeros[0], ones[0], "{model}: the mask matters (the check is not vacuous)");
+        // Half and half: each half follows its own case (the VAE's reach across the edge aside).
+        let half = masked_outputs(model, steps, mode, &mask_of(|x, _| if x < SIZE.0 / 2 { 0 } else { 255 }));
+        let far = |out: &[u8], other: &[u8], left: bool| {
+            let w = SIZE.0 as usize;
+            let cols = if left { 0..w / 2 - 16 } else { w / 2 + 16..w };
+            let mut d = 0u8;
+            for y in 0..SIZE.1 as usize {
+                for x in cols.clone() {
+                    for c in 0..3 {
+                        let i = (y * w + x) * 3 + c;
+                        d = d.max(out[i].abs_diff(other[i]));
+                    }
+                }
+            }
+            d
+        };
+        let left = far(&half[1], &round_trip[1], true);
+        let right = far(&half[1], &ones[1], false);
+        eprintln!("{model} {mode:?}: half mask, kept half {left} levels from the round trip, changed half {right}");
+        // A TAESD-style decoder is local: 16 px from the edge each half is its own case. The SD VAE's decoder
+        // attends over the whole picture (its mid block), so its pixels move everywhere (119-170 levels on these
+        // random weights): what the pixel composite is for (src/composite.rs).
+        if model == "tiny-sdxl-turbo" {
+            assert!(left <= 2 && right <= 2, "{model} {mode:?}: half mask {left} / {right} levels off");
+        }
+    }
+}

@@ -100,6 +100,21 @@ impl GraphBuilder {
         self.op("Slice", &[x, &starts, &ends, &axes], vec![])
     }
 
+    /// Every `step`-th element from the first along each of `axes` (nearest downsampling by `step`).
+    pub fn slice_strided(&mut self, x: &str, axes: &[i64], step: i64) -> Result<String> {
+        let starts = self.ints(&vec![0; axes.len()])?;
+        let ends = self.ints(&vec![i64::MAX; axes.len()])?;
+        let axes_c = self.ints(axes)?;
+        let steps = self.ints(&vec![step; axes.len()])?;
+        self.op("Slice", &[x, &starts, &ends, &axes_c, &steps], vec![])
+    }
+
+    /// A boolean tensor as float32 0/1.
+    pub fn cast_bool(&mut self, x: &str) -> Result<String> {
+        let attribute = Attribute::new("to", onnx_type(TensorElementType::Float32)).map_err(|e| self.err(e))?;
+        self.op("Cast", &[x], vec![attribute])
+    }
+
     pub fn binary(&mut self, op: &str, a: &str, b: &str) -> Result<String> {
         self.op(op, &[a, b], vec![])
     }

@@ -5,7 +5,7 @@
 //! Flags are parsed by the same code as pipeline files ([`crate::config`]), so `convert --steps 9` and
 //! `steps = 9` in a file are refused by the same check, each naming what was given (`--steps`, `params.steps`).
 //!
-//! One file per command (`convert`, `img2img`, `schedule`, `models check`, `bench`, `pose`, `flicker`); here
+//! One file per command (`convert`, `img2img`, `schedule`, `models check`, `bench`, `pose`, `mask`, `flicker`); here
 //! what they share: the diffusion flags ([`DiffusionRequest`]), claiming a command's files before any work
 //! ([`claim_paths`]) and writing reports ([`write_text`]).
 
@@ -13,6 +13,7 @@ mod bench;
 mod convert;
 mod flicker;
 mod img2img;
+mod mask;
 mod models;
 mod pose;
 mod schedule;
@@ -23,6 +24,7 @@ pub use self::bench::{BenchJob, BenchRequest, MAX_BENCH_FRAMES};
 pub use self::convert::ConvertRequest;
 pub use self::flicker::{FlickerReport, FlickerRequest};
 pub use self::img2img::{Img2ImgJob, Img2ImgReport, Img2ImgRequest};
+pub use self::mask::{FaceJson, MaskFrameJson, MaskReport, MaskRequest, MaskVideoJob, MaskVideoReport};
 pub use self::models::check_model;
 pub use self::pose::{
     PersonJson, PoseFrameJson, PoseInputKind, PoseReport, PoseRequest, PoseVideoJob, PoseVideoJson, PoseVideoReport,
@@ -119,4 +121,25 @@ impl DiffusionRequest {
 /// Write `text` to `path` (statistics, reports); a failure is an I/O error naming the file.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     crate::paths::write_atomically(path, text.as_bytes())
+}
+
+/// The H.264 file sink of a video-to-video command (`pose`, `mask`): the whole picture, no audio.
+pub(crate) fn video_file_sink(output: &Path) -> config::SinkSpec {
+    config::SinkSpec {
+        index: 0,
+        only_when: None,
+        kind: config::SinkKind::File {
+            path: output.to_path_buf(),
+            view: config::View::Output,
+            audio: false,
+            quality: config::DEFAULT_QUALITY,
+        },
+    }
+}
+
+/// A video file read offline, without its audio (`pose`, `mask`).
+pub(crate) fn open_video_file(input: &Path) -> Result<Box<dyn crate::source::Source>> {
+    let spec =
+        config::SourceSpec::Gstreamer { input: config::GstInput::Uri(input.display().to_string()), audio: false };
+    crate::source::open(&spec, config::Mode::Offline, false)
 }

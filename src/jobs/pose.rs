@@ -99,24 +99,30 @@ pub enum PoseInputKind {
 }
 
 /// The container extensions a video output may have (H.264 in it).
-const VIDEO_EXTENSIONS: [&str; 3] = ["mp4", "mkv", "mov"];
+pub(super) const VIDEO_EXTENSIONS: [&str; 3] = ["mp4", "mkv", "mov"];
+
+/// Whether `input` is a still image or a video: a PNG or JPEG file (by its name, else its first bytes) is an
+/// image; anything else (a missing file too: the video path says it is missing) is read as a video.
+pub(super) fn input_kind(input: &std::path::Path) -> PoseInputKind {
+    use std::io::Read;
+    // Named as an image: read as one (an empty or broken image is then said to be one, not "a video").
+    let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
+        return PoseInputKind::Image;
+    }
+    let mut head = [0u8; 16];
+    let read = std::fs::File::open(input).and_then(|mut f| f.read(&mut head));
+    match read.ok().and_then(|n| image::guess_format(&head[..n]).ok()) {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => PoseInputKind::Image,
+        _ => PoseInputKind::Video,
+    }
+}
 
 impl PoseRequest {
     /// A PNG or JPEG file (by its first bytes) is a still image; anything else (a missing file too: the video
     /// path says it is missing) is read as a video.
     pub fn input_kind(&self) -> PoseInputKind {
-        use std::io::Read;
-        // Named as an image: read as one (an empty or broken image is then said to be one, not "a video").
-        let ext = self.input.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        if matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
-            return PoseInputKind::Image;
-        }
-        let mut head = [0u8; 16];
-        let read = std::fs::File::open(&self.input).and_then(|mut f| f.read(&mut head));
-        match read.ok().and_then(|n| image::guess_format(&head[..n]).ok()) {
-            Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => PoseInputKind::Image,
-            _ => PoseInputKind::Video,
-        }
+        input_kind(&self.input)
     }
 
     /// A video job, checked and opened: the output and JSON writable, the input decoding, the pose model
@@ -134,24 +140,11 @@ impl PoseRequest {
         }
         let (reads, writes) = self.paths();
         crate::paths::check_distinct(&reads, &writes)?;
-        let sink = crate::config::SinkSpec {
-            index: 0,
-            only_when: None,
-            kind: crate::config::SinkKind::File {
-                path: self.output.clone(),
-                view: crate::config::View::Output,
-                audio: false,
-                quality: crate::config::DEFAULT_QUALITY,
-            },
-        };
+        let sink = super::video_file_sink(&self.output);
         crate::sink::precheck(&sink)?;
         let locks = claim_paths(&reads, &writes)?;
         let spec = self.pose_spec()?;
-        let source_spec = crate::config::SourceSpec::Gstreamer {
-            input: crate::config::GstInput::Uri(self.input.display().to_string()),
-            audio: false,
-        };
-        let source = crate::source::open(&source_spec, Mode::Offline, false)?;
+        let source = super::open_video_file(&self.input)?;
         let format = source.format();
         let annotator = crate::pose::stage::PoseAnnotator::new(runtime, &spec)?;
         let context =

@@ -459,7 +459,7 @@ pub const FALLBACK_FOLDER: &str = "tiny-sd-turbo";
 
 /// `models/` folders to search: under the current directory, then above the executable (a checkout's
 /// `target/release/latentcam` finds the checkout's models).
-fn models_roots() -> Vec<PathBuf> {
+pub(crate) fn models_roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd.join("models"));

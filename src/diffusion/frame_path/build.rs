@@ -34,6 +34,8 @@ pub(super) struct Setup<'a> {
     pub size: (u32, u32),
     pub mode: BatchMode,
     pub control: Option<Control>,
+    /// Latent blending: every frame brings a mask ([`crate::frame::Conditioning::mask`]).
+    pub masked: bool,
     pub explicit_noise: Option<&'a NoiseBank>,
     pub ep: ExecutionProvider,
     pub feedback: f32,
@@ -67,6 +69,9 @@ pub(super) fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Pre
 
 /// Refuse what the models or the schedule cannot run.
 fn check(diffusion: &Diffusion, l: &Layout, setup: &Setup) -> Result<()> {
+    if setup.masked && setup.control.is_some() {
+        return Err(Error::invalid("mask", "a mask with pose guidance is not supported yet: use one or the other"));
+    }
     if let Some(c) = setup.control {
         if diffusion.controlnet().is_none() {
             return Err(Error::internal("frame path", "pose guidance without a loaded ControlNet"));
@@ -133,6 +138,8 @@ struct Sampling {
     samples: [DynTensor; 2],
     unet_in: DynTensor,
     model_out: DynTensor,
+    /// Masked runs: the items' clean latents and, in a denoising batch, their copy for the next frame.
+    clean: Option<(DynTensor, Option<DynTensor>)>,
 }
 
 /// The plan as it is built: the runs so far and the buffers they pass along.
@@ -262,9 +269,17 @@ impl<'p> Builder<'p> {
         let slots = l.slots as usize;
         let bank_rows = noise_rows(bank, &vec![Some(0); slots])?;
         noise.bind_input("noise", &bank_rows).map_err(err("noise"))?;
+        // With a mask, strength 1 starts from the noise alone, as diffusers' inpainting does (its init_noise_sigma:
+        // 1 for LCM, σ_max for Euler kinds, which is sqrt(1-ᾱ) on the UNet's scale).
+        let pure_noise = l.masked && self.prepared.params.timesteps.is_none() && self.prepared.params.strength >= 1.0;
+        let (first_a, first_b) = match (pure_noise, l.eps_term) {
+            (false, _) => (first.sqrt_alpha, first.sqrt_one_minus_alpha),
+            (true, false) => (0.0, 1.0),
+            (true, true) => (0.0, first.sqrt_one_minus_alpha),
+        };
         if !l.txt2img {
-            let a = per_item_tensor(&vec![first.sqrt_alpha; slots])?;
-            let b = per_item_tensor(&vec![first.sqrt_one_minus_alpha; slots])?;
+            let a = per_item_tensor(&vec![first_a; slots])?;
+            let b = per_item_tensor(&vec![first_b; slots])?;
             noise.bind_input("a", &a).map_err(err("noise"))?;
             noise.bind_input("b", &b).map_err(err("noise"))?;
             self.held.extend([a, b]);
@@ -298,8 +313,22 @@ impl<'p> Builder<'p> {
         }
         noise.bind_output("sample", &mut samples[0]).map_err(err("noise graph output"))?;
         noise.bind_output("unet_in", &mut unet_in).map_err(err("noise graph output"))?;
+        let clean = if l.masked {
+            let mut clean = self.buffer(Float32, &l.latent(l.items))?;
+            noise.bind_output("clean", &mut clean).map_err(err("noise graph output"))?;
+            let carry = if l.carries() {
+                let carry = self.buffer(Float32, &l.latent(l.items))?;
+                noise.bind_input("clean_carry", &carry).map_err(err("noise carry"))?;
+                Some(carry)
+            } else {
+                None
+            };
+            Some((clean, carry))
+        } else {
+            None
+        };
         self.noise_run = Some(self.push(Stage::Noise, noise));
-        Ok(Some(Sampling { samples, unet_in, model_out }))
+        Ok(Some(Sampling { samples, unet_in, model_out, clean }))
     }
 
     /// Each step: the ControlNet (pose-guided), the UNet, the LCM step. A denoising batch runs one step per frame
@@ -322,8 +351,19 @@ impl<'p> Builder<'p> {
             self.unet(diffusion.unet().model(), &run, &mut s, &residuals)?;
             self.step(graphs, (i, step_runs), &c, bank, &mut s)?;
         }
-        let Sampling { samples: [s0, s1], unet_in, model_out } = s;
+        let Sampling { samples: [s0, s1], unet_in, model_out, clean } = s;
         self.held.extend([s0, s1, unet_in, model_out]);
+        if let Some((clean, carry)) = clean {
+            if let (Some(mut carry), Some(session)) = (carry, graphs.clean_carry.as_ref()) {
+                // After the steps have read this frame's clean latents: keep them for the next frame.
+                let mut copy = session.create_binding().map_err(err("binding"))?;
+                copy.bind_input("clean", &clean).map_err(err("clean latents carry"))?;
+                copy.bind_output("clean_carry", &mut carry).map_err(err("clean latents carry"))?;
+                self.push(Stage::CleanCarry, copy);
+                self.held.push(carry);
+            }
+            self.held.push(clean);
+        }
         self.held.extend(residuals.into_iter().map(|(_, _, buffer)| buffer));
         Ok(())
     }
@@ -367,6 +407,7 @@ impl<'p> Builder<'p> {
                 Consumer::ControlNet(port) => binding
                     .bind_input(model.binding.input(port).name.clone(), &uploaded.form)
                     .map_err(err("ControlNet"))?,
+                Consumer::Step => {}
             }
         }
         for (output, _, buffer) in residuals {
@@ -418,6 +459,23 @@ impl<'p> Builder<'p> {
         let (read, write) = if l.denoising { (0, 1) } else { (i % 2, (i + 1) % 2) };
         step.bind_input("sample", &s.samples[read]).map_err(err("step input"))?;
         step.bind_input("model_out", &s.model_out).map_err(err("step input"))?;
+        if let Some((clean, _)) = &s.clean {
+            let mask = self
+                .uploaded
+                .iter()
+                .find(|u| matches!(u.input.input.consumer, Consumer::Step))
+                .ok_or_else(|| Error::internal("frame path", "a masked path without its mask input"))?;
+            step.bind_input("mask", &mask.form).map_err(err("step mask"))?;
+            step.bind_input("clean", clean).map_err(err("step mask"))?;
+            if renoise {
+                let (a, b) = (per_item_tensor(&c.clean_a)?, per_item_tensor(&c.clean_b)?);
+                let init = noise_rows(bank, &vec![Some(0); l.items as usize])?;
+                step.bind_input("clean_a", &a).map_err(err("step mask"))?;
+                step.bind_input("clean_b", &b).map_err(err("step mask"))?;
+                step.bind_input("init_noise", &init).map_err(err("step mask"))?;
+                self.held.extend([a, b, init]);
+            }
+        }
         for (name, values) in [
             ("c_skip", &c.c_skip),
             ("c_out", &c.c_out),

@@ -18,14 +18,24 @@ use crate::frame::ConditioningKind;
 use crate::infer::contract::controlnet as cn_port;
 
 /// Every per-frame input a path may take, in upload order.
-pub(super) const PER_FRAME: &[PerFrameInput] = &[PerFrameInput {
-    kind: ConditioningKind::Skeleton,
-    channels: 3,
-    used: |l| l.control,
-    upload: Upload::UnitRange,
-    carry: Carry::WithItsFrame,
-    consumer: Consumer::ControlNet(cn_port::COND),
-}];
+pub(super) const PER_FRAME: &[PerFrameInput] = &[
+    PerFrameInput {
+        kind: ConditioningKind::Skeleton,
+        channels: 3,
+        used: |l| l.control,
+        upload: Upload::UnitRange,
+        carry: Carry::WithItsFrame,
+        consumer: Consumer::ControlNet(cn_port::COND),
+    },
+    PerFrameInput {
+        kind: ConditioningKind::Mask,
+        channels: 1,
+        used: |l| l.masked,
+        upload: Upload::LatentMask,
+        carry: Carry::WithItsFrame,
+        consumer: Consumer::Step,
+    },
+];
 
 /// One kind of per-frame input and what the frame path does with it.
 pub(super) struct PerFrameInput {
@@ -45,6 +55,9 @@ pub(super) struct PerFrameInput {
 pub(super) enum Upload {
     /// 0..1 floats, NCHW, at the working size (ControlNet's conditioning image).
     UnitRange,
+    /// 0 or 1 at latent size: binarised at one half and sampled at each 8x8 block's top-left pixel, as diffusers'
+    /// inpainting pipeline takes a mask to its latents (nearest interpolation of the binarised mask).
+    LatentMask,
 }
 
 impl Upload {
@@ -52,6 +65,7 @@ impl Upload {
     pub fn size(self, l: &Layout) -> (i64, i64) {
         match self {
             Upload::UnitRange => (l.height, l.width),
+            Upload::LatentMask => (l.latent_h, l.latent_w),
         }
     }
 }
@@ -70,6 +84,8 @@ pub(super) enum Consumer {
     /// The ControlNet's input at this contract index, in every ControlNet run: one row per UNet batch row (the
     /// items, twice for classifier-free guidance: row i pairs with sample row i).
     ControlNet(usize),
+    /// The denoising step (`mask`, one row per item): latent blending.
+    Step,
 }
 
 /// A per-frame input a path takes, resolved against its models.
@@ -115,6 +131,7 @@ pub(super) fn active(diffusion: &Diffusion, l: &Layout) -> Result<Vec<Active>> {
                         .ok_or_else(|| Error::internal("frame path", "pose guidance without a loaded ControlNet"))?;
                     (l.unet_batch, controlnet.model().input_type(port))
                 }
+                Consumer::Step => (l.items, TensorElementType::Float32),
             };
             Ok(Active { input, batch, ty, carried: l.carries() })
         })

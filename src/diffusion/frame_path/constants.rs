@@ -252,6 +252,10 @@ pub(super) struct StepConstants {
     pub renoise_b: Vec<f32>,
     /// The predicted noise's share of the next sample (Euler kinds; 0 for LCM).
     pub renoise_eps: Vec<f32>,
+    /// Masked runs: the clean latents noised to the next step's level, sqrt(ᾱ')·clean + sqrt(1-ᾱ')·noise (1 and 0
+    /// where there is no next step).
+    pub clean_a: Vec<f32>,
+    pub clean_b: Vec<f32>,
     pub timesteps: Vec<u32>,
 }
 
@@ -263,6 +267,11 @@ impl StepConstants {
             _ => steps[index],
         };
         let all = |f: &dyn Fn(usize) -> f32| (0..items).map(f).collect::<Vec<f32>>();
+        // The step after item i's (its next timestep).
+        let next = |item: usize| match mode {
+            BatchMode::Denoising(_) => steps.get(item + 1),
+            _ => steps.get(index + 1),
+        };
         StepConstants {
             c_skip: all(&|i| at(i).c_skip),
             c_out: all(&|i| at(i).c_out),
@@ -271,6 +280,8 @@ impl StepConstants {
             renoise_a: all(&|i| at(i).renoise.map_or(0.0, |r| r.sample)),
             renoise_b: all(&|i| at(i).renoise.map_or(0.0, |r| r.noise)),
             renoise_eps: all(&|i| at(i).renoise.map_or(0.0, |r| r.eps)),
+            clean_a: all(&|i| next(i).map_or(1.0, |s| s.sqrt_alpha)),
+            clean_b: all(&|i| next(i).map_or(0.0, |s| s.sqrt_one_minus_alpha)),
             timesteps: (0..items).map(|i| at(i).timestep).collect(),
         }
     }

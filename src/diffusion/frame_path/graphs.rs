@@ -23,6 +23,8 @@ pub(super) struct Graphs {
     pub noise: Session,
     pub step_mid: Option<Session>,
     pub step_last: Option<Session>,
+    /// Masked denoising batch: keeps the items' clean latents for the next frame.
+    pub clean_carry: Option<Session>,
     pub post: Session,
 }
 
@@ -49,6 +51,9 @@ impl Graphs {
                 .transpose()?,
             step_last: (!l.vae_only)
                 .then(|| session("LCM step", step_graph(l, l.carries(), true)?, true))
+                .transpose()?,
+            clean_carry: (l.masked && l.carries())
+                .then(|| session("clean latents carry", latent_carry_graph(l)?, true))
                 .transpose()?,
             post: session("post-processing", post_graph(l)?, false)?,
         })
@@ -86,6 +91,15 @@ fn upload_graph(l: &Layout, input: &Active) -> Result<Model> {
             let max = g.scalar(255.0)?;
             g.binary("Div", &x, &max)?
         }
+        Upload::LatentMask => {
+            // Every 8th pixel from the top-left (nearest), then 1 where it is at least half (128 of 255).
+            let x = g.slice_strided(&pixels, &[1, 2], 8)?;
+            let x = g.cast(&x, Uint8, Float32)?;
+            let x = g.transpose(&x, &[0, 3, 1, 2])?;
+            let half = g.scalar(127.5)?;
+            let on = g.binary("Greater", &x, &half)?;
+            g.cast_bool(&on)?
+        }
     };
     if input.carried {
         let items = input.form(l, l.items);
@@ -112,6 +126,16 @@ fn carry_graph(l: &Layout, input: &Active) -> Result<Model> {
     let items = g.input("items", Float32, &shape);
     let carry = g.op("Identity", &[&items], vec![])?;
     g.output(&carry, "carry", Float32, &shape)?;
+    g.finish()
+}
+
+/// The items' clean latents, kept for the next frame (a device copy).
+fn latent_carry_graph(l: &Layout) -> Result<Model> {
+    let mut g = GraphBuilder::new("clean latents carry")?;
+    let shape = l.latent(l.items);
+    let clean = g.input("clean", Float32, &shape);
+    let carry = g.op("Identity", &[&clean], vec![])?;
+    g.output(&carry, "clean_carry", Float32, &shape)?;
     g.finish()
 }
 
@@ -179,6 +203,18 @@ fn noise_graph(l: &Layout) -> Result<Model> {
     let per_slot = [l.slots, 1, 1, 1];
     let (a, b) = (g.input("a", Float32, &per_slot), g.input("b", Float32, &per_slot));
     let mut sample = g.mix(&a, &x, &b, &noise)?;
+    if l.masked {
+        // The frame's clean latents, which the steps blend in outside the mask (carried with their frame in a
+        // denoising batch, as the sample is).
+        let mut clean = x.clone();
+        if l.carries() {
+            let carry = g.input("clean_carry", Float32, &l.latent(l.items));
+            let older = g.slice(&carry, 0, 0, l.items - 1)?;
+            clean = g.concat(&[&clean, &older], 0)?;
+        }
+        let clean = g.op("Identity", &[&clean], vec![])?;
+        g.output(&clean, "clean", Float32, &l.latent(l.items))?;
+    }
     if l.carries() {
         let carry = g.input("carry", Float32, &l.latent(l.items));
         let older = g.slice(&carry, 0, 0, l.items - 1)?;
@@ -227,6 +263,13 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
         PredictionType::Sample => m.clone(),
     };
     let denoised = g.mix(&c_out, &x0, &c_skip, &x)?;
+    let masked = if l.masked {
+        let mask = g.input("mask", Float32, &[l.items, 1, l.latent_h, l.latent_w]);
+        let clean = g.input("clean", Float32, &l.latent(l.items));
+        Some((mask, clean))
+    } else {
+        None
+    };
     if renoise {
         let rn_a = g.input("renoise_a", Float32, &per_item);
         let rn_b = g.input("renoise_b", Float32, &per_item);
@@ -246,6 +289,14 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
             let moved = g.binary("Mul", &rn_eps, &eps)?;
             next = g.binary("Add", &next, &moved)?;
         }
+        if let Some((mask, clean)) = &masked {
+            // Outside the mask: the frame's clean latents noised to the next step's level with the first noise
+            // (diffusers: (1 - m)·add_noise(image latents, noise, t_next) + m·latents).
+            let (clean_a, clean_b) = (g.input("clean_a", Float32, &per_item), g.input("clean_b", Float32, &per_item));
+            let init_noise = g.input("init_noise", Float32, &l.latent(l.items));
+            let kept = g.mix(&clean_a, clean, &clean_b, &init_noise)?;
+            next = blend(&mut g, mask, &next, &kept)?;
+        }
         g.output(&next, "next_sample", Float32, &l.latent(l.items))?;
         if !l.denoising {
             let unet_in = if l.cfg { g.concat(&[&next, &next], 0)? } else { next };
@@ -255,7 +306,16 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
     }
     if last {
         // The denoising batch's last item is the frame that has had every step.
-        let mut d = if l.denoising { g.slice(&denoised, 0, l.items - 1, l.items)? } else { denoised };
+        let mut d = if l.denoising { g.slice(&denoised, 0, l.items - 1, l.items)? } else { denoised.clone() };
+        if let Some((mask, clean)) = &masked {
+            // After the last step the latents outside the mask are the frame's own, clean.
+            let (mask, clean) = if l.denoising {
+                (g.slice(mask, 0, l.items - 1, l.items)?, g.slice(clean, 0, l.items - 1, l.items)?)
+            } else {
+                (mask.clone(), clean.clone())
+            };
+            d = blend(&mut g, &mask, &d, &clean)?;
+        }
         if l.latent_scale != 1.0 {
             // divide, as diffusers does, so results match to the last bit
             let scale = g.scalar(l.latent_scale)?;
@@ -265,6 +325,13 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
         g.output(&d, "dec_in", l.dec_in, &l.latent(l.out_rows))?;
     }
     g.finish()
+}
+
+/// `(1 - m)·kept + m·changed`, in diffusers' order of operations (exact for a 0/1 mask).
+fn blend(g: &mut GraphBuilder, mask: &str, changed: &str, kept: &str) -> Result<String> {
+    let one = g.scalar(1.0)?;
+    let keep = g.binary("Sub", &one, mask)?;
+    g.mix(&keep, kept, mask, changed)
 }
 
 /// Decoded image -> 8-bit HWC, clamped and rounded half up as `imaging::from_tensor` does.

@@ -33,6 +33,9 @@ pub(super) struct Layout {
     pub denoising: bool,
     /// Pose-guided: a ControlNet conditioned on the skeleton that comes with each frame.
     pub control: bool,
+    /// Latent blending with a mask that comes with each frame: outside it the latents are the frame's own,
+    /// noised to each step's level (diffusers' inpainting with a 4-channel UNet).
+    pub masked: bool,
     pub txt2img: bool,
     /// Latent feedback: the last output latent is blended into the next input latent.
     pub feedback: bool,
@@ -51,7 +54,7 @@ pub(super) struct Layout {
 
 impl Layout {
     pub fn of(diffusion: &Diffusion, prepared: &Prepared, setup: &Setup) -> Layout {
-        let Setup { size: (width, height), mode, control, feedback, .. } = *setup;
+        let Setup { size: (width, height), mode, control, feedback, masked, .. } = *setup;
         let folder = diffusion.folder();
         let channels = folder.latent_channels as i64;
         let encoder = diffusion.vae_encoder().model();
@@ -81,6 +84,7 @@ impl Layout {
             vae_only: prepared.vae_only(),
             denoising: matches!(mode, BatchMode::Denoising(_)),
             control: control.is_some(),
+            masked: masked && !prepared.vae_only(),
             txt2img,
             feedback: feedback > 0.0 && !txt2img && !prepared.vae_only(),
             range: folder.image_range,

@@ -93,6 +93,8 @@ pub struct FramePath {
     feedback: f32,
     /// The stream batch as asked for (1: none); the mode is chosen from it and the step count.
     stream_batch: usize,
+    /// Latent blending with each frame's mask.
+    masked: bool,
 }
 
 impl FramePath {
@@ -106,7 +108,23 @@ impl FramePath {
         mode: BatchMode,
         noise: Option<NoiseBank>,
     ) -> Result<FramePath> {
-        Self::create(runtime, diffusion, params, size, mode, None, noise)
+        Self::create(runtime, diffusion, params, size, mode, (None, false), noise)
+    }
+
+    /// A path that changes each frame only where its mask says (the mask in [`Inputs`], 255 = change): latent
+    /// blending as diffusers' inpainting pipeline does it for a 4-channel UNet. Outside the mask the latents are
+    /// the frame's own, noised to each step's level, and clean after the last step; with a mask, strength 1 starts
+    /// from the noise alone (diffusers' rule). The pixels outside the mask still pass the VAE: the pipeline's
+    /// composite puts the input's own back.
+    pub fn with_mask(
+        runtime: &Runtime,
+        diffusion: Diffusion,
+        params: &Params,
+        size: (u32, u32),
+        mode: BatchMode,
+        noise: Option<NoiseBank>,
+    ) -> Result<FramePath> {
+        Self::create(runtime, diffusion, params, size, mode, (None, true), noise)
     }
 
     /// A path guided by a conditioning image that comes with every frame (the skeleton in [`Inputs`]): the
@@ -121,7 +139,7 @@ impl FramePath {
         mode: BatchMode,
         noise: Option<NoiseBank>,
     ) -> Result<FramePath> {
-        Self::create(runtime, diffusion, params, size, mode, Some(control), noise)
+        Self::create(runtime, diffusion, params, size, mode, (Some(control), false), noise)
     }
 
     fn create(
@@ -130,12 +148,13 @@ impl FramePath {
         params: &Params,
         (width, height): (u32, u32),
         mode: BatchMode,
-        control: Option<Control>,
+        (control, masked): (Option<Control>, bool),
         noise: Option<NoiseBank>,
     ) -> Result<FramePath> {
         let prepared = diffusion.prepare(params)?;
         let ep = diffusion.unet().model().ep;
-        let setup = Setup { size: (width, height), mode, control, explicit_noise: noise.as_ref(), ep, feedback: 0.0 };
+        let setup =
+            Setup { size: (width, height), mode, control, explicit_noise: noise.as_ref(), ep, feedback: 0.0, masked };
         let plan = build::build(runtime, &mut diffusion, &prepared, setup)?;
         Ok(FramePath {
             runtime: runtime.clone(),
@@ -151,6 +170,7 @@ impl FramePath {
             times: StageTimes::default(),
             feedback: 0.0,
             stream_batch: mode.items(),
+            masked,
         })
     }
 
@@ -223,6 +243,7 @@ impl FramePath {
             explicit_noise: self.explicit_noise.as_ref(),
             ep: self.ep,
             feedback,
+            masked: self.masked,
         };
         self.plan = build::build(&self.runtime, &mut self.diffusion, &prepared, setup)?;
         self.prepared = prepared;

@@ -27,6 +27,8 @@ pub(super) enum Stage {
     Upload(usize),
     /// The carry of per-frame input i in a denoising batch.
     Carry(usize),
+    /// The carry of the frames' clean latents in a masked denoising batch.
+    CleanCarry,
     ControlNet,
     Encode,
     Noise,
@@ -42,6 +44,7 @@ fn stage_name(stage: Stage) -> &'static str {
         Stage::Pre => "pre-processing graph",
         Stage::Upload(_) => "conditioning graph",
         Stage::Carry(_) => "conditioning carry graph",
+        Stage::CleanCarry => "clean latents carry graph",
         Stage::ControlNet => "ControlNet",
         Stage::Encode => "VAE encoder",
         Stage::Noise => "noise graph",
@@ -246,6 +249,7 @@ fn session<'s>(graphs: &'s mut Graphs, diffusion: &'s mut Diffusion, stage: Stag
         Stage::Pre => graphs.pre.as_mut().ok_or_else(missing)?,
         Stage::Upload(i) => &mut graphs.uploads.get_mut(i).ok_or_else(missing)?.0,
         Stage::Carry(i) => graphs.uploads.get_mut(i).and_then(|(_, carry)| carry.as_mut()).ok_or_else(missing)?,
+        Stage::CleanCarry => graphs.clean_carry.as_mut().ok_or_else(missing)?,
         Stage::ControlNet => diffusion.controlnet_mut().ok_or_else(missing)?.model_mut().session_mut(),
         Stage::Noise => &mut graphs.noise,
         Stage::StepMid => graphs.step_mid.as_mut().ok_or_else(missing)?,
