@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::pose::{PoseInputKind, VIDEO_EXTENSIONS, input_kind};
 use super::{claim_paths, write_text};
-use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::imaging::OutputImage;
 use crate::infer::Runtime;
@@ -149,15 +148,7 @@ impl MaskRequest {
             json: self.json.clone(),
             frames,
             locks,
-            parts: crate::pipeline::Parts {
-                source,
-                annotator: None,
-                processor: Box::new(processor),
-                sinks: vec![("file0".into(), sink)],
-                window: None,
-                mode: Mode::Offline,
-                control: None,
-            },
+            parts: super::offline_file_parts(source, Box::new(processor), sink),
         })
     }
 }

@@ -143,3 +143,21 @@ pub(crate) fn open_video_file(input: &Path) -> Result<Box<dyn crate::source::Sou
         config::SourceSpec::Gstreamer { input: config::GstInput::Uri(input.display().to_string()), audio: false };
     crate::source::open(&spec, config::Mode::Offline, false)
 }
+
+/// The pipeline of a video-to-video command (`pose`, `mask`): `source` through `processor` into the file `sink`,
+/// offline, nothing else.
+pub(crate) fn offline_file_parts(
+    source: Box<dyn crate::source::Source>,
+    processor: Box<dyn crate::pipeline::Processor>,
+    sink: Box<dyn crate::sink::Sink>,
+) -> crate::pipeline::Parts {
+    crate::pipeline::Parts {
+        source,
+        annotator: None,
+        processor,
+        sinks: vec![("file0".into(), sink)],
+        window: None,
+        mode: config::Mode::Offline,
+        control: None,
+    }
+}

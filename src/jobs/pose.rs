@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{claim_paths, write_text};
-use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::imaging::OutputImage;
 use crate::infer::Runtime;
@@ -167,15 +166,7 @@ impl PoseRequest {
             json: self.json.clone(),
             frames,
             locks,
-            parts: crate::pipeline::Parts {
-                source,
-                annotator: None,
-                processor: Box::new(processor),
-                sinks: vec![("file0".into(), sink)],
-                window: None,
-                mode: Mode::Offline,
-                control: None,
-            },
+            parts: super::offline_file_parts(source, Box::new(processor), sink),
         })
     }
 }
