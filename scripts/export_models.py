@@ -9,6 +9,8 @@ Modes (the torch-based ones share every export function; only where the torch mo
                                  --controlnet also exports controlnet.onnx + unet_controlnet.onnx (below).
   tiny [MODELS_DIR]              builds tiny RANDOM-weight models from configs alone (no download) with exactly the
                                  real I/O names, element types and ranks; these are committed under models/ for tests.
+  tiny-inpaint [MODELS_DIR]      only the tiny 9-channel inpainting twin (tiny-sd15-inpainting-lcm-lora: own unet.onnx
+                                 from a seed of its own; VAE and text encoder referenced); `tiny` writes it too.
   tiny-sdxl-extra [MODELS_DIR]   the tiny SDXL-Lightning twins (Euler scheduler; 4-step epsilon, 1-step sample
                                  prediction) and the tiny SDXL ControlNet twin, from seeds of their own (`tiny-sdxl`'s
                                  folders stay byte for byte; these reference them).
@@ -28,6 +30,9 @@ Real presets (hub ids):
   sd15-lcm-lora        stable-diffusion-v1-5/stable-diffusion-v1-5 with latent-consistency/lcm-lora-sdv1-5 fused
   sd-turbo             stabilityai/sd-turbo
   lcm-dreamshaper-v7   SimianLuo/LCM_Dreamshaper_v7 (full LCM: the UNet takes `timestep_cond`)
+  sd15-inpainting-lcm-lora  stable-diffusion-v1-5/stable-diffusion-inpainting (the mirror of the withdrawn
+                       runwayml/stable-diffusion-inpainting; 9-channel UNet: `sample` = latents 4 + mask 1 +
+                       masked-image latents 4) with latent-consistency/lcm-lora-sdv1-5 fused; 4 steps, guidance 4
   `--vae taesd` swaps in madebyollin/taesd (SD1 Tiny AutoEncoder) for any of them (faster, slightly softer).
   `--controlnet openpose`: lllyasviel/control_v11p_sd15_openpose (SD1.5 presets: sd15-lcm-lora, lcm-dreamshaper-v7).
 SDXL presets: sdxl-lcm-lora, sdxl-turbo (euler-ancestral scheduler), lcm-sdxl, sdxl-lightning-{1,2,4,8}step
@@ -38,7 +43,8 @@ SDXL presets: sdxl-lcm-lora, sdxl-turbo (euler-ancestral scheduler), lcm-sdxl, s
 ONNX I/O names follow optimum's Stable Diffusion export, so folders made by `optimum-cli export onnx` work too:
   text_encoder.onnx  input_ids int32 [B,77]          -> last_hidden_state f32 [B,77,D], pooler_output
   unet.onnx          sample f32 [B,C,h,w], timestep, encoder_hidden_states f32 [B,77,D] (+ timestep_cond f32 [B,256])
-                     -> out_sample f32 [B,C,h,w]
+                     -> out_sample f32 [B,C,h,w]; an inpainting UNet takes sample [B,2C+1,h,w] (latents, mask,
+                     masked-image latents) and gives out_sample [B,C,h,w] (model.toml's latent-channels is C)
   vae_encoder.onnx   sample f32 [B,3,H,W]            -> latent_sample f32 [B,C,H/8,W/8] (distribution mean, unscaled)
   vae_decoder.onnx   latent_sample f32 [B,C,h,w]     -> sample f32 [B,3,8h,8w]
 ControlNet (no standard export exists; these names are latentcam's; model.toml keys `controlnet`, `unet-controlnet`):
@@ -849,6 +855,12 @@ PRESETS = {
                      defaults=dict(steps=1, strength=0.5, guidance=1.0)),
     "lcm-dreamshaper-v7": dict(repo="SimianLuo/LCM_Dreamshaper_v7", lora=None, pad="<|endoftext|>",
                                defaults=dict(steps=2, strength=0.5, guidance=1.2)),
+    # The 9-channel inpainting UNet (DESIGN §8) with LCM-LoRA: the seed's recipe, 4 steps at guidance 4, strength 1
+    # (diffusers starts from pure noise and takes the image only through the masked-image latents). runwayml's repo
+    # is gone from the hub; stable-diffusion-v1-5/ holds the same files (as for sd15-lcm-lora).
+    "sd15-inpainting-lcm-lora": dict(repo="stable-diffusion-v1-5/stable-diffusion-inpainting",
+                                     lora="latent-consistency/lcm-lora-sdv1-5", pad="<|endoftext|>", inpaint=True,
+                                     defaults=dict(steps=4, strength=1.0, guidance=4.0)),
 }
 
 
@@ -862,19 +874,39 @@ def fp16_folder_for(out):
     return os.path.normpath(os.path.abspath(out)) + "-fp16"
 
 
+def _from_hub(what, load):
+    """load() (a from_pretrained or a download), turning a failed download into a clear SystemExit."""
+    try:
+        return load()
+    except Exception as e:  # noqa: BLE001 - only download and hub errors are translated, the rest re-raised
+        hub = isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests",
+                                                                            "urllib3")
+        if not hub:
+            raise
+        raise SystemExit(f"could not download {what} from the Hugging Face hub: {type(e).__name__}: {str(e)[:400]}\n"
+                         "`real` exports need internet access to huggingface.co once (or the files in the local "
+                         "Hugging Face cache). The tiny random test twins need none: `export_models.py tiny`.") from e
+
+
 def export_real(preset, out, vae_choice, timestep_kind, fp16=False, controlnet=None):
     import torch
-    from diffusers import AutoencoderTiny, StableDiffusionPipeline
+    from diffusers import AutoencoderTiny, StableDiffusionInpaintPipeline, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     p = PRESETS[preset]
     if controlnet is not None and preset not in CONTROLNETS[controlnet]["presets"]:
         raise SystemExit(f"--controlnet {controlnet} ({CONTROLNETS[controlnet]['repo']}) fits "
                          f"{', '.join(CONTROLNETS[controlnet]['presets'])}, not {preset}")
+    # An inpainting repo (9-channel UNet) is loaded as what its model_index.json names.
+    cls = StableDiffusionInpaintPipeline if p.get("inpaint") else StableDiffusionPipeline
+    pipe = _from_hub(p["repo"], lambda: cls.from_pretrained(p["repo"], torch_dtype=torch.float32,
+                                                            safety_checker=None))
     os.makedirs(out, exist_ok=True)
-    pipe = StableDiffusionPipeline.from_pretrained(p["repo"], torch_dtype=torch.float32, safety_checker=None)
+    if p.get("inpaint") and pipe.unet.config.in_channels != 2 * pipe.vae.config.latent_channels + 1:
+        raise SystemExit(f"{p['repo']}: the UNet takes {pipe.unet.config.in_channels} channels, not the inpainting "
+                         f"UNet's {2 * pipe.vae.config.latent_channels + 1}")
     if p["lora"]:
-        pipe.load_lora_weights(p["lora"])
+        _from_hub(p["lora"], lambda: pipe.load_lora_weights(p["lora"]))
         pipe.fuse_lora()
         pipe.unload_lora_weights()  # keeps the fused weights, drops the adapter layers from the graph
     export_text_encoder(pipe.text_encoder, os.path.join(out, "text_encoder.onnx"))
@@ -883,13 +915,15 @@ def export_real(preset, out, vae_choice, timestep_kind, fp16=False, controlnet=N
     if controlnet is not None:
         from diffusers import ControlNetModel
 
-        cn = ControlNetModel.from_pretrained(CONTROLNETS[controlnet]["repo"], torch_dtype=torch.float32).eval()
+        cn = _from_hub(CONTROLNETS[controlnet]["repo"], lambda: ControlNetModel.from_pretrained(
+            CONTROLNETS[controlnet]["repo"], torch_dtype=torch.float32).eval())
         controlnet_files = export_controlnet_pair(cn, pipe.unet, out, timestep_kind, latent_hw=64)
         del cn
-    tok = CLIPTokenizer.from_pretrained(p["repo"], subfolder="tokenizer")
+    tok = _from_hub(p["repo"], lambda: CLIPTokenizer.from_pretrained(p["repo"], subfolder="tokenizer"))
     save_tokenizer(tok, os.path.join(out, "tokenizer.json"))
     if vae_choice == "taesd":
-        vae = AutoencoderTiny.from_pretrained("madebyollin/taesd", torch_dtype=torch.float32)
+        vae = _from_hub("madebyollin/taesd",
+                        lambda: AutoencoderTiny.from_pretrained("madebyollin/taesd", torch_dtype=torch.float32))
         export_vae(vae, out, zero_to_one=True, image_hw=512)
         scale, image_range = 1.0, "zero-to-one"
     else:
@@ -900,8 +934,11 @@ def export_real(preset, out, vae_choice, timestep_kind, fp16=False, controlnet=N
     write_manifest(out, name=os.path.basename(os.path.abspath(out)),
                    description=f"{p['repo']}" + (f" + {p['lora']} (fused)" if p["lora"] else "") +
                    (" with madebyollin/taesd" if vae_choice == "taesd" else "") +
-                   (f" + ControlNet {CONTROLNETS[controlnet]['repo']}" if controlnet else ""),
-                   latent_channels=pipe.unet.config.in_channels, latent_scale=scale, image_range=image_range,
+                   (f" + ControlNet {CONTROLNETS[controlnet]['repo']}" if controlnet else "") +
+                   (" (9-channel inpainting UNet: sample = latents 4 + mask 1 + masked-image latents 4)"
+                    if p.get("inpaint") else ""),
+                   # the VAE's latent channels (the UNet's output): an inpainting UNet takes 2C + 1 channels in
+                   latent_channels=pipe.unet.config.out_channels, latent_scale=scale, image_range=image_range,
                    files={"unet": "unet.onnx", "vae-encoder": "vae_encoder.onnx", "vae-decoder": "vae_decoder.onnx",
                           "text-encoder": "text_encoder.onnx", "tokenizer": "tokenizer.json", **controlnet_files},
                    pad_token=p["pad"], defaults=p["defaults"], scheduler=scheduler,
@@ -1006,11 +1043,12 @@ def tiny_text_encoder():
     return CLIPTextModel(cfg).eval()
 
 
-def tiny_unet(latent_channels, time_cond_proj_dim=None, linear_projection=False):
+def tiny_unet(latent_channels, time_cond_proj_dim=None, linear_projection=False, in_channels=None):
+    """in_channels: the UNet's input channels when not latent_channels (an inpainting UNet: 2 * latent_channels + 1)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=8, in_channels=latent_channels, out_channels=latent_channels, layers_per_block=1,
+        sample_size=8, in_channels=in_channels or latent_channels, out_channels=latent_channels, layers_per_block=1,
         block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TINY_TEXT_HIDDEN,
         attention_head_dim=4, norm_num_groups=4, time_cond_proj_dim=time_cond_proj_dim,
@@ -1082,6 +1120,14 @@ TINY_MODELS = {
 TINY_CONTROLNETS = {"tiny-sd15-lcm-lora-controlnet": "tiny-sd15-lcm-lora"}
 # fp16 twins made by `fp16` (plain conversion, runs on the CPU EP): name -> source folder
 TINY_FP16_TWINS = {"tiny-sd15-lcm-lora-fp16": "tiny-sd15-lcm-lora"}
+# 9-channel inpainting twins (DESIGN §8): name -> what it mimics, the tiny model whose VAE, text encoder, tokenizer
+# and timestep form it takes, its UNet's own seed (nothing tiny_modules() builds moves), defaults (the real preset's).
+TINY_INPAINT = {
+    "tiny-sd15-inpainting-lcm-lora": dict(
+        what="runwayml/stable-diffusion-inpainting + LCM-LoRA (9-channel UNet: sample = latents 4 + mask 1 + "
+             "masked-image latents 4, out_sample 4; SD VAE, no timestep_cond, int64 timestep like optimum)",
+        base="tiny-sd15-lcm-lora", seed=301, defaults=PRESETS["sd15-inpainting-lcm-lora"]["defaults"]),
+}
 
 
 def tiny_modules():
@@ -1099,6 +1145,41 @@ def tiny_modules():
         torch.manual_seed(1 + i)
         mods[name] = {"controlnet": tiny_controlnet(mods[base]["unet"]), "unet": mods[base]["unet"]}
     return mods
+
+
+def tiny_inpaint_modules():
+    """{name: {"unet": the tiny UNet with 2 * 4 + 1 input channels}} for TINY_INPAINT, each from its own seed (the
+    VAE and text encoder are the base's: tiny_modules()). scripts/golden/inpaint9.py gets the exported weights."""
+    import torch
+
+    mods = {}
+    for name, spec in TINY_INPAINT.items():
+        torch.manual_seed(spec["seed"])
+        mods[name] = {"unet": tiny_unet(4, in_channels=9)}
+    return mods
+
+
+def build_tiny_inpaint(models_dir):
+    """The inpainting twins: own unet.onnx (the base's timestep form) + model.toml; VAE, text encoder and tokenizer
+    referenced from the base's folder and ../tiny-clip. Writes nothing else."""
+    mods = tiny_inpaint_modules()
+    for name, spec in TINY_INPAINT.items():
+        print(name, flush=True)
+        base = spec["base"]
+        _, vae_kind, ts_kind, cond_dim, pad, _ = TINY_MODELS[base]
+        assert vae_kind == "sd" and cond_dim is None, "the manifest below assumes the SD VAE, no timestep_cond"
+        folder = os.path.join(models_dir, name)
+        os.makedirs(folder, exist_ok=True)
+        unet = mods[name]["unet"]
+        export_unet(unet, os.path.join(folder, "unet.onnx"), ts_kind)
+        files = {"unet": "unet.onnx", "vae-encoder": f"../{base}/vae_encoder.onnx",
+                 "vae-decoder": f"../{base}/vae_decoder.onnx"}
+        files.update(TINY_FILES_SHARED)
+        write_manifest(folder, name=name, description=f"TINY RANDOM weights for tests; mimics {spec['what']}; "
+                       f"VAE referenced from {base}",
+                       latent_channels=unet.config.out_channels, latent_scale=0.18215, image_range="minus-one-to-one",
+                       files=files, pad_token=pad, defaults=spec["defaults"], size_multiple=16, native_size=512,
+                       unet=unet.config)
 
 
 def build_tiny(models_dir):
@@ -1162,6 +1243,8 @@ def build_tiny(models_dir):
     for twin, source in TINY_FP16_TWINS.items():
         print(twin, flush=True)
         convert_folder_fp16(os.path.join(models_dir, source), os.path.join(models_dir, twin))
+
+    build_tiny_inpaint(models_dir)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1956,6 +2039,9 @@ def main():
                       f"(SDXL presets); openpose-xinsir: {SDXL_CONTROLNETS['openpose-xinsir']['repo']} (SDXL)")
     tiny = sub.add_parser("tiny", help="build the tiny random test models (no download)")
     tiny.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
+    tiny_in = sub.add_parser("tiny-inpaint", help="build only the tiny 9-channel inpainting twin (no download; needs "
+                             "the tiny-sd15-lcm-lora and tiny-clip twins it references)")
+    tiny_in.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
     tiny_xl = sub.add_parser("tiny-sdxl", help="build only the tiny random SDXL twins and the optimum-layout "
                              "folders (no download)")
     tiny_xl.add_argument("models_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "models"))
@@ -2008,6 +2094,8 @@ def main():
             if a.vae == "taesdxl":
                 ap.error(f"--vae taesdxl is for the SDXL presets ({', '.join(sorted(SDXL_PRESETS))})")
             export_real(a.preset, a.out, a.vae, a.timestep, a.fp16, a.controlnet)
+    elif a.mode == "tiny-inpaint":
+        build_tiny_inpaint(os.path.normpath(a.models_dir))
     elif a.mode == "tiny-sdxl":
         build_tiny_sdxl(os.path.normpath(a.models_dir))
     elif a.mode == "tiny-sdxl-extra":

@@ -175,10 +175,13 @@ pub struct Conditioning {
     pub skeleton: Option<Arc<RgbImage>>,
     /// Where to change the picture, 255 = change (masked runs).
     pub mask: Option<Arc<image::GrayImage>>,
+    /// Show the input's own pixels outside the mask, the generated picture faded in over this many pixels on
+    /// the changed side of the edge ([`crate::composite`]); None: the output as generated.
+    pub composite_px: Option<u32>,
 }
 
 /// A frame's conditioning when it has none.
-static NO_CONDITIONING: Conditioning = Conditioning { skeleton: None, mask: None };
+static NO_CONDITIONING: Conditioning = Conditioning { skeleton: None, mask: None, composite_px: None };
 
 impl Conditioning {
     /// No conditioning input, borrowed for as long as needed.
@@ -188,12 +191,12 @@ impl Conditioning {
 
     /// Only a skeleton.
     pub fn skeleton(skeleton: Arc<RgbImage>) -> Conditioning {
-        Conditioning { skeleton: Some(skeleton), mask: None }
+        Conditioning { skeleton: Some(skeleton), ..Conditioning::default() }
     }
 
     /// Only a mask.
     pub fn mask(mask: Arc<image::GrayImage>) -> Conditioning {
-        Conditioning { skeleton: None, mask: Some(mask) }
+        Conditioning { mask: Some(mask), ..Conditioning::default() }
     }
 
     /// The 8-bit pixels of input `kind` (interleaved channels, row by row), if the frame has it.

@@ -598,20 +598,121 @@ pub static POSE_HOLD_S: Knob = Knob {
     cost: LiveCost::Nothing,
 };
 
+/// `mask.*`: restyle only part of the frame (README "Masks").
+pub static MASK_SOURCE: Knob = Knob {
+    key: "mask.source",
+    live: None,
+    flag: Some("--mask"),
+    range: Range::Choice(&["segmenter", "faces", "chroma", "image", "video"]),
+    unit: "",
+    default: "segmenter",
+    help: "What makes the mask: the person segmenter (the room changes), the faces (all but the faces change), a \
+           chroma key, a still image or a mask video (`mask.file`; white = change).",
+    cost: LiveCost::Restart,
+};
+
+pub static MASK_ENABLED: Knob = Knob {
+    key: "mask.enabled",
+    live: Some("mask"),
+    flag: None,
+    range: Range::Bool,
+    unit: "",
+    default: "true",
+    help: "Restyle only the mask's area; off: the whole frame (the mask is still made, for the view). Key K.",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_KEEP_FACES: Knob = Knob {
+    key: "mask.keep-faces",
+    live: Some("mask-keep-faces"),
+    flag: Some("--keep-faces"),
+    range: Range::Bool,
+    unit: "",
+    default: "false",
+    help: "Keep every face (BlazeFace) as it is, whatever the source says. Key J.",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_INVERT: Knob = Knob {
+    key: "mask.invert",
+    live: Some("mask-invert"),
+    flag: Some("--mask-invert"),
+    range: Range::Bool,
+    unit: "",
+    default: "false",
+    help: "Change what the source keeps and keep what it changes (segmenter: restyle the person). Key U.",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_THRESHOLD: Knob = Knob {
+    key: "mask.threshold",
+    live: Some("mask-threshold"),
+    flag: Some("--mask-threshold"),
+    range: Range::Float { min: 0.0, max: 1.0 },
+    unit: "",
+    default: "0 (soft)",
+    help: "Hard edges: change where the (smoothed) mask is at least this; 0 keeps the soft mask.",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_GROW: Knob = Knob {
+    key: "mask.grow-px",
+    live: Some("mask-grow-px"),
+    flag: Some("--mask-grow"),
+    range: Range::Int { min: -256, max: 256 },
+    unit: "px",
+    default: "0",
+    help: "Grow the area to change by this much (negative: shrink it), at the working size.",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_FEATHER: Knob = Knob {
+    key: "mask.feather-px",
+    live: Some("mask-feather-px"),
+    flag: Some("--mask-feather"),
+    range: Range::Float { min: 0.0, max: 256.0 },
+    unit: "px",
+    default: "4",
+    help: "Soften the mask's edge over about this much, and fade the composite in over it on the changed side.",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_SMOOTHING: Knob = Knob {
+    key: "mask.smoothing",
+    live: Some("mask-smoothing"),
+    flag: Some("--mask-smoothing"),
+    range: Range::Float { min: 0.0, max: 0.99 },
+    unit: "",
+    default: "0.5",
+    help: "Temporal smoothing: the previous frames' share in the mask (steadier edges, slower to follow).",
+    cost: LiveCost::Nothing,
+};
+
+pub static MASK_COMPOSITE: Knob = Knob {
+    key: "mask.composite",
+    live: Some("mask-composite"),
+    flag: Some("--mask-composite"),
+    range: Range::Bool,
+    unit: "",
+    default: "true",
+    help: "Outside the mask, show the input's own pixels exactly (the VAE round trip moves them a little).",
+    cost: LiveCost::Nothing,
+};
+
 /// The window's view (`[[sink]] kind = "window"`, `view`).
 pub static VIEW: Knob = Knob {
     key: "window.view",
     live: Some("view"),
     flag: None,
-    range: Range::Choice(&["output", "input", "side-by-side", "pose"]),
+    range: Range::Choice(&["output", "input", "side-by-side", "pose", "mask"]),
     unit: "",
     default: "side-by-side",
-    help: "What the window shows (keys O, I, S, P).",
+    help: "What the window shows (keys O, I, S, P, M).",
     cost: LiveCost::Nothing,
 };
 
 /// Every knob, in README's order.
-pub static ALL: [&Knob; 23] = [
+pub static ALL: [&Knob; 32] = [
     &PROMPT,
     &NEGATIVE_PROMPT,
     &STEPS,
@@ -634,6 +735,15 @@ pub static ALL: [&Knob; 23] = [
     &POSE_BETA,
     &POSE_D_CUTOFF,
     &POSE_HOLD_S,
+    &MASK_SOURCE,
+    &MASK_ENABLED,
+    &MASK_KEEP_FACES,
+    &MASK_INVERT,
+    &MASK_THRESHOLD,
+    &MASK_GROW,
+    &MASK_FEATHER,
+    &MASK_SMOOTHING,
+    &MASK_COMPOSITE,
     &VIEW,
 ];
 
@@ -714,7 +824,7 @@ mod tests {
         assert!(TIMESTEPS.check(&Given::List(vec![Given::Int(1000)]), Spelling::Key).is_err());
         assert_eq!(VIEW.check(&Given::Text("pose".into()), Spelling::Live).unwrap(), Checked::Choice("pose"));
         let e = VIEW.check(&Given::Text("x".into()), Spelling::Live).unwrap_err();
-        assert!(e.to_string().contains("one of \"output\", \"input\", \"side-by-side\", \"pose\""), "{e}");
+        assert!(e.to_string().contains("one of \"output\", \"input\", \"side-by-side\", \"pose\", \"mask\""), "{e}");
         assert_eq!(SIZE.check(&Given::Text("512x288".into()), Spelling::Flag).unwrap(), Checked::Size(512, 288));
         let list = Given::List(vec![Given::Int(64), Given::Int(64)]);
         assert_eq!(SIZE.check(&list, Spelling::Key).unwrap(), Checked::Size(64, 64));

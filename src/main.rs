@@ -70,7 +70,7 @@ enum Command {
     /// Check a pipeline file without running it.
     Check(CheckArgs),
     /// Video to video: every input frame becomes one output frame, same timestamps, audio kept.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// List cameras and v4l2loopback outputs.
     Devices,
     /// Find the people in an image or a video and write the ControlNet conditioning image (the OpenPose skeleton
@@ -117,8 +117,8 @@ struct MaskArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// What makes the mask: segmenter (the person is kept, the background changes), faces (the faces are kept),
-    /// chroma=RRGGBB[:TOLERANCE] (near the key colour changes; tolerance 0-255, default 48) or image=PATH (a
-    /// grayscale PNG/JPEG, white = change).
+    /// chroma=RRGGBB[:TOLERANCE] (near the key colour changes; tolerance 0-255, default 48), image=PATH (a
+    /// grayscale PNG/JPEG, white = change) or video=PATH (a mask video, frame by frame).
     #[arg(long, value_name = "SOURCE", default_value = "segmenter")]
     source: String,
     /// The MediaPipe models: a folder or one ONNX file (default: models/mediapipe-selfie or
@@ -206,12 +206,65 @@ struct ConvertArgs {
     pose_model: Option<PathBuf>,
     #[arg(long, value_name = "S", requires = "pose", allow_negative_numbers = true)]
     controlnet_scale: Option<String>,
+    #[command(flatten)]
+    mask: ConvertMaskArgs,
     /// Write the final statistics here as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
     /// Without a terminal: seconds between progress lines ("converted N of M frames"), 0.1 to 3600.
     #[arg(long, default_value_t = 5.0, value_name = "S", value_parser = progress_interval)]
     progress_interval_s: f64,
+}
+
+/// `convert`'s mask flags: the `mask.*` knobs (help from their declarations) and the mask's files.
+#[derive(Args)]
+struct ConvertMaskArgs {
+    #[arg(long, value_name = "SOURCE")]
+    mask: Option<String>,
+    /// The mask image or video for `--mask image` or `--mask video` (white = change).
+    #[arg(long, value_name = "PATH", requires = "mask")]
+    mask_file: Option<PathBuf>,
+    /// The key for `--mask chroma`: RRGGBB or RRGGBB:TOLERANCE (default 00ff00).
+    #[arg(long, value_name = "KEY", requires = "mask")]
+    mask_chroma: Option<String>,
+    /// The MediaPipe models' folder or file (default: models/mediapipe-selfie).
+    #[arg(long, value_name = "PATH", requires = "mask")]
+    mask_model: Option<PathBuf>,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", requires = "mask")]
+    keep_faces: Option<String>,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", requires = "mask")]
+    mask_invert: Option<String>,
+    #[arg(long, value_name = "T", requires = "mask", allow_negative_numbers = true)]
+    mask_threshold: Option<String>,
+    #[arg(long, value_name = "PX", requires = "mask", allow_negative_numbers = true)]
+    mask_grow: Option<String>,
+    #[arg(long, value_name = "PX", requires = "mask", allow_negative_numbers = true)]
+    mask_feather: Option<String>,
+    #[arg(long, value_name = "S", requires = "mask", allow_negative_numbers = true)]
+    mask_smoothing: Option<String>,
+    #[arg(long, value_name = "BOOL", requires = "mask")]
+    mask_composite: Option<String>,
+}
+
+impl ConvertMaskArgs {
+    /// The `[mask]` these flags write (None without `--mask`); values as typed, checked by the knobs.
+    fn file(&self) -> Option<latentcam::config::file::MaskFile> {
+        let value = |v: &Option<String>| v.as_deref().map(latentcam::jobs::flag_value);
+        self.mask.as_ref().map(|source| latentcam::config::file::MaskFile {
+            source: Some(latentcam::jobs::flag_value(source)),
+            file: self.mask_file.clone(),
+            model: self.mask_model.clone(),
+            chroma: self.mask_chroma.clone(),
+            enabled: None,
+            keep_faces: value(&self.keep_faces),
+            invert: value(&self.mask_invert),
+            threshold: value(&self.mask_threshold),
+            grow_px: value(&self.mask_grow),
+            feather_px: value(&self.mask_feather),
+            smoothing: value(&self.mask_smoothing),
+            composite: value(&self.mask_composite),
+        })
+    }
 }
 
 fn progress_interval(text: &str) -> Result<f64, String> {
@@ -406,7 +459,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench(&cli.runtime, args),
         Command::Run(args) => run_pipeline(&cli.runtime, args),
         Command::Check(args) => check_pipeline(&args),
-        Command::Convert(args) => convert(&cli.runtime, args),
+        Command::Convert(args) => convert(&cli.runtime, *args),
         Command::Devices => {
             print!("{}", latentcam::devices::report());
             Ok(())
@@ -494,6 +547,7 @@ fn convert(rt: &RuntimeArgs, args: ConvertArgs) -> anyhow::Result<()> {
             ..Default::default()
         }),
         feedback: args.feedback,
+        mask: args.mask.file(),
     };
     let config = request.pipeline()?;
     let runtime = runtime(rt)?;

@@ -129,13 +129,25 @@ impl Thumbnail {
         }
     }
 
+    /// A gray image's cells (a mask), on the same grid as a frame of its size.
+    fn fill_gray(&mut self, image: &image::GrayImage) {
+        // As RGB with equal channels the luma weights sum to 256: the same scale as a frame's cells.
+        let rgb = image::DynamicImage::ImageLuma8(image.clone()).to_rgb8();
+        self.fill(&rgb);
+    }
+
     /// The largest change of any cell as a fraction of full scale; None when the frames differ in size.
     fn difference(&self, other: &Thumbnail) -> Option<f32> {
+        self.difference_where(other, |_| true)
+    }
+
+    /// [`Thumbnail::difference`] over the cells `counted` takes (by index).
+    fn difference_where(&self, other: &Thumbnail, counted: impl Fn(usize) -> bool) -> Option<f32> {
         if self.size != other.size || self.size == (0, 0) {
             return None;
         }
         let n = self.cols * self.rows;
-        let largest = self.cells[..n].iter().zip(&other.cells[..n]).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+        let largest = (0..n).filter(|&i| counted(i)).map(|i| self.cells[i].abs_diff(other.cells[i])).max().unwrap_or(0);
         Some(largest as f32 / FULL_SCALE)
     }
 }
@@ -178,6 +190,9 @@ pub struct SimilarityFilter {
     reference: Thumbnail,
     /// The frame being checked; swapped with `reference` when it is processed.
     current: Thumbnail,
+    /// The masks of the reference and of the frame being checked (masked runs).
+    mask_reference: Thumbnail,
+    mask_current: Thumbnail,
     /// Frames reused since the last processed one.
     run: u32,
     skipped_total: u64,
@@ -190,6 +205,8 @@ impl SimilarityFilter {
             settings,
             reference: Thumbnail::EMPTY,
             current: Thumbnail::EMPTY,
+            mask_reference: Thumbnail::EMPTY,
+            mask_current: Thumbnail::EMPTY,
             run: 0,
             skipped_total: 0,
             last_difference: None,
@@ -203,12 +220,33 @@ impl SimilarityFilter {
     /// Whether `frame` must be processed or the last output re-emitted. A `Process` answer makes `frame` the
     /// reference later frames are compared with, so the caller must process every frame answered so.
     pub fn check(&mut self, frame: &RgbImage) -> Decision {
+        self.check_masked(frame, None)
+    }
+
+    /// [`SimilarityFilter::check`] for a masked frame (255 = change): only cells where this frame's mask or the
+    /// reference's has something to change are compared (the rest shows the input itself, whatever is reused),
+    /// and a change of the mask counts as a change (the area to change moved: what was kept before must now be
+    /// generated).
+    pub fn check_masked(&mut self, frame: &RgbImage, mask: Option<&image::GrayImage>) -> Decision {
         if !self.settings.enabled() {
             self.last_difference = None;
             return Decision::Process;
         }
         self.current.fill(frame);
-        let difference = self.current.difference(&self.reference);
+        let difference = match mask {
+            None => {
+                self.mask_reference.size = (0, 0);
+                self.current.difference(&self.reference)
+            }
+            Some(mask) => {
+                self.mask_current.fill_gray(mask);
+                let (now, before) = (&self.mask_current, &self.mask_reference);
+                let moved = now.difference(before);
+                let counted = |i: usize| now.cells[i] > 0 || before.cells[i] > 0;
+                let picture = self.current.difference_where(&self.reference, counted);
+                moved.zip(picture).map(|(a, b)| a.max(b))
+            }
+        };
         self.last_difference = difference;
         match difference {
             Some(d) if d < self.settings.threshold && self.run < self.settings.max_skips => {
@@ -218,6 +256,9 @@ impl SimilarityFilter {
             }
             _ => {
                 std::mem::swap(&mut self.current, &mut self.reference);
+                if mask.is_some() {
+                    std::mem::swap(&mut self.mask_current, &mut self.mask_reference);
+                }
                 self.run = 0;
                 Decision::Process
             }
@@ -228,6 +269,7 @@ impl SimilarityFilter {
     /// output no longer stands for what the new parameters make).
     pub fn reset(&mut self) {
         self.reference.size = (0, 0);
+        self.mask_reference.size = (0, 0);
         self.run = 0;
     }
 

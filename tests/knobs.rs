@@ -96,8 +96,16 @@ fn cases(knob: &Knob) -> Vec<Case> {
 }
 
 /// A pipeline every knob can be set in: pose-guided (a ControlNet model and the committed tiny DWPose), 1 step
-/// (so a stream batch up to 8 is a frame batch), img2img (so feedback applies).
-fn base() -> String {
+/// (so a stream batch up to 8 is a frame batch), img2img (so feedback applies). The `mask.*` knobs are tried in a
+/// masked pipeline instead (a mask with pose guidance is refused), whose mask file serves every source.
+fn base(knob: &Knob) -> String {
+    let (model, guide) = if knob.key.starts_with("mask.") {
+        let mask = format!("[mask]\nfile = \"{}\"\n", mask_file().display());
+        ("tiny-sd15-lcm-lora", mask)
+    } else {
+        let pose = format!("[pose]\nmode = \"img2img\"\nmodel = \"{}\"\n", common::model_dir("tiny-dwpose").display());
+        ("tiny-sd15-lcm-lora-controlnet", pose)
+    };
     format!(
         r#"mode = "offline"
 [source]
@@ -108,24 +116,26 @@ size = [64, 64]
 [params]
 steps = 1
 [engine]
-[pose]
-mode = "img2img"
-model = "{pose}"
-[[sink]]
+{guide}[[sink]]
 kind = "null"
 "#,
-        model = common::model_dir("tiny-sd15-lcm-lora-controlnet").display(),
-        pose = common::model_dir("tiny-dwpose").display(),
+        model = common::model_dir(model).display(),
     )
 }
 
+/// A mask image (a committed golden mask).
+fn mask_file() -> std::path::PathBuf {
+    common::golden("mask/camera_general.png")
+}
+
 /// `key = value` written into the base pipeline's text, in its table (replacing the table's own).
-fn file_with(key: &str, toml: &str) -> String {
+fn file_with(knob: &Knob, toml: &str) -> String {
+    let key = knob.key;
     let (table, name) = key.split_once('.').unwrap();
     let header = format!("[{table}]");
     let mut out = Vec::new();
     let mut inside = false;
-    for line in base().lines() {
+    for line in base(knob).lines() {
         if line.starts_with('[') {
             inside = line == header;
             out.push(line.to_string());
@@ -143,12 +153,12 @@ fn file_with(key: &str, toml: &str) -> String {
 type Verdict = Result<(), String>;
 
 fn through_file(knob: &Knob, c: &Case) -> Verdict {
-    Pipeline::parse_str(&file_with(knob.key, &c.toml), Path::new("p.toml"), &[]).map(drop).map_err(|e| e.chain_text())
+    Pipeline::parse_str(&file_with(knob, &c.toml), Path::new("p.toml"), &[]).map(drop).map_err(|e| e.chain_text())
 }
 
 fn through_set(knob: &Knob, c: &Case) -> Verdict {
     let set = format!("{}={}", knob.key, c.toml);
-    Pipeline::parse_str(&base(), Path::new("p.toml"), &[set]).map(drop).map_err(|e| e.chain_text())
+    Pipeline::parse_str(&base(knob), Path::new("p.toml"), &[set]).map(drop).map_err(|e| e.chain_text())
 }
 
 /// `latentcam convert` with the flag: the values are checked before the input is opened (exit code 2).
@@ -159,10 +169,19 @@ fn through_flag(flag: &str, values: &[String]) -> Verdict {
     let path = |p: &Path| p.to_str().unwrap().to_string();
     let mut args =
         vec!["--ep".to_string(), "cpu".into(), "convert".into(), path(&input), path(&tmp.path().join("o.mp4"))];
-    args.extend(["--model".into(), path(&common::model_dir("tiny-sd15-lcm-lora-controlnet"))]);
-    args.extend(["--pose-model".into(), path(&common::model_dir("tiny-dwpose"))]);
-    if flag != "--pose" {
-        args.extend(["--pose".into(), "img2img".into()]);
+    if knobs::find(flag).is_some_and(|k| k.key.starts_with("mask.")) {
+        // A masked conversion; its mask file serves every source (`--mask image`, `--mask video`).
+        args.extend(["--model".into(), path(&common::model_dir("tiny-sd15-lcm-lora"))]);
+        args.extend(["--mask-file".into(), path(&mask_file())]);
+        if flag != "--mask" {
+            args.extend(["--mask".into(), "segmenter".into()]);
+        }
+    } else {
+        args.extend(["--model".into(), path(&common::model_dir("tiny-sd15-lcm-lora-controlnet"))]);
+        args.extend(["--pose-model".into(), path(&common::model_dir("tiny-dwpose"))]);
+        if flag != "--pose" {
+            args.extend(["--pose".into(), "img2img".into()]);
+        }
     }
     // One step (a stream batch up to 8 is then a frame batch), unless the flag is part of the schedule.
     if !["--steps", "--timesteps", "--strength"].contains(&flag) {
@@ -193,7 +212,9 @@ fn hub() -> Arc<ControlHub> {
         seed: 0,
         timesteps: None,
     };
-    let values = LiveValues::new(&params, 10, 0.0, 0.01, Some((1.0, SmoothingSettings::default())), Some(View::Output));
+    let mask = latentcam::mask::PipelineMask { spec: Default::default(), enabled: true, composite: true };
+    let values = LiveValues::new(&params, 10, 0.0, 0.01, Some((1.0, SmoothingSettings::default())), Some(View::Output))
+        .with_mask(&mask);
     let limits = Limits { lcm: Lcm::new(Default::default()), stream_batch: 1, txt2img: false };
     Arc::new(ControlHub::new(values, limits))
 }

@@ -605,6 +605,7 @@ fn command_line_flags_are_parsed_or_refused_never_panic() {
                 engine: Default::default(),
                 pose: None,
                 feedback: None,
+                mask: None,
             };
             let expected = flags_valid(&f);
             match convert.pipeline() {

@@ -24,6 +24,8 @@ pub struct PipelineFile {
     pub engine: EngineFile,
     /// Pose-guided generation (OpenPose ControlNet); absent: plain img2img.
     pub pose: Option<PoseFile>,
+    /// Restyle only part of the frame (a person mask, faces, a chroma key, a mask image or video).
+    pub mask: Option<MaskFile>,
     /// Live control inputs.
     #[serde(default)]
     pub control: ControlFile,
@@ -144,6 +146,28 @@ pub struct PoseFile {
     pub beta: Any,
     pub d_cutoff: Any,
     pub hold_s: Any,
+}
+
+/// `[mask]`: where the mask comes from and how it is shaped (the knobs `mask.*`), and its files.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MaskFile {
+    /// "segmenter", "faces", "chroma", "image" or "video".
+    pub source: Any,
+    /// The mask image or video (`source = "image"` or `"video"`), white = change.
+    pub file: Option<PathBuf>,
+    /// The MediaPipe models' folder or file (segmenter, faces).
+    pub model: Option<PathBuf>,
+    /// The key (`source = "chroma"`): `RRGGBB` or `RRGGBB:TOLERANCE` (default 00ff00, a green screen).
+    pub chroma: Option<String>,
+    pub enabled: Any,
+    pub keep_faces: Any,
+    pub invert: Any,
+    pub threshold: Any,
+    pub grow_px: Any,
+    pub feather_px: Any,
+    pub smoothing: Any,
+    pub composite: Any,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

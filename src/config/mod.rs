@@ -21,6 +21,7 @@
 
 pub mod control;
 pub mod file;
+mod mask;
 pub(crate) mod overrides;
 pub mod values;
 
@@ -63,6 +64,8 @@ pub enum View {
     SideBySide,
     /// The input with the pose skeleton over it (pose-guided runs; the input otherwise).
     Pose,
+    /// The input with the area to change tinted (masked runs; the input otherwise).
+    Mask,
 }
 
 /// Only build a sink when a display is (or is not) there: lets one pipeline file serve desktops and servers.
@@ -292,6 +295,10 @@ fn flag_for(key: &str) -> &'static str {
         "stream-batch" => "--stream-batch",
         "similarity-threshold" => "--similarity-threshold",
         "mode" if key.starts_with("pose.") => "--pose",
+        "model" if key.starts_with("mask.") => "--mask-model",
+        "file" if key.starts_with("mask.") => "--mask-file",
+        "chroma" if key.starts_with("mask.") => "--mask-chroma",
+        "mask" => "--mask",
         "model" => "--pose-model",
         "controlnet-scale" => "--controlnet-scale",
         "feedback" => "--feedback",
@@ -320,6 +327,8 @@ pub struct Pipeline {
     pub engine: Engine,
     /// Pose-guided generation (`[pose]`).
     pub pose: Option<PoseSpec>,
+    /// Restyle only part of the frame (`[mask]`).
+    pub mask: Option<crate::mask::PipelineMask>,
     pub sinks: Vec<SinkSpec>,
     /// `[params] transition-frames` and `feedback`: how changes blend in and how much of the last output
     /// carries over.
@@ -491,6 +500,10 @@ impl Pipeline {
         })?;
         let model = ModelFolder::open(&dir)?;
         let pose = file.pose.as_ref().map(|p| PoseSpec::parse(p, &origin)).transpose()?;
+        let mask = file.mask.as_ref().map(|m| crate::mask::PipelineMask::parse(m, &origin)).transpose()?;
+        if mask.is_some() && pose.is_some() {
+            return Err(err("mask", "[mask] with [pose] is not supported yet: use one or the other".into()));
+        }
         let mut params = resolve_params(&file.params, &model, &origin)?;
         if let Some(pose) = &pose {
             if model.controlnet.is_none() {
@@ -540,6 +553,7 @@ impl Pipeline {
             schedule,
             engine,
             pose,
+            mask,
             sinks,
             temporal,
             control,
@@ -645,7 +659,7 @@ impl Reader<'_> {
     }
 
     fn view(&self, value: Any) -> Result<Option<View>> {
-        self.choice("view", value, "\"output\", \"input\", \"side-by-side\" or \"pose\"")
+        self.choice("view", value, "\"output\", \"input\", \"side-by-side\", \"pose\" or \"mask\"")
     }
 
     fn only_when(&self, value: Any) -> Result<Option<When>> {

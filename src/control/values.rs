@@ -14,6 +14,7 @@ use crate::config::values::{SHOWN_CHARS, preview, show_f64};
 use crate::diffusion::Params;
 use crate::diffusion::scheduler::Lcm;
 use crate::knobs::{self, Checked, Given, LiveCost, Spelling};
+use crate::mask::{MaskOptions, PipelineMask};
 use crate::pose::smooth::SmoothingSettings;
 
 /// Every value that can change while a pipeline runs. Serialized as `GET /params` returns it; the pose values
@@ -44,6 +45,23 @@ pub struct LiveValues {
     pub pose_d_cutoff: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pose_hold_s: Option<f64>,
+    /// Masked runs (`[mask]`): the mask on, and how it is made and used (see the `mask.*` knobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_keep_faces: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_invert: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_grow_px: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_feather_px: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_smoothing: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_composite: Option<bool>,
     /// The window's view (other sinks keep theirs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<View>,
@@ -108,7 +126,41 @@ impl LiveValues {
             pose_beta: pose.map(|p| p.1.beta),
             pose_d_cutoff: pose.map(|p| p.1.d_cutoff),
             pose_hold_s: pose.map(|p| p.1.hold_s),
+            mask: None,
+            mask_keep_faces: None,
+            mask_invert: None,
+            mask_threshold: None,
+            mask_grow_px: None,
+            mask_feather_px: None,
+            mask_smoothing: None,
+            mask_composite: None,
             view,
+        }
+    }
+
+    /// These values with a masked run's (`[mask]`) as it starts.
+    pub fn with_mask(mut self, mask: &PipelineMask) -> LiveValues {
+        let o = mask.spec.options;
+        self.mask = Some(mask.enabled);
+        self.mask_keep_faces = Some(mask.spec.keep_faces);
+        self.mask_invert = Some(o.invert);
+        self.mask_threshold = Some(f64::from(o.threshold.unwrap_or(0.0)));
+        self.mask_grow_px = Some(i64::from(o.grow_px));
+        self.mask_feather_px = Some(f64::from(o.feather_px));
+        self.mask_smoothing = Some(f64::from(o.smoothing));
+        self.mask_composite = Some(mask.composite);
+        self
+    }
+
+    /// The mask's shaping these values make, over `base` (what the run started with).
+    pub fn mask_options(&self, base: MaskOptions) -> MaskOptions {
+        let threshold = self.mask_threshold.map_or(base.threshold, |t| (t > 0.0).then_some(t as f32));
+        MaskOptions {
+            invert: self.mask_invert.unwrap_or(base.invert),
+            threshold,
+            grow_px: self.mask_grow_px.map_or(base.grow_px, |g| g as i32),
+            feather_px: self.mask_feather_px.map_or(base.feather_px, |f| f as f32),
+            smoothing: self.mask_smoothing.map_or(base.smoothing, |s| s as f32),
         }
     }
 
@@ -150,6 +202,9 @@ impl LiveValues {
             None => Err(LiveError::NotHere { name, why: "is not pose-guided (no [pose])" }),
             Some(_) => Ok(()),
         };
+        let masked = self.mask.is_some();
+        let mask_only =
+            || if masked { Ok(()) } else { Err(LiveError::NotHere { name, why: "has no mask (no [mask])" }) };
         match checked {
             Checked::Text(text) if name == "prompt" => self.prompt = text,
             Checked::Text(text) if name == "negative-prompt" => self.negative_prompt = text,
@@ -163,6 +218,31 @@ impl LiveValues {
             Checked::Float(x) if name == "strength" => self.strength = x,
             Checked::Float(x) if name == "feedback" => self.feedback = x,
             Checked::Float(x) if name == "similarity-threshold" => self.similarity_threshold = x,
+            Checked::Bool(b) => {
+                mask_only()?;
+                let slot = match name {
+                    "mask" => &mut self.mask,
+                    "mask-keep-faces" => &mut self.mask_keep_faces,
+                    "mask-invert" => &mut self.mask_invert,
+                    "mask-composite" => &mut self.mask_composite,
+                    _ => return Err(unknown()),
+                };
+                *slot = Some(b);
+            }
+            Checked::Int(n) if name == "mask-grow-px" => {
+                mask_only()?;
+                self.mask_grow_px = Some(n);
+            }
+            Checked::Float(x) if name.starts_with("mask-") => {
+                mask_only()?;
+                let slot = match name {
+                    "mask-threshold" => &mut self.mask_threshold,
+                    "mask-feather-px" => &mut self.mask_feather_px,
+                    "mask-smoothing" => &mut self.mask_smoothing,
+                    _ => return Err(unknown()),
+                };
+                *slot = Some(x);
+            }
             Checked::Float(x) => {
                 let slot = match name {
                     "controlnet-scale" => &mut self.controlnet_scale,

@@ -447,6 +447,9 @@ impl Diffusion {
     /// The LCM loop on encoded latents; returns the final denoised latents.
     pub fn denoise(&mut self, prepared: &Prepared, latents: ArrayView4<f32>, noise: &NoiseBank) -> Result<Array4<f32>> {
         let plan = &prepared.plan;
+        if self.unet.inpainting && !plan.steps.is_empty() {
+            return Err(needs_mask(&self.folder));
+        }
         if noise.len() < plan.steps.len() || noise.shape() != latents.dim() {
             return Err(Error::inference(
                 "denoise",
@@ -513,4 +516,16 @@ impl Diffusion {
 
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
+}
+
+/// The refusal of a run without a mask on an inpainting model.
+pub(crate) fn needs_mask(folder: &ModelFolder) -> Error {
+    Error::invalid(
+        "mask",
+        format!(
+            "{} is an inpainting model (its UNet takes the mask and the masked image): it runs only with a mask \
+             ([mask] in a pipeline, --mask for convert)",
+            folder.name
+        ),
+    )
 }

@@ -88,6 +88,9 @@ pub struct Unet {
     pub latent_channels: usize,
     /// SDXL family: the UNet takes `text_embeds` and `time_ids` (the six size conditions).
     pub added_conditions: bool,
+    /// An inpainting UNet: `sample` takes 2C + 1 channels, the latents, the mask and the masked image's latents
+    /// (runwayml/stable-diffusion-inpainting: 9). It runs only with a mask.
+    pub inpainting: bool,
 }
 
 /// What an SDXL-family UNet takes besides the prompt's hidden states, one row per batch item.
@@ -128,14 +131,22 @@ impl Unet {
     fn from_model(model: Model, latent_channels: usize) -> Result<Unet> {
         let b = &model.binding;
         let timestep = TimestepInput::of(b.input(port::TIMESTEP));
-        for (what, bound) in [("sample", b.input(port::SAMPLE)), ("out_sample", b.output(port::OUT))] {
-            if let Some(c) = bound.dim(1)
-                && c as usize != latent_channels
-            {
-                return Err(model.contract_error(format!(
-                    "{what} has {c} channels but model.toml says latent-channels = {latent_channels}"
-                )));
-            }
+        if let Some(c) = b.output(port::OUT).dim(1)
+            && c as usize != latent_channels
+        {
+            return Err(model.contract_error(format!(
+                "out_sample has {c} channels but model.toml says latent-channels = {latent_channels}"
+            )));
+        }
+        let inpainting = b.input(port::SAMPLE).dim(1) == Some(2 * latent_channels as i64 + 1);
+        if let Some(c) = b.input(port::SAMPLE).dim(1)
+            && c as usize != latent_channels
+            && !inpainting
+        {
+            return Err(model.contract_error(format!(
+                "sample has {c} channels but model.toml says latent-channels = {latent_channels} (expected                  {latent_channels}, or {} for an inpainting UNet: latents, mask, masked image latents)",
+                2 * latent_channels + 1
+            )));
         }
         let cond_dim =
             b.inputs[port::TIMESTEP_COND].as_ref().map(|c| c.dim(1).map_or(DEFAULT_COND_DIM, |d| d as usize));
@@ -159,7 +170,7 @@ impl Unet {
                 ));
             }
         };
-        Ok(Unet { model, timestep, cond_dim, latent_channels, added_conditions })
+        Ok(Unet { model, timestep, cond_dim, latent_channels, added_conditions, inpainting })
     }
 
     pub fn model(&self) -> &Model {

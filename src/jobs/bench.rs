@@ -82,6 +82,7 @@ impl BenchRequest {
             params,
             engine: EngineFile::default(),
             pose: None,
+            mask: None,
             control: ControlFile::default(),
             sinks: vec![SinkFile::Null { only_when: None }],
             stats_interval_s: Some(0.0),

@@ -23,6 +23,8 @@ pub struct ConvertRequest {
     pub pose: Option<crate::config::file::PoseFile>,
     /// `--feedback`: latent feedback fraction, as typed.
     pub feedback: Option<String>,
+    /// `--mask SOURCE` and the other `--mask-*` flags (restyle only part of each frame).
+    pub mask: Option<crate::config::file::MaskFile>,
 }
 
 impl ConvertRequest {
@@ -48,6 +50,7 @@ impl ConvertRequest {
             },
             engine: self.engine.clone(),
             pose: self.pose.clone(),
+            mask: self.mask.clone(),
             control: Default::default(),
             sinks: vec![SinkFile::File {
                 path: Some(toml::Value::String(self.output.display().to_string())),

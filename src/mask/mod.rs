@@ -20,6 +20,7 @@ pub mod segmenter;
 pub mod shape;
 pub mod stage;
 pub mod still;
+pub mod video;
 pub mod warp;
 
 use image::{GrayImage, RgbImage};
@@ -29,8 +30,9 @@ pub use self::chroma::Chroma;
 pub use self::faces::{Face, FaceDetector};
 pub use self::segmenter::Segmenter;
 pub use self::shape::{Combine, MaskOptions, MaskShaper};
-pub use self::stage::{MaskMaker, MaskSpec, SourceSpec};
+pub use self::stage::{MaskMaker, MaskSpec, PipelineMask, SourceSpec};
 pub use self::still::StillMask;
+pub use self::video::VideoMask;
 use crate::error::Result;
 
 /// One value per pixel, `[height, width]`, in 0..1: 1 = change, 0 = keep.

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-use super::{Chroma, Combine, Face, FaceDetector, Mask, MaskOptions, MaskShaper, MaskSource, Segmenter, StillMask};
+use super::{
+    Chroma, Combine, Face, FaceDetector, Mask, MaskOptions, MaskShaper, MaskSource, Segmenter, StillMask, VideoMask,
+};
 use crate::error::{Error, Result};
 use crate::infer::Runtime;
 
@@ -21,22 +23,55 @@ pub enum SourceSpec {
     Chroma(Chroma),
     /// A still mask image, white = change.
     Image(PathBuf),
+    /// A mask video, white = change: its n-th frame is the n-th frame's mask.
+    Video(PathBuf),
 }
 
 impl SourceSpec {
-    /// `segmenter`, `faces`, `chroma=RRGGBB[:TOLERANCE]` or `image=PATH`.
+    /// `segmenter`, `faces`, `chroma=RRGGBB[:TOLERANCE]`, `image=PATH` or `video=PATH`.
     pub fn parse(text: &str) -> Result<SourceSpec> {
         match text.split_once('=') {
             None if text == "segmenter" => Ok(SourceSpec::Segmenter),
             None if text == "faces" => Ok(SourceSpec::Faces),
             Some(("chroma", key)) => Ok(SourceSpec::Chroma(Chroma::parse(key)?)),
             Some(("image", path)) if !path.is_empty() => Ok(SourceSpec::Image(PathBuf::from(path))),
+            Some(("video", path)) if !path.is_empty() => Ok(SourceSpec::Video(PathBuf::from(path))),
             _ => Err(Error::invalid(
                 "mask source",
-                format!("`{text}`: expected segmenter, faces, chroma=RRGGBB[:TOLERANCE] or image=PATH"),
+                format!("`{text}`: expected segmenter, faces, chroma=RRGGBB[:TOLERANCE], image=PATH or video=PATH"),
             )),
         }
     }
+
+    /// The file it reads besides the models (a mask image or video).
+    pub fn file(&self) -> Option<&PathBuf> {
+        match self {
+            SourceSpec::Image(path) | SourceSpec::Video(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether it needs the MediaPipe models.
+    pub fn uses_models(&self) -> bool {
+        matches!(self, SourceSpec::Segmenter | SourceSpec::Faces)
+    }
+}
+
+/// A pipeline's `[mask]`: how each frame's mask is made, and what the run does with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineMask {
+    pub spec: MaskSpec,
+    /// Restyle only the mask's area (live `mask`); off, the whole frame changes and the mask is only shown.
+    pub enabled: bool,
+    /// Show the input's own pixels outside the mask (live `mask-composite`).
+    pub composite: bool,
+}
+
+impl PipelineMask {
+    /// The shaping a pipeline uses unless its file says otherwise: soft edges feathered over 4 px, smoothed
+    /// over time at 0.5 (BENCHMARKS.md: 59% less edge flicker on a real clip).
+    pub const DEFAULT_FEATHER_PX: f32 = 4.0;
+    pub const DEFAULT_SMOOTHING: f32 = 0.5;
 }
 
 /// Everything that makes a frame's mask.
@@ -67,6 +102,7 @@ pub enum Source {
     Faces(Box<FaceDetector>),
     Chroma(Chroma),
     Still(StillMask),
+    Video(Box<VideoMask>),
 }
 
 impl MaskSource for Source {
@@ -76,6 +112,7 @@ impl MaskSource for Source {
             Source::Faces(f) => f.mask(frame),
             Source::Chroma(c) => c.mask(frame),
             Source::Still(s) => s.mask(frame),
+            Source::Video(v) => v.mask(frame),
         }
     }
 }
@@ -83,8 +120,12 @@ impl MaskSource for Source {
 /// A frame's mask, made as [`MaskSpec`] says (see the module docs).
 pub struct MaskMaker {
     source: Source,
-    /// The faces to keep, unless the source is the faces.
+    /// The face detector for keeping the faces, unless the source is the faces (loaded when first asked for).
     keep_faces: Option<FaceDetector>,
+    /// Whether the faces are kept now.
+    keeping_faces: bool,
+    /// The MediaPipe models (the face detector loads from here when keeping faces is switched on live).
+    models: PathBuf,
     shaper: MaskShaper,
     /// The last frame's source, faces and shaping times.
     times: [Duration; 3],
@@ -99,12 +140,33 @@ impl MaskMaker {
             SourceSpec::Faces => Source::Faces(Box::new(FaceDetector::load(runtime, &spec.models)?)),
             SourceSpec::Chroma(c) => Source::Chroma(*c),
             SourceSpec::Image(path) => Source::Still(StillMask::load(path)?),
+            SourceSpec::Video(path) => Source::Video(Box::new(VideoMask::open(path)?)),
         };
         let keep_faces = match (&spec.source, spec.keep_faces) {
             (SourceSpec::Faces, _) | (_, false) => None,
             _ => Some(FaceDetector::load(runtime, &spec.models)?),
         };
-        Ok(MaskMaker { source, keep_faces, shaper, times: [Duration::ZERO; 3] })
+        let keeping_faces = spec.keep_faces && !matches!(spec.source, SourceSpec::Faces);
+        Ok(MaskMaker {
+            source,
+            keep_faces,
+            keeping_faces,
+            models: spec.models.clone(),
+            shaper,
+            times: [Duration::ZERO; 3],
+        })
+    }
+
+    /// Keep the faces or stop keeping them from the next frame on (the detector loads the first time).
+    pub fn set_keep_faces(&mut self, runtime: &Runtime, keep: bool) -> Result<()> {
+        if matches!(self.source, Source::Faces(_)) {
+            return Ok(()); // the faces are the source: kept already
+        }
+        if keep && self.keep_faces.is_none() {
+            self.keep_faces = Some(FaceDetector::load(runtime, &self.models)?);
+        }
+        self.keeping_faces = keep;
+        Ok(())
     }
 
     /// This frame's mask, at its size: 1 = change.
@@ -114,8 +176,8 @@ impl MaskMaker {
         self.times[0] = started.elapsed();
         let started = Instant::now();
         let faces = match &mut self.keep_faces {
-            Some(detector) => Some(detector.mask(frame)?),
-            None => None,
+            Some(detector) if self.keeping_faces => Some(detector.mask(frame)?),
+            _ => None,
         };
         self.times[1] = started.elapsed();
         let started = Instant::now();
@@ -128,7 +190,7 @@ impl MaskMaker {
     pub fn last_faces(&self) -> &[Face] {
         match (&self.source, &self.keep_faces) {
             (Source::Faces(f), _) => f.last_faces(),
-            (_, Some(f)) => f.last_faces(),
+            (_, Some(f)) if self.keeping_faces => f.last_faces(),
             _ => &[],
         }
     }

@@ -56,8 +56,18 @@ impl StillMask {
         Ok(StillMask { path: path.to_path_buf(), image, resized: None })
     }
 
+    /// A mask already decoded (a mask video's frame, as luma): no checks of colour or transparency.
+    pub(crate) fn from_gray(path: &Path, image: GrayImage) -> StillMask {
+        StillMask { path: path.to_path_buf(), image, resized: None }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the mask was asked for at some size already.
+    pub(crate) fn used(&self) -> bool {
+        self.resized.is_some()
     }
 
     /// The image's own width and height.

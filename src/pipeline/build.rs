@@ -3,7 +3,7 @@
 //! (a missing file or device, a model that does not load), and the cheap failures come first, so a typo fails
 //! before seconds of model loading.
 
-use super::{Annotator, DiffusionProcessor, Parts, Processor};
+use super::{Annotator, DiffusionProcessor, MaskAnnotator, Parts, Processor};
 use std::sync::Arc;
 
 use crate::config::{GstInput, Mode, Origin, Pipeline, SinkKind, SourceSpec, WorkingSize};
@@ -79,16 +79,26 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         size,
         takes_live_changes(pipeline),
     ));
-    let (diffusion, control, annotator) = match &pipeline.pose {
-        None => (Diffusion::load(&runtime, &pipeline.model)?, None, None),
-        Some(pose) => {
-            let annotator: Box<dyn Annotator> = Box::new(PoseAnnotator::new(options.runtime, pose)?);
-            let control = Control { txt2img: pose.txt2img, scale: pose.controlnet_scale };
-            (Diffusion::load_with_controlnet(&runtime, &pipeline.model)?, Some(control), Some(annotator))
-        }
-    };
-    let mut processor =
-        DiffusionProcessor::new(&runtime, diffusion, &pipeline.params, size, &pipeline.engine, control)?;
+    let (params, engine) = (&pipeline.params, &pipeline.engine);
+    let (mut processor, annotator): (DiffusionProcessor, Option<Box<dyn Annotator>>) =
+        match (&pipeline.pose, &pipeline.mask) {
+            (Some(pose), _) => {
+                // The pose models keep the plain runtime (no CUDA graph, no TensorRT profiles of the UNet's size).
+                let annotator = Box::new(PoseAnnotator::new(options.runtime, pose)?);
+                let control = Control { txt2img: pose.txt2img, scale: pose.controlnet_scale };
+                let diffusion = Diffusion::load_with_controlnet(&runtime, &pipeline.model)?;
+                (DiffusionProcessor::new(&runtime, diffusion, params, size, engine, Some(control))?, Some(annotator))
+            }
+            (None, Some(mask)) => {
+                let annotator = Box::new(MaskAnnotator::new(options.runtime, mask)?);
+                let diffusion = Diffusion::load(&runtime, &pipeline.model)?;
+                (DiffusionProcessor::with_mask(&runtime, diffusion, params, size, engine)?, Some(annotator))
+            }
+            (None, None) => {
+                let diffusion = Diffusion::load(&runtime, &pipeline.model)?;
+                (DiffusionProcessor::new(&runtime, diffusion, params, size, engine, None)?, None)
+            }
+        };
     if pipeline.temporal.feedback > 0.0 {
         processor.set_feedback(pipeline.temporal.feedback as f32)?;
     }
@@ -171,14 +181,18 @@ pub fn tensorrt_settings(pipeline: &Pipeline, size: WorkingSize, live: bool) -> 
 
 /// The values a run starts with, as live control shows them.
 pub fn live_values(pipeline: &Pipeline, window: Option<crate::config::View>) -> LiveValues {
-    LiveValues::new(
+    let values = LiveValues::new(
         &pipeline.params,
         pipeline.temporal.transition_frames,
         pipeline.temporal.feedback,
         f64::from(pipeline.engine.similarity.threshold),
         pipeline.pose.as_ref().map(|p| (f64::from(p.controlnet_scale), p.smoothing)),
         window,
-    )
+    );
+    match &pipeline.mask {
+        Some(mask) => values.with_mask(mask),
+        None => values,
+    }
 }
 
 /// What live changes must respect in this pipeline.
@@ -208,6 +222,9 @@ pub fn paths_of(pipeline: &Pipeline, display: bool) -> Result<(Vec<NamedPath>, V
         _ => {}
     }
     reads.extend(pipeline.model.files().into_iter().map(|f| NamedPath::new("model file", f)));
+    if let Some(file) = pipeline.mask.as_ref().and_then(|m| m.spec.source.file()) {
+        reads.push(NamedPath::new(if from_flags { "--mask-file" } else { "mask file" }, file));
+    }
     let mut writes = Vec::new();
     for s in pipeline.active_sinks(display)? {
         let role = if from_flags { "output".to_string() } else { format!("sink {} ({})", s.index, s.kind_name()) };
@@ -268,8 +285,13 @@ pub fn check(pipeline: &Pipeline, display: bool) -> Result<String> {
     .flatten()
     .collect();
     let control = if control.is_empty() { String::new() } else { format!(", live control: {}", control.join(", ")) };
+    let mask = pipeline.mask.as_ref().map_or(String::new(), |m| {
+        let faces = if m.spec.keep_faces { ", faces kept" } else { "" };
+        let composite = if m.composite { ", composite" } else { "" };
+        format!(", mask: {:?}{faces}{composite}", m.spec.source)
+    });
     Ok(format!(
-        "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}), sinks: {}{control}",
+        "ok — {:?} mode, source {}, model {} (size {size}, timesteps {:?}){mask}, sinks: {}{control}",
         pipeline.mode,
         pipeline.source.kind(),
         pipeline.model.dir.display(),

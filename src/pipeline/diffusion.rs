@@ -68,6 +68,23 @@ impl DiffusionProcessor {
                 FramePath::with_control(runtime, diffusion, params, size.dims(), control, engine.batch, None)?
             }
         };
+        Self::around(path, size, engine)
+    }
+
+    /// A processor that changes each frame only where the frame's mask says (every frame brings one: the
+    /// [`super::MaskAnnotator`]); the similarity filter compares only the area to change.
+    pub fn with_mask(
+        runtime: &crate::infer::Runtime,
+        diffusion: crate::diffusion::Diffusion,
+        params: &crate::diffusion::Params,
+        size: WorkingSize,
+        engine: &crate::config::Engine,
+    ) -> Result<DiffusionProcessor> {
+        let path = FramePath::with_mask(runtime, diffusion, params, size.dims(), engine.batch, None)?;
+        Self::around(path, size, engine)
+    }
+
+    fn around(path: FramePath, size: WorkingSize, engine: &crate::config::Engine) -> Result<DiffusionProcessor> {
         let multiple = path.diffusion().size_multiple(path.prepared());
         // The size's sides are multiples of size.multiple(); that satisfies the run only if it is itself a
         // multiple of what the run needs.
@@ -77,8 +94,7 @@ impl DiffusionProcessor {
                 format!("size {size} was checked for multiples of {}, the run needs {multiple}", size.multiple()),
             ));
         }
-        let similarity =
-            if similarity_usable(&path, control.is_some()) { engine.similarity } else { SimilaritySettings::DISABLED };
+        let similarity = if similarity_usable(&path) { engine.similarity } else { SimilaritySettings::DISABLED };
         Ok(DiffusionProcessor {
             path,
             similarity: SimilarityFilter::new(similarity),
@@ -101,7 +117,7 @@ impl DiffusionProcessor {
             let embeddings = encoder.encode(prompt)?;
             diffusion.provide_embedding(prompt, embeddings);
         }
-        let usable = similarity_usable(&self.path, self.path.control().is_some());
+        let usable = similarity_usable(&self.path);
         let live = Live {
             prompts: PromptWorker::spawn(encoder)?,
             current: values.clone(),
@@ -215,8 +231,8 @@ impl DiffusionProcessor {
 
 /// The similarity filter needs every frame in order through one slot: not with a stream batch, and not for
 /// pose-guided runs (they follow the skeleton, which the filter does not see).
-fn similarity_usable(path: &FramePath, pose_guided: bool) -> bool {
-    path.lag_frames() == 0 && !pose_guided
+fn similarity_usable(path: &FramePath) -> bool {
+    path.lag_frames() == 0 && path.control().is_none()
 }
 
 /// Run `step` on the frame path and append what it emits to `ready` as images.
@@ -263,8 +279,10 @@ impl Processor for DiffusionProcessor {
     fn push(&mut self, frame: &Frame, ready: &mut Vec<RgbImage>) -> Result<()> {
         self.ran = false;
         self.before_frame(ready)?;
-        // (The filter is off for pose-guided runs: it sees the picture, not the skeleton.)
-        if let (Decision::Reuse, Some(last)) = (self.similarity.check(&frame.image), &self.last_output) {
+        // (The filter is off for pose-guided runs: it sees the picture, not the skeleton. With a mask it compares
+        // only the area to change: the kept area is the input's own in every shown frame, see `crate::composite`.)
+        let mask = frame.conditioning.mask.as_deref();
+        if let (Decision::Reuse, Some(last)) = (self.similarity.check_masked(&frame.image, mask), &self.last_output) {
             ready.push(last.clone());
             return Ok(());
         }

@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod diffusion;
+mod mask;
 mod pose;
 pub mod stats;
 
@@ -26,6 +27,7 @@ use image::RgbImage;
 
 pub use self::build::{BuildOptions, build};
 pub use self::diffusion::DiffusionProcessor;
+pub use self::mask::MaskAnnotator;
 use self::stats::{Snapshot, Stats};
 use crate::config::{Mode, View};
 use crate::control::{ControlHub, LiveControl, LiveValues};
@@ -357,6 +359,16 @@ fn process_loop(
             let frame = pending
                 .pop_front()
                 .ok_or_else(|| Error::internal("process", "the processor returned more frames than it was given"))?;
+            // A masked frame shows its own input outside the mask, also when the output is a reused one.
+            let output = match (&frame.conditioning.mask, frame.conditioning.composite_px) {
+                (Some(mask), Some(feather_px)) if mask.dimensions() == output.dimensions() => {
+                    let started = Instant::now();
+                    let composited = crate::composite::composite(&frame.image, &output, mask, feather_px);
+                    stats.stage("composite", started.elapsed());
+                    composited
+                }
+                _ => output,
+            };
             let processed = Arc::new(Processed {
                 input: frame.image,
                 output: Arc::new(output),

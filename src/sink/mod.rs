@@ -103,7 +103,7 @@ pub struct SinkContext {
 pub fn view_size(view: View, width: u32, height: u32) -> (u32, u32) {
     match view {
         View::SideBySide => (width * 2, height),
-        View::Input | View::Output | View::Pose => (width, height),
+        View::Input | View::Output | View::Pose | View::Mask => (width, height),
     }
 }
 
@@ -125,6 +125,10 @@ pub fn compose(frame: &Processed, view: View) -> Cow<'_, RgbImage> {
             }
             _ => Cow::Borrowed(&*frame.input),
         },
+        View::Mask => match &frame.conditioning.mask {
+            Some(mask) if mask.dimensions() == frame.input.dimensions() => Cow::Owned(tint(&frame.input, mask)),
+            _ => Cow::Borrowed(&*frame.input),
+        },
         View::SideBySide => {
             let (w, h) = frame.output.dimensions();
             let mut out = RgbImage::new(w * 2, h);
@@ -133,6 +137,20 @@ pub fn compose(frame: &Processed, view: View) -> Cow<'_, RgbImage> {
             Cow::Owned(out)
         }
     }
+}
+
+/// The mask view: the input, with the area to change tinted magenta in proportion to the mask (what is kept
+/// shows as it is).
+fn tint(input: &RgbImage, mask: &image::GrayImage) -> RgbImage {
+    const TINT: [f32; 3] = [255.0, 0.0, 255.0];
+    let mut out = input.clone();
+    for (o, m) in out.pixels_mut().zip(mask.pixels()) {
+        let w = f32::from(m.0[0]) / 255.0 * 0.6;
+        for (c, t) in o.0.iter_mut().zip(TINT) {
+            *c = (f32::from(*c) * (1.0 - w) + t * w).round() as u8;
+        }
+    }
+    out
 }
 
 /// Build a sink other than the window (which lives on the main thread). `audio`: the source's audio, offered to

@@ -53,9 +53,9 @@ pub const MIN_WINDOW: (usize, usize) = (640, 480);
 const SCREEN_SHARE: f64 = 0.9;
 
 /// The window's keys, as the help overlay shows them (README "Window keys" says the same).
-pub const HELP: [&str; 13] = [
+pub const HELP: [&str; 14] = [
     "H / F1      this help",
-    "I O S P     view: input, output, side by side, pose",
+    "I O S P M   view: input, output, side by side, pose, mask",
     "1-9         prompt presets ([control] presets)",
     "Up / Down   strength +/- 0.05",
     "Right/Left  guidance +/- 0.1",
@@ -64,6 +64,7 @@ pub const HELP: [&str; 13] = [
     "F           feedback 0 / 0.2 / 0.4",
     "] / [       ControlNet scale +/- 0.1",
     "T           similarity filter on / off",
+    "K / J / U   mask on/off, keep faces, invert",
     "R           back to the starting values",
     "",
     "Esc / Q     quit",
@@ -88,6 +89,11 @@ fn key_change(key: Key, now: &LiveValues, start: &LiveValues, presets: &[String]
         Key::O => one("view", json!("output")),
         Key::S => one("view", json!("side-by-side")),
         Key::P => one("view", json!("pose")),
+        Key::M => one("view", json!("mask")),
+        // The mask's toggles, where the run has a mask.
+        Key::K => now.mask.map(|on| vec![("mask".to_string(), json!(!on))]),
+        Key::J => now.mask_keep_faces.map(|on| vec![("mask-keep-faces".to_string(), json!(!on))]),
+        Key::U => now.mask_invert.map(|on| vec![("mask-invert".to_string(), json!(!on))]),
         Key::Up => nudge(&knobs::STRENGTH, now.strength, 0.05),
         Key::Down => nudge(&knobs::STRENGTH, now.strength, -0.05),
         Key::Right => nudge(&knobs::GUIDANCE, now.guidance, 0.1),
@@ -124,6 +130,7 @@ fn view_name(view: View) -> &'static str {
         View::Input => "input",
         View::SideBySide => "side by side",
         View::Pose => "pose",
+        View::Mask => "mask",
     }
 }
 
@@ -477,6 +484,7 @@ fn act(key: Key, state: &mut State, host: &dyn WindowHost, start: Option<&LiveVa
                     Key::O => View::Output,
                     Key::S => View::SideBySide,
                     Key::P => View::Pose,
+                    Key::M => View::Mask,
                     _ => state.view,
                 };
                 state.dirty |= view != state.view;

@@ -49,8 +49,14 @@ pub(super) fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Pre
     let inputs = conditioning::active(diffusion, &l)?;
     let graphs = Graphs::build(runtime, setup.ep, &l, &inputs)?;
     let mut b = Builder::new(diffusion, prepared, &setup, l)?;
-    let frame = b.encode(&graphs, diffusion)?;
-    let conditioning = b.upload(&graphs, &inputs)?;
+    // An inpainting UNet's masked image needs the mask at the working size before the encoder runs.
+    let (frame, conditioning) = if l.inpaint {
+        let conditioning = b.upload(&graphs, &inputs)?;
+        (b.encode(&graphs, diffusion)?, conditioning)
+    } else {
+        let frame = b.encode(&graphs, diffusion)?;
+        (frame, b.upload(&graphs, &inputs)?)
+    };
     if let Some(sampling) = b.noise(&graphs, &noise)? {
         b.steps(&graphs, diffusion, &noise, sampling)?;
     }
@@ -71,6 +77,9 @@ pub(super) fn build(runtime: &Runtime, diffusion: &mut Diffusion, prepared: &Pre
 fn check(diffusion: &Diffusion, l: &Layout, setup: &Setup) -> Result<()> {
     if setup.masked && setup.control.is_some() {
         return Err(Error::invalid("mask", "a mask with pose guidance is not supported yet: use one or the other"));
+    }
+    if diffusion.unet().inpainting && !setup.masked && !l.vae_only {
+        return Err(super::super::img2img::needs_mask(diffusion.folder()));
     }
     if let Some(c) = setup.control {
         if diffusion.controlnet().is_none() {
@@ -156,6 +165,8 @@ struct Builder<'p> {
     prompts: Vec<PromptInput>,
     image: DynTensor,
     latent: DynTensor,
+    /// Inpainting UNet: the pixels to keep (from the mask's upload), for the masked image.
+    keep: Option<DynTensor>,
     dec_in: DynTensor,
     decoded: DynTensor,
     frames_out: DynTensor,
@@ -171,8 +182,9 @@ impl<'p> Builder<'p> {
         let buffer = |ty, shape: &[i64]| bound::buffer(&device, ty, shape);
         Ok(Builder {
             frames_out: bound::buffer(&host, Uint8, &[l.out_rows, l.height, l.width, 3])?,
-            image: buffer(l.vae_in, &[l.slots, 3, l.height, l.width])?,
-            latent: buffer(l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w])?,
+            image: buffer(l.vae_in, &[l.encoded(), 3, l.height, l.width])?,
+            latent: buffer(l.vae_out, &[l.encoded(), l.encoder_channels, l.latent_h, l.latent_w])?,
+            keep: if l.inpaint { Some(buffer(Float32, &[l.slots, 1, l.height, l.width])?) } else { None },
             dec_in: buffer(l.dec_in, &l.latent(l.out_rows))?,
             decoded: buffer(l.dec_out, &[l.out_rows, 3, l.height, l.width])?,
             l,
@@ -208,6 +220,9 @@ impl<'p> Builder<'p> {
         let frames = bound::buffer(&self.host, Uint8, &[l.slots, l.height, l.width, 3])?;
         let mut pre = session.create_binding().map_err(err("binding"))?;
         pre.bind_input("frames", &frames).map_err(err("pre-processing input"))?;
+        if let Some(keep) = &self.keep {
+            pre.bind_input("keep", keep).map_err(err("pre-processing input"))?;
+        }
         pre.bind_output("image", &mut self.image).map_err(err("pre-processing output"))?;
         let run = self.push(Stage::Pre, pre);
 
@@ -239,6 +254,9 @@ impl<'p> Builder<'p> {
             let mut binding = session.create_binding().map_err(err("binding"))?;
             binding.bind_input("pixels", &pixels).map_err(err("conditioning input"))?;
             binding.bind_output("out", &mut form).map_err(err("conditioning output"))?;
+            if let (Some(keep), Consumer::Step) = (&mut self.keep, input.input.consumer) {
+                binding.bind_output("keep", keep).map_err(err("conditioning output"))?;
+            }
             if let Some([items, carry]) = &mut carry {
                 binding.bind_input("carry", &*carry).map_err(err("conditioning carry"))?;
                 binding.bind_output("items", items).map_err(err("conditioning carry"))?;
@@ -306,7 +324,7 @@ impl<'p> Builder<'p> {
             });
         }
         let mut samples = [self.buffer(Float32, &l.latent(l.items))?, self.buffer(Float32, &l.latent(l.items))?];
-        let mut unet_in = self.buffer(l.unet_in, &l.latent(l.unet_batch))?;
+        let mut unet_in = self.buffer(l.unet_in, &l.unet_sample(l.unet_batch))?;
         let model_out = self.buffer(l.unet_out, &l.latent(l.unet_batch))?;
         if l.carries() {
             noise.bind_input("carry", &samples[1]).map_err(err("noise carry"))?;
@@ -327,6 +345,9 @@ impl<'p> Builder<'p> {
         } else {
             None
         };
+        if l.inpaint {
+            noise.bind_input("mask", &self.step_mask()?.form).map_err(err("noise mask"))?;
+        }
         self.noise_run = Some(self.push(Stage::Noise, noise));
         Ok(Some(Sampling { samples, unet_in, model_out, clean }))
     }
@@ -459,15 +480,10 @@ impl<'p> Builder<'p> {
         let (read, write) = if l.denoising { (0, 1) } else { (i % 2, (i + 1) % 2) };
         step.bind_input("sample", &s.samples[read]).map_err(err("step input"))?;
         step.bind_input("model_out", &s.model_out).map_err(err("step input"))?;
-        if let Some((clean, _)) = &s.clean {
-            let mask = self
-                .uploaded
-                .iter()
-                .find(|u| matches!(u.input.input.consumer, Consumer::Step))
-                .ok_or_else(|| Error::internal("frame path", "a masked path without its mask input"))?;
-            step.bind_input("mask", &mask.form).map_err(err("step mask"))?;
+        if let Some((clean, _)) = s.clean.as_ref().filter(|_| super::graphs::step_reads_mask(&l, renoise)) {
+            step.bind_input("mask", &self.step_mask()?.form).map_err(err("step mask"))?;
             step.bind_input("clean", clean).map_err(err("step mask"))?;
-            if renoise {
+            if renoise && !l.inpaint {
                 let (a, b) = (per_item_tensor(&c.clean_a)?, per_item_tensor(&c.clean_b)?);
                 let init = noise_rows(bank, &vec![Some(0); l.items as usize])?;
                 step.bind_input("clean_a", &a).map_err(err("step mask"))?;
@@ -523,6 +539,14 @@ impl<'p> Builder<'p> {
         Ok(())
     }
 
+    /// The mask's upload (masked paths).
+    fn step_mask(&self) -> Result<&Uploaded> {
+        self.uploaded
+            .iter()
+            .find(|u| matches!(u.input.input.consumer, Consumer::Step))
+            .ok_or_else(|| Error::internal("frame path", "a masked path without its mask input"))
+    }
+
     /// After every model has read this frame's per-frame inputs: keep the carried ones' items for the next frame.
     fn carry(&mut self, graphs: &Graphs) -> Result<()> {
         for (i, (uploaded, (_, session))) in self.uploaded.iter_mut().zip(&graphs.uploads).enumerate() {
@@ -561,6 +585,7 @@ impl<'p> Builder<'p> {
     ) -> Plan {
         let mut held = self.held;
         held.extend([self.image, self.latent, self.decoded]);
+        held.extend(self.keep);
         for uploaded in self.uploaded {
             held.push(uploaded.form);
             held.extend(uploaded.carry.into_iter().flatten());

@@ -73,8 +73,15 @@ fn pre_graph(l: &Layout) -> Result<Model> {
         let doubled = g.binary("Mul", &x, &two)?;
         x = g.binary("Sub", &doubled, &one)?;
     }
+    if l.inpaint {
+        // The masked image after the frames, as diffusers makes it: the pixels to change are 0 (mid-gray in
+        // -1..1), the kept ones the frame's.
+        let keep = g.input("keep", Float32, &[l.slots, 1, l.height, l.width]);
+        let masked = g.binary("Mul", &x, &keep)?;
+        x = g.concat(&[&x, &masked], 0)?;
+    }
     let x = g.cast(&x, Float32, l.vae_in)?;
-    g.output(&x, "image", l.vae_in, &[l.slots, 3, l.height, l.width])?;
+    g.output(&x, "image", l.vae_in, &[l.encoded(), 3, l.height, l.width])?;
     g.finish()
 }
 
@@ -92,11 +99,19 @@ fn upload_graph(l: &Layout, input: &Active) -> Result<Model> {
             g.binary("Div", &x, &max)?
         }
         Upload::LatentMask => {
+            let half = g.scalar(127.5)?;
+            if l.inpaint {
+                // The pixels to keep at the working size, for the masked image (the pre-processing graph).
+                let x = g.cast(&pixels, Uint8, Float32)?;
+                let x = g.transpose(&x, &[0, 3, 1, 2])?;
+                let keep = g.binary("LessOrEqual", &x, &half)?;
+                let keep = g.cast_bool(&keep)?;
+                g.output(&keep, "keep", Float32, &[l.slots, 1, l.height, l.width])?;
+            }
             // Every 8th pixel from the top-left (nearest), then 1 where it is at least half (128 of 255).
             let x = g.slice_strided(&pixels, &[1, 2], 8)?;
             let x = g.cast(&x, Uint8, Float32)?;
             let x = g.transpose(&x, &[0, 3, 1, 2])?;
-            let half = g.scalar(127.5)?;
             let on = g.binary("Greater", &x, &half)?;
             g.cast_bool(&on)?
         }
@@ -163,7 +178,7 @@ fn noise_graph(l: &Layout) -> Result<Model> {
         g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
         return g.finish();
     }
-    let latent = g.input("latent", l.vae_out, &[l.slots, l.encoder_channels, l.latent_h, l.latent_w]);
+    let latent = g.input("latent", l.vae_out, &[l.encoded(), l.encoder_channels, l.latent_h, l.latent_w]);
     let mut x = g.cast(&latent, l.vae_out, Float32)?;
     if l.encoder_channels != l.channels {
         // latent_parameters: the mean is the deterministic encoding (sampling would add flicker).
@@ -174,6 +189,14 @@ fn noise_graph(l: &Layout) -> Result<Model> {
         let scale = g.scalar(l.latent_scale)?;
         x = g.binary("Mul", &x, &scale)?;
     }
+    // With an inpainting UNet the masked images' latents follow the frames'.
+    let masked_image = if l.inpaint {
+        let masked = g.slice(&x, 0, l.slots, 2 * l.slots)?;
+        x = g.slice(&x, 0, 0, l.slots)?;
+        Some(masked)
+    } else {
+        None
+    };
     if l.feedback {
         // x + f·(last - x): the last finished output latent (the decoder's input, unscaled again) pulls the
         // new frame's latent towards what was shown, which damps flicker between frames.
@@ -203,10 +226,12 @@ fn noise_graph(l: &Layout) -> Result<Model> {
     let per_slot = [l.slots, 1, 1, 1];
     let (a, b) = (g.input("a", Float32, &per_slot), g.input("b", Float32, &per_slot));
     let mut sample = g.mix(&a, &x, &b, &noise)?;
+    let mut frame_latents = None;
     if l.masked {
-        // The frame's clean latents, which the steps blend in outside the mask (carried with their frame in a
-        // denoising batch, as the sample is).
-        let mut clean = x.clone();
+        // The frame's clean latents, which the steps blend in outside the mask, or (inpainting UNet) its masked
+        // image's latents, which every UNet run reads: carried with their frame in a denoising batch, as the
+        // sample is.
+        let mut clean = masked_image.unwrap_or_else(|| x.clone());
         if l.carries() {
             let carry = g.input("clean_carry", Float32, &l.latent(l.items));
             let older = g.slice(&carry, 0, 0, l.items - 1)?;
@@ -214,6 +239,7 @@ fn noise_graph(l: &Layout) -> Result<Model> {
         }
         let clean = g.op("Identity", &[&clean], vec![])?;
         g.output(&clean, "clean", Float32, &l.latent(l.items))?;
+        frame_latents = Some(clean);
     }
     if l.carries() {
         let carry = g.input("carry", Float32, &l.latent(l.items));
@@ -221,10 +247,35 @@ fn noise_graph(l: &Layout) -> Result<Model> {
         sample = g.concat(&[&sample, &older], 0)?;
     }
     g.output(&sample, "sample", Float32, &l.latent(l.items))?;
-    let unet_in = if l.cfg { g.concat(&[&sample, &sample], 0)? } else { sample };
-    let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
-    g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+    let inpainting = match frame_latents {
+        Some(masked_image) if l.inpaint => Some((g.input("mask", Float32, &mask_shape(l)), masked_image)),
+        _ => None,
+    };
+    let unet_in = unet_input(&mut g, l, &sample, inpainting.as_ref())?;
+    g.output(&unet_in, "unet_in", l.unet_in, &l.unet_sample(l.unet_batch))?;
     g.finish()
+}
+
+/// The latent mask's shape: one row per item.
+fn mask_shape(l: &Layout) -> [i64; 4] {
+    [l.items, 1, l.latent_h, l.latent_w]
+}
+
+/// Whether the step graph reads the mask and the frames' latents: latent blending does every step; with an
+/// inpainting UNet only a step that makes the next UNet input does (nothing is blended).
+pub(super) fn step_reads_mask(l: &Layout, renoise: bool) -> bool {
+    l.masked && (!l.inpaint || (renoise && !l.denoising))
+}
+
+/// The UNet's input from the items' latents: with an inpainting UNet, the mask and the masked image's latents
+/// after them on the channel axis (diffusers' order); twice for classifier-free guidance; in the UNet's type.
+fn unet_input(g: &mut GraphBuilder, l: &Layout, sample: &str, inpainting: Option<&(String, String)>) -> Result<String> {
+    let x = match inpainting {
+        Some((mask, masked_image)) => g.concat(&[sample, mask, masked_image], 1)?,
+        None => g.op("Identity", &[sample], vec![])?,
+    };
+    let x = if l.cfg { g.concat(&[&x, &x], 0)? } else { x };
+    g.cast(&x, Float32, l.unet_in)
 }
 
 /// One step (diffusers' `LCMScheduler.step`, or Euler's in the same form: scheduler.rs; the same order of
@@ -263,13 +314,15 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
         PredictionType::Sample => m.clone(),
     };
     let denoised = g.mix(&c_out, &x0, &c_skip, &x)?;
-    let masked = if l.masked {
-        let mask = g.input("mask", Float32, &[l.items, 1, l.latent_h, l.latent_w]);
+    let masked = if step_reads_mask(l, renoise) {
+        let mask = g.input("mask", Float32, &mask_shape(l));
         let clean = g.input("clean", Float32, &l.latent(l.items));
         Some((mask, clean))
     } else {
         None
     };
+    // Latent blending (a 4-channel UNet); an inpainting UNet reads the mask in its input instead.
+    let blending = masked.as_ref().filter(|_| !l.inpaint);
     if renoise {
         let rn_a = g.input("renoise_a", Float32, &per_item);
         let rn_b = g.input("renoise_b", Float32, &per_item);
@@ -289,7 +342,7 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
             let moved = g.binary("Mul", &rn_eps, &eps)?;
             next = g.binary("Add", &next, &moved)?;
         }
-        if let Some((mask, clean)) = &masked {
+        if let Some((mask, clean)) = blending {
             // Outside the mask: the frame's clean latents noised to the next step's level with the first noise
             // (diffusers: (1 - m)·add_noise(image latents, noise, t_next) + m·latents).
             let (clean_a, clean_b) = (g.input("clean_a", Float32, &per_item), g.input("clean_b", Float32, &per_item));
@@ -299,15 +352,15 @@ fn step_graph(l: &Layout, renoise: bool, last: bool) -> Result<Model> {
         }
         g.output(&next, "next_sample", Float32, &l.latent(l.items))?;
         if !l.denoising {
-            let unet_in = if l.cfg { g.concat(&[&next, &next], 0)? } else { next };
-            let unet_in = g.cast(&unet_in, Float32, l.unet_in)?;
-            g.output(&unet_in, "unet_in", l.unet_in, &l.latent(l.unet_batch))?;
+            let inpainting = masked.as_ref().filter(|_| l.inpaint);
+            let unet_in = unet_input(&mut g, l, &next, inpainting)?;
+            g.output(&unet_in, "unet_in", l.unet_in, &l.unet_sample(l.unet_batch))?;
         }
     }
     if last {
         // The denoising batch's last item is the frame that has had every step.
         let mut d = if l.denoising { g.slice(&denoised, 0, l.items - 1, l.items)? } else { denoised.clone() };
-        if let Some((mask, clean)) = &masked {
+        if let Some((mask, clean)) = blending {
             // After the last step the latents outside the mask are the frame's own, clean.
             let (mask, clean) = if l.denoising {
                 (g.slice(mask, 0, l.items - 1, l.items)?, g.slice(clean, 0, l.items - 1, l.items)?)

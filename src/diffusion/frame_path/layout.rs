@@ -36,6 +36,11 @@ pub(super) struct Layout {
     /// Latent blending with a mask that comes with each frame: outside it the latents are the frame's own,
     /// noised to each step's level (diffusers' inpainting with a 4-channel UNet).
     pub masked: bool,
+    /// Masked, with an inpainting UNet: its input is the latents, the mask and the masked image's latents
+    /// (`unet_channels` = 2C + 1), and nothing is blended back (diffusers' 9-channel branch).
+    pub inpaint: bool,
+    /// Channels of the UNet's `sample`.
+    pub unet_channels: i64,
     pub txt2img: bool,
     /// Latent feedback: the last output latent is blended into the next input latent.
     pub feedback: bool,
@@ -85,6 +90,12 @@ impl Layout {
             denoising: matches!(mode, BatchMode::Denoising(_)),
             control: control.is_some(),
             masked: masked && !prepared.vae_only(),
+            inpaint: masked && !prepared.vae_only() && diffusion.unet().inpainting,
+            unet_channels: if masked && !prepared.vae_only() && diffusion.unet().inpainting {
+                2 * channels + 1
+            } else {
+                channels
+            },
             txt2img,
             feedback: feedback > 0.0 && !txt2img && !prepared.vae_only(),
             range: folder.image_range,
@@ -108,6 +119,16 @@ impl Layout {
 
     pub fn latent(&self, batch: i64) -> [i64; 4] {
         [batch, self.channels, self.latent_h, self.latent_w]
+    }
+
+    /// The UNet's `sample` for `batch` rows.
+    pub fn unet_sample(&self, batch: i64) -> [i64; 4] {
+        [batch, self.unet_channels, self.latent_h, self.latent_w]
+    }
+
+    /// Images the VAE encodes per run: the frames, and with an inpainting UNet their masked copies after them.
+    pub fn encoded(&self) -> i64 {
+        if self.inpaint { 2 * self.slots } else { self.slots }
     }
 
     pub fn per_item(&self) -> [i64; 4] {
