@@ -611,6 +611,29 @@ pub static MASK_SOURCE: Knob = Knob {
     cost: LiveCost::Restart,
 };
 
+pub static MASK_ALSO: Knob = Knob {
+    key: "mask.also",
+    live: None,
+    flag: Some("--mask-also"),
+    range: Range::Choice(&["segmenter", "faces", "chroma", "image", "video"]),
+    unit: "",
+    default: "none",
+    help: "A second source joined with the first by `mask.combine` (its file: `mask.also-file`).",
+    cost: LiveCost::Restart,
+};
+
+pub static MASK_COMBINE: Knob = Knob {
+    key: "mask.combine",
+    live: None,
+    flag: Some("--mask-combine"),
+    range: Range::Choice(&["union", "difference", "intersection"]),
+    unit: "",
+    default: "union",
+    help: "How the second source joins the first: change what either changes, what the first changes and the \
+           second does not, or what both change.",
+    cost: LiveCost::Restart,
+};
+
 pub static MASK_ENABLED: Knob = Knob {
     key: "mask.enabled",
     live: Some("mask"),
@@ -712,7 +735,7 @@ pub static VIEW: Knob = Knob {
 };
 
 /// Every knob, in README's order.
-pub static ALL: [&Knob; 32] = [
+pub static ALL: [&Knob; 34] = [
     &PROMPT,
     &NEGATIVE_PROMPT,
     &STEPS,
@@ -736,6 +759,8 @@ pub static ALL: [&Knob; 32] = [
     &POSE_D_CUTOFF,
     &POSE_HOLD_S,
     &MASK_SOURCE,
+    &MASK_ALSO,
+    &MASK_COMBINE,
     &MASK_ENABLED,
     &MASK_KEEP_FACES,
     &MASK_INVERT,

@@ -128,6 +128,13 @@ struct MaskArgs {
     /// Keep the faces (BlazeFace) whatever the source says.
     #[arg(long)]
     keep_faces: bool,
+    /// A second source (as --source), joined with the first by --combine (default union).
+    #[arg(long, value_name = "SOURCE")]
+    also: Option<String>,
+    /// union (change what either changes), difference (what the first changes and the second does not) or
+    /// intersection (what both change).
+    #[arg(long, value_name = "HOW", requires = "also")]
+    combine: Option<String>,
     /// Swap what changes and what is kept (with the segmenter: restyle the person, keep the room).
     #[arg(long)]
     invert: bool,
@@ -224,6 +231,13 @@ struct ConvertMaskArgs {
     /// The mask image or video for `--mask image` or `--mask video` (white = change).
     #[arg(long, value_name = "PATH", requires = "mask")]
     mask_file: Option<PathBuf>,
+    #[arg(long, value_name = "SOURCE", requires = "mask")]
+    mask_also: Option<String>,
+    /// The image or video of `--mask-also image` or `video`.
+    #[arg(long, value_name = "PATH", requires = "mask_also")]
+    mask_also_file: Option<PathBuf>,
+    #[arg(long, value_name = "HOW", requires = "mask_also")]
+    mask_combine: Option<String>,
     /// The key for `--mask chroma`: RRGGBB or RRGGBB:TOLERANCE (default 00ff00).
     #[arg(long, value_name = "KEY", requires = "mask")]
     mask_chroma: Option<String>,
@@ -253,6 +267,9 @@ impl ConvertMaskArgs {
         self.mask.as_ref().map(|source| latentcam::config::file::MaskFile {
             source: Some(latentcam::jobs::flag_value(source)),
             file: self.mask_file.clone(),
+            also: value(&self.mask_also),
+            also_file: self.mask_also_file.clone(),
+            combine: value(&self.mask_combine),
             model: self.mask_model.clone(),
             chroma: self.mask_chroma.clone(),
             enabled: None,
@@ -685,6 +702,8 @@ fn mask(rt: &RuntimeArgs, args: MaskArgs) -> anyhow::Result<()> {
         source: Some(args.source),
         model: args.model,
         keep_faces: args.keep_faces,
+        also: args.also,
+        combine: args.combine,
         options: latentcam::mask::MaskOptions {
             invert: args.invert,
             threshold: args.threshold,

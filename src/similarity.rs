@@ -504,4 +504,30 @@ mod tests {
         }
         println!("512x512: {:.1} us per frame", started.elapsed().as_secs_f64() * 1e6 / n as f64);
     }
+    /// With a mask only the area to change is compared: motion in the kept area (the person) is not a reason to
+    /// run the model (the composite shows the person live anyway), motion in the area to change is, and so is a
+    /// mask that moved.
+    #[test]
+    fn a_masked_frame_is_compared_only_where_it_changes() {
+        let (w, h) = (256, 192);
+        let base = scene(w, h);
+        // The right half changes (the room), the left half is kept (the person).
+        let mask = image::GrayImage::from_fn(w, h, |x, _| image::Luma([if x >= 128 { 255 } else { 0 }]));
+        let mut f = SimilarityFilter::new(SimilaritySettings { threshold: 0.05, max_skips: 100 });
+        assert_eq!(f.check_masked(&base, Some(&mask)), Decision::Process, "the first frame");
+        // The person moves in the kept half: the last output is still good.
+        let moved_person = with_square(&base, 20, 40);
+        assert_eq!(f.check_masked(&moved_person, Some(&mask)), Decision::Reuse);
+        // Something moves in the room: run the model.
+        let moved_room = with_square(&base, 170, 40);
+        assert_eq!(f.check_masked(&moved_room, Some(&mask)), Decision::Process);
+        // The same picture with the mask moved (the person walked): what was kept must now be generated.
+        let shifted = image::GrayImage::from_fn(w, h, |x, _| image::Luma([if x >= 96 { 255 } else { 0 }]));
+        assert_eq!(f.check_masked(&moved_room, Some(&shifted)), Decision::Process);
+        assert_eq!(f.check_masked(&moved_room, Some(&shifted)), Decision::Reuse);
+        // Unmasked, the person's motion counts.
+        let mut plain = SimilarityFilter::new(SimilaritySettings { threshold: 0.05, max_skips: 100 });
+        assert_eq!(plain.check(&base), Decision::Process);
+        assert_eq!(plain.check(&moved_person), Decision::Process);
+    }
 }

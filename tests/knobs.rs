@@ -100,7 +100,8 @@ fn cases(knob: &Knob) -> Vec<Case> {
 /// masked pipeline instead (a mask with pose guidance is refused), whose mask file serves every source.
 fn base(knob: &Knob) -> String {
     let (model, guide) = if knob.key.starts_with("mask.") {
-        let mask = format!("[mask]\nfile = \"{}\"\n", mask_file().display());
+        let mask =
+            format!("[mask]\nfile = \"{f}\"\nalso = \"faces\"\nalso-file = \"{f}\"\n", f = mask_file().display());
         ("tiny-sd15-lcm-lora", mask)
     } else {
         let pose = format!("[pose]\nmode = \"img2img\"\nmodel = \"{}\"\n", common::model_dir("tiny-dwpose").display());
@@ -175,6 +176,12 @@ fn through_flag(flag: &str, values: &[String]) -> Verdict {
         args.extend(["--mask-file".into(), path(&mask_file())]);
         if flag != "--mask" {
             args.extend(["--mask".into(), "segmenter".into()]);
+        }
+        if flag == "--mask-combine" {
+            args.extend(["--mask-also".into(), "faces".into()]);
+        }
+        if flag == "--mask-also" {
+            args.extend(["--mask-also-file".into(), path(&mask_file())]);
         }
     } else {
         args.extend(["--model".into(), path(&common::model_dir("tiny-sd15-lcm-lora-controlnet"))]);

@@ -350,6 +350,7 @@ fn mask_cost() {
         }
         let spec = MaskSpec {
             source: SourceSpec::Segmenter,
+            also: None,
             keep_faces: true,
             models: models(),
             options: MaskOptions {

@@ -153,7 +153,7 @@ fn live_values_switch_invert_and_reshape_the_mask() {
     std::fs::write(&path, text).unwrap();
     let pipeline = Pipeline::load(&path, &[]).unwrap();
     let mask = pipeline.mask.clone().unwrap();
-    let mut annotator = MaskAnnotator::new(&common::runtime(), &mask).unwrap();
+    let mut annotator = MaskAnnotator::new(&common::runtime(), &mask, (64, 48)).unwrap();
     let picture = image::RgbImage::from_pixel(64, 48, image::Rgb([90, 120, 150]));
     let annotate = |annotator: &mut MaskAnnotator| {
         let mut frame = Frame::new(picture.clone());
@@ -180,4 +180,156 @@ fn live_values_switch_invert_and_reshape_the_mask() {
     let mut plain = LiveValues::new(&pipeline.params, 0, 0.0, 0.0, None, None);
     let e = plain.set("mask", &serde_json::json!(false)).unwrap_err().to_string();
     assert!(e.contains("has no mask"), "{e}");
+}
+
+/// `videotestsrc` frames (`pattern`, 20 fps) encoded as H.264 MP4 into `path`.
+fn make_video(path: &Path, pattern: &str, frames: u32, (width, height): (u32, u32)) {
+    common::media::run_to_eos(&format!(
+        "videotestsrc num-buffers={frames} pattern={pattern} ! video/x-raw,width={width},height={height},framerate=20/1 \
+         ! videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location={}",
+        common::path_str(path)
+    ));
+}
+
+fn convert_masked(input: &Path, output: &Path, mask: &[&str]) -> std::process::Output {
+    let model = common::model_dir("tiny-sd15-lcm-lora");
+    let mut args = vec![
+        "convert",
+        common::path_str(input),
+        common::path_str(output),
+        "--model",
+        common::path_str(&model),
+        "--size",
+        "64x48",
+        "--steps",
+        "1",
+    ];
+    args.extend_from_slice(mask);
+    common::latentcam(&args)
+}
+
+/// A mask video (white = change: `videotestsrc`'s ball on black) is read frame by frame beside the input; one
+/// shorter than the input holds its last frame. The inpainting model runs the same way.
+#[test]
+fn convert_takes_a_mask_video_as_a_second_source() {
+    let tmp = common::temp_dir();
+    let (input, ball, short) = (tmp.path().join("in.mp4"), tmp.path().join("ball.mp4"), tmp.path().join("short.mp4"));
+    make_video(&input, "smpte", 20, (160, 120));
+    make_video(&ball, "ball", 20, (160, 120));
+    make_video(&short, "ball", 8, (160, 120));
+    for (mask, model) in
+        [(&ball, "tiny-sd15-lcm-lora"), (&short, "tiny-sd15-lcm-lora"), (&ball, "tiny-sd15-inpainting-lcm-lora")]
+    {
+        let output = tmp.path().join("out.mp4");
+        let model = common::model_dir(model);
+        let out = common::latentcam(&[
+            "convert",
+            common::path_str(&input),
+            common::path_str(&output),
+            "--model",
+            common::path_str(&model),
+            "--size",
+            "64x48",
+            "--steps",
+            "2",
+            "--mask",
+            "video",
+            "--mask-file",
+            common::path_str(mask),
+        ]);
+        let err = common::stderr(&out);
+        assert!(out.status.success(), "{}: {err}", mask.display());
+        assert_eq!(common::media::probe(&output).unwrap().video_frames, 20, "every frame converted");
+        assert_eq!(err.contains("the mask video ended before the input"), mask == &short, "{err}");
+    }
+}
+
+#[test]
+fn bad_mask_input_exits_2_naming_it() {
+    let tmp = common::temp_dir();
+    let input = tmp.path().join("in.mp4");
+    make_video(&input, "smpte", 4, (160, 96));
+    let output = tmp.path().join("out.mp4");
+    let file = |name: &str| tmp.path().join(name);
+    image::RgbImage::from_fn(16, 16, |x, _| image::Rgb([200, 20, x as u8 * 9])).save(file("photo.png")).unwrap();
+    GrayImage::new(30, 30).save(file("square.png")).unwrap();
+    std::fs::write(file("notes.txt"), "not a video").unwrap();
+    let s = |p: PathBuf| p.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--mask".into(), "image".into()], "--mask-file"),
+        (vec!["--mask".into(), "image".into(), "--mask-file".into(), s(file("missing.png"))], "no such file"),
+        (vec!["--mask".into(), "image".into(), "--mask-file".into(), s(file("photo.png"))], "is a colour picture"),
+        (vec!["--mask".into(), "image".into(), "--mask-file".into(), s(file("square.png"))], "aspect"),
+        (vec!["--mask".into(), "video".into(), "--mask-file".into(), s(file("notes.txt"))], "notes.txt"),
+        (vec!["--mask".into(), "chroma".into(), "--mask-chroma".into(), "zz".into()], "six hex digits"),
+        (vec!["--mask".into(), "person".into()], "--mask"),
+        (vec!["--mask".into(), "faces".into(), "--mask-model".into(), s(file("none"))], "no such file or folder"),
+        (vec!["--mask".into(), "segmenter".into(), "--mask-grow".into(), "300".into()], "-256 to 256"),
+    ];
+    for (flags, needle) in cases {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let out = convert_masked(&input, &output, &flags);
+        eprintln!("{flags:?}: {}", common::stderr(&out).lines().find(|l| l.starts_with("error:")).unwrap_or(""));
+        common::assert_bad_input(&out, needle);
+    }
+    // The inpainting model without a mask.
+    let model = common::model_dir("tiny-sd15-inpainting-lcm-lora");
+    let out = common::latentcam(&[
+        "convert",
+        common::path_str(&input),
+        common::path_str(&output),
+        "--model",
+        common::path_str(&model),
+        "--size",
+        "64x48",
+    ]);
+    common::assert_bad_input(&out, "is an inpainting model");
+}
+
+/// The shipped pipeline checks out as written (its models are committed), with its mask on the segmenter, faces
+/// kept and the composite on.
+#[test]
+fn the_background_pipeline_checks_out() {
+    let file = common::root().join("pipelines/webcam-background.toml");
+    let pipeline = Pipeline::load(&file, &[]).unwrap();
+    let mask = pipeline.mask.as_ref().expect("a [mask]");
+    assert_eq!(mask.spec.source, latentcam::mask::SourceSpec::Segmenter);
+    assert!(mask.spec.keep_faces && mask.composite && mask.enabled);
+    let out = common::latentcam(&["check", common::path_str(&file)]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mask: Segmenter, faces kept, composite"));
+}
+
+/// Two sources joined: a chroma key that takes the whole (green) frame, then a mask image's white half taken
+/// away (difference), added (union) or kept alone (intersection).
+#[test]
+fn two_sources_combine_by_union_difference_and_intersection() {
+    use latentcam::mask::{Chroma, Combine, MaskMaker, MaskOptions, MaskSpec, SourceSpec};
+    let tmp = common::temp_dir();
+    let half = write_mask(tmp.path(), 64, 48, |x, _| if x >= 32 { 255 } else { 0 });
+    let frame =
+        image::RgbImage::from_fn(
+            64,
+            48,
+            |_, y| if y < 24 { image::Rgb([0, 255, 0]) } else { image::Rgb([200, 40, 90]) },
+        );
+    let runtime = common::runtime();
+    // (top-left, top-right, bottom-left, bottom-right): the key takes the top half, the image the right half.
+    for (how, want) in [
+        (Combine::Difference, [1.0, 0.0, 0.0, 0.0]),
+        (Combine::Union, [1.0, 1.0, 0.0, 1.0]),
+        (Combine::Intersection, [0.0, 1.0, 0.0, 0.0]),
+    ] {
+        let spec = MaskSpec {
+            source: SourceSpec::Chroma(Chroma::new([0, 255, 0], 48.0).unwrap()),
+            also: Some((SourceSpec::Image(half.clone()), how)),
+            keep_faces: false,
+            models: latentcam::mask::models::default_folder(),
+            options: MaskOptions::default(),
+        };
+        let mut maker = MaskMaker::new(&runtime, &spec).unwrap();
+        let m = maker.mask(&frame).unwrap();
+        let got = [m.get(4, 4), m.get(60, 4), m.get(4, 40), m.get(60, 40)];
+        assert_eq!(got, want, "{how:?}");
+    }
 }

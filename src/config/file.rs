@@ -156,6 +156,10 @@ pub struct MaskFile {
     pub source: Any,
     /// The mask image or video (`source = "image"` or `"video"`), white = change.
     pub file: Option<PathBuf>,
+    /// A second source, joined with the first by `combine`; its image or video in `also-file`.
+    pub also: Any,
+    pub also_file: Option<PathBuf>,
+    pub combine: Any,
     /// The MediaPipe models' folder or file (segmenter, faces).
     pub model: Option<PathBuf>,
     /// The key (`source = "chroma"`): `RRGGBB` or `RRGGBB:TOLERANCE` (default 00ff00, a green screen).

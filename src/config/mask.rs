@@ -4,7 +4,7 @@ use super::Origin;
 use super::file::MaskFile;
 use crate::error::Result;
 use crate::knobs::{self, Checked};
-use crate::mask::{Chroma, MaskOptions, MaskSpec, PipelineMask, SourceSpec};
+use crate::mask::{Chroma, Combine, MaskOptions, MaskSpec, PipelineMask, SourceSpec};
 
 impl PipelineMask {
     pub fn parse(file: &MaskFile, origin: &Origin) -> Result<PipelineMask> {
@@ -13,25 +13,21 @@ impl PipelineMask {
             Some(Checked::Choice(word)) => word,
             _ => "segmenter",
         };
-        let needs_file = |what: &str| {
-            file.file
-                .clone()
-                .ok_or_else(|| err("file", format!("source = \"{word}\" needs the mask {what} (white = change)")))
+        let source = source_spec(word, ("file", file.file.as_ref()), file, origin)?;
+        let how = match origin.knob(&knobs::MASK_COMBINE, &file.combine)? {
+            Some(Checked::Choice(how)) => Some(Combine::parse(how)?),
+            _ => None,
         };
-        let source = match word {
-            "faces" => SourceSpec::Faces,
-            "chroma" => {
-                let key = file.chroma.as_deref().unwrap_or("00ff00");
-                SourceSpec::Chroma(Chroma::parse(key).map_err(|e| err("chroma", message(&e)))?)
+        let also = match origin.knob(&knobs::MASK_ALSO, &file.also)? {
+            Some(Checked::Choice(also)) => {
+                let second = source_spec(also, ("also-file", file.also_file.as_ref()), file, origin)?;
+                Some((second, how.unwrap_or(Combine::Union)))
             }
-            "image" => SourceSpec::Image(needs_file("image")?),
-            "video" => SourceSpec::Video(needs_file("video")?),
-            _ => SourceSpec::Segmenter,
+            _ if how.is_some() => return Err(err("combine", "joins a second source: set mask.also too".into())),
+            _ => None,
         };
-        if let Some(path) = source.file().filter(|p| !p.is_file()) {
-            return Err(err("file", format!("{}: no such file", path.display())));
-        }
-        if file.chroma.is_some() && !matches!(source, SourceSpec::Chroma(_)) {
+        let uses_chroma = |s: &SourceSpec| matches!(s, SourceSpec::Chroma(_));
+        if file.chroma.is_some() && !uses_chroma(&source) && !also.as_ref().is_some_and(|(a, _)| uses_chroma(a)) {
             return Err(err("chroma", format!("is for source = \"chroma\", not \"{word}\"")));
         }
         let flag = |knob: &'static knobs::Knob, value: &super::file::Any, default: bool| -> Result<bool> {
@@ -60,7 +56,8 @@ impl PipelineMask {
         };
         let keep_faces = flag(&knobs::MASK_KEEP_FACES, &file.keep_faces, false)?;
         let models = file.model.clone().unwrap_or_else(crate::mask::models::default_folder);
-        if (source.uses_models() || keep_faces) && !models.exists() {
+        let second_uses_models = also.as_ref().is_some_and(|(a, _)| a.uses_models());
+        if (source.uses_models() || second_uses_models || keep_faces) && !models.exists() {
             return Err(err(
                 "model",
                 format!(
@@ -71,11 +68,39 @@ impl PipelineMask {
             ));
         }
         Ok(PipelineMask {
-            spec: MaskSpec { source, keep_faces, models, options },
+            spec: MaskSpec { source, also, keep_faces, models, options },
             enabled: flag(&knobs::MASK_ENABLED, &file.enabled, true)?,
             composite: flag(&knobs::MASK_COMPOSITE, &file.composite, true)?,
         })
     }
+}
+
+/// The source `word` names, its file from `file_key` (`file` or `also-file`), checked to exist.
+fn source_spec(
+    word: &str,
+    (file_key, path): (&str, Option<&std::path::PathBuf>),
+    file: &MaskFile,
+    origin: &Origin,
+) -> Result<SourceSpec> {
+    let err = |key: &str, problem: String| origin.error(&format!("mask.{key}"), problem);
+    let needs_file = |what: &str| {
+        path.cloned()
+            .ok_or_else(|| err(file_key, format!("mask source \"{word}\" needs the mask {what} (white = change)")))
+    };
+    let spec = match word {
+        "faces" => SourceSpec::Faces,
+        "chroma" => {
+            let key = file.chroma.as_deref().unwrap_or("00ff00");
+            SourceSpec::Chroma(Chroma::parse(key).map_err(|e| err("chroma", message(&e)))?)
+        }
+        "image" => SourceSpec::Image(needs_file("image")?),
+        "video" => SourceSpec::Video(needs_file("video")?),
+        _ => SourceSpec::Segmenter,
+    };
+    if let Some(path) = spec.file().filter(|p| !p.is_file()) {
+        return Err(err(file_key, format!("{}: no such file", path.display())));
+    }
+    Ok(spec)
 }
 
 /// A mask module's error as the problem of a key (its own `what` dropped: the key names it).

@@ -297,6 +297,7 @@ fn flag_for(key: &str) -> &'static str {
         "mode" if key.starts_with("pose.") => "--pose",
         "model" if key.starts_with("mask.") => "--mask-model",
         "file" if key.starts_with("mask.") => "--mask-file",
+        "also-file" => "--mask-also-file",
         "chroma" if key.starts_with("mask.") => "--mask-chroma",
         "mask" => "--mask",
         "model" => "--pose-model",

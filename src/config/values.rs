@@ -21,13 +21,14 @@ pub fn parse_fps(value: &toml::Value) -> Result<Fps, String> {
     );
     let fps = match value {
         toml::Value::Integer(n) => u32::try_from(*n).ok().and_then(|n| Fps::new(n, 1)),
-        toml::Value::Float(x) => Fps::from_f64(*x),
+        // The value as given must be in range, not only the fraction it rounds to (0.009999999 is not 1/100).
+        toml::Value::Float(x) if (MIN_FPS..=MAX_FPS).contains(x) => Fps::from_f64(*x),
         toml::Value::String(text) => match text.split_once('/') {
             Some((n, d)) => match (n.trim().parse::<u32>(), d.trim().parse::<u32>()) {
                 (Ok(n), Ok(d)) => Fps::new(n, d),
                 _ => None,
             },
-            None => text.trim().parse::<f64>().ok().and_then(Fps::from_f64),
+            None => text.trim().parse::<f64>().ok().filter(|x| (MIN_FPS..=MAX_FPS).contains(x)).and_then(Fps::from_f64),
         },
         _ => None,
     };

@@ -191,9 +191,18 @@ impl LiveValues {
     /// Set one value (`key` in any spelling [`canonical`] takes), checked by its knob's declaration: the error
     /// names the knob and its range as every entry point does.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), LiveError> {
+        // The names this run has (a pose value in a run without [pose] is NotHere, below).
+        let present = match serde_json::to_value(&*self) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Default::default(),
+        };
         let unknown = || LiveError::Unknown {
             key: preview(key, SHOWN_CHARS),
-            expected: knobs::live().filter_map(|k| k.live).collect::<Vec<_>>().join(", "),
+            expected: knobs::live()
+                .filter_map(|k| k.live)
+                .filter(|name| present.contains_key(*name))
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let knob = knobs::find(key).filter(|k| k.live.is_some()).ok_or_else(unknown)?;
         let name = knob.name(Spelling::Live);

@@ -24,6 +24,9 @@ pub struct MaskRequest {
     /// The MediaPipe models' folder or file; None: models/mediapipe-selfie or ../shared/models/mediapipe-selfie.
     pub model: Option<PathBuf>,
     pub keep_faces: bool,
+    /// `--also SOURCE` (as `--source`) and `--combine union|difference|intersection`.
+    pub also: Option<String>,
+    pub combine: Option<String>,
     pub options: MaskOptions,
 }
 
@@ -67,14 +70,27 @@ impl MaskRequest {
         };
         let options = self.options.checked().map_err(|e| rename(e, ""))?;
         let models = self.model.clone().unwrap_or_else(crate::mask::models::default_folder);
-        Ok(MaskSpec { source, keep_faces: self.keep_faces, models, options })
+        let also = match &self.also {
+            Some(text) => {
+                let how = match &self.combine {
+                    Some(how) => crate::mask::Combine::parse(how).map_err(|e| rename(e, "--combine"))?,
+                    None => crate::mask::Combine::Union,
+                };
+                Some((SourceSpec::parse(text).map_err(|e| rename(e, "--also"))?, how))
+            }
+            None => None,
+        };
+        Ok(MaskSpec { source, also, keep_faces: self.keep_faces, models, options })
     }
 
     /// What a mask run reads and writes.
     fn paths(&self, spec: &MaskSpec) -> (Vec<NamedPath>, Vec<NamedPath>) {
         let mut reads = vec![NamedPath::new("input", &self.input)];
-        if let SourceSpec::Image(path) = &spec.source {
-            reads.push(NamedPath::new("--source image", path));
+        if let Some(path) = spec.source.file() {
+            reads.push(NamedPath::new("--source file", path));
+        }
+        if let Some(path) = spec.also.as_ref().and_then(|(a, _)| a.file()) {
+            reads.push(NamedPath::new("--also file", path));
         }
         let mut writes = vec![NamedPath::new("output", &self.output)];
         writes.extend(self.json.iter().map(|j| NamedPath::new("--json", j)));

@@ -78,6 +78,9 @@ impl PipelineMask {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskSpec {
     pub source: SourceSpec,
+    /// A second source joined with the first before the shaping (e.g. the room without a logo: segmenter,
+    /// difference, image).
+    pub also: Option<(SourceSpec, Combine)>,
     /// Keep the faces (BlazeFace) whatever the source (inverted or not) says: intersected with the faces' mask.
     pub keep_faces: bool,
     /// The MediaPipe models' folder (or one model file) for the segmenter and the faces.
@@ -89,6 +92,7 @@ impl Default for MaskSpec {
     fn default() -> Self {
         MaskSpec {
             source: SourceSpec::Segmenter,
+            also: None,
             keep_faces: false,
             models: super::models::default_folder(),
             options: MaskOptions::default(),
@@ -103,6 +107,30 @@ pub enum Source {
     Chroma(Chroma),
     Still(StillMask),
     Video(Box<VideoMask>),
+}
+
+impl Source {
+    /// Load what `spec` needs (models from `models`, the mask image or video).
+    pub fn load(runtime: &Runtime, spec: &SourceSpec, models: &std::path::Path) -> Result<Source> {
+        Ok(match spec {
+            SourceSpec::Segmenter => Source::Segmenter(Segmenter::load(runtime, models)?),
+            SourceSpec::Faces => Source::Faces(Box::new(FaceDetector::load(runtime, models)?)),
+            SourceSpec::Chroma(c) => Source::Chroma(*c),
+            SourceSpec::Image(path) => Source::Still(StillMask::load(path)?),
+            SourceSpec::Video(path) => Source::Video(Box::new(VideoMask::open(path)?)),
+        })
+    }
+}
+
+impl Source {
+    /// Whether its masks fit frames of `width x height` (a mask image's or video's aspect ratio).
+    fn check_size(&self, width: u32, height: u32) -> Result<()> {
+        match self {
+            Source::Still(s) => s.check_aspect(width, height),
+            Source::Video(v) => v.check_aspect(width, height),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl MaskSource for Source {
@@ -120,6 +148,8 @@ impl MaskSource for Source {
 /// A frame's mask, made as [`MaskSpec`] says (see the module docs).
 pub struct MaskMaker {
     source: Source,
+    /// The second source and how it joins the first.
+    also: Option<(Source, Combine)>,
     /// The face detector for keeping the faces, unless the source is the faces (loaded when first asked for).
     keep_faces: Option<FaceDetector>,
     /// Whether the faces are kept now.
@@ -135,12 +165,10 @@ impl MaskMaker {
     /// Load what `spec` needs: models, the mask image. Bad input is an error with exit code 2.
     pub fn new(runtime: &Runtime, spec: &MaskSpec) -> Result<MaskMaker> {
         let shaper = MaskShaper::new(spec.options)?;
-        let source = match &spec.source {
-            SourceSpec::Segmenter => Source::Segmenter(Segmenter::load(runtime, &spec.models)?),
-            SourceSpec::Faces => Source::Faces(Box::new(FaceDetector::load(runtime, &spec.models)?)),
-            SourceSpec::Chroma(c) => Source::Chroma(*c),
-            SourceSpec::Image(path) => Source::Still(StillMask::load(path)?),
-            SourceSpec::Video(path) => Source::Video(Box::new(VideoMask::open(path)?)),
+        let source = Source::load(runtime, &spec.source, &spec.models)?;
+        let also = match &spec.also {
+            Some((second, how)) => Some((Source::load(runtime, second, &spec.models)?, *how)),
+            None => None,
         };
         let keep_faces = match (&spec.source, spec.keep_faces) {
             (SourceSpec::Faces, _) | (_, false) => None,
@@ -149,12 +177,23 @@ impl MaskMaker {
         let keeping_faces = spec.keep_faces && !matches!(spec.source, SourceSpec::Faces);
         Ok(MaskMaker {
             source,
+            also,
             keep_faces,
             keeping_faces,
             models: spec.models.clone(),
             shaper,
             times: [Duration::ZERO; 3],
         })
+    }
+
+    /// Whether masks can be made for frames of `width x height` (checked before a run: a mask image of
+    /// another shape is bad input).
+    pub fn check_size(&self, width: u32, height: u32) -> Result<()> {
+        self.source.check_size(width, height)?;
+        match &self.also {
+            Some((second, _)) => second.check_size(width, height),
+            None => Ok(()),
+        }
     }
 
     /// Keep the faces or stop keeping them from the next frame on (the detector loads the first time).
@@ -172,7 +211,10 @@ impl MaskMaker {
     /// This frame's mask, at its size: 1 = change.
     pub fn mask(&mut self, frame: &RgbImage) -> Result<Mask> {
         let started = Instant::now();
-        let mask = self.source.mask(frame)?;
+        let mut mask = self.source.mask(frame)?;
+        if let Some((second, how)) = &mut self.also {
+            mask = mask.combined(&second.mask(frame)?, *how);
+        }
         self.times[0] = started.elapsed();
         let started = Instant::now();
         let faces = match &mut self.keep_faces {

@@ -75,11 +75,9 @@ impl StillMask {
         self.image.dimensions()
     }
 
-    /// The mask at `width x height` (cover and centre-crop), or an error if the aspect is too far off.
-    pub fn at_size(&mut self, width: u32, height: u32) -> Result<Mask> {
-        if let Some(mask) = self.resized.as_ref().filter(|m| m.dimensions() == (width, height)) {
-            return Ok(mask.clone());
-        }
+    /// Whether the mask can be brought to `width x height` frames: an error (bad input) if its aspect ratio is
+    /// too far off theirs.
+    pub fn check_aspect(&self, width: u32, height: u32) -> Result<()> {
         let (iw, ih) = self.image.dimensions();
         let aspect = |w: u32, h: u32| f64::from(w) / f64::from(h.max(1));
         let off = aspect(iw, ih) / aspect(width, height);
@@ -94,6 +92,15 @@ impl StillMask {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The mask at `width x height` (cover and centre-crop), or an error if the aspect is too far off.
+    pub fn at_size(&mut self, width: u32, height: u32) -> Result<Mask> {
+        if let Some(mask) = self.resized.as_ref().filter(|m| m.dimensions() == (width, height)) {
+            return Ok(mask.clone());
+        }
+        self.check_aspect(width, height)?;
         let mut out = GrayImage::new(width, height);
         let options = ResizeOptions::new()
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))

@@ -49,6 +49,11 @@ impl VideoMask {
         &self.path
     }
 
+    /// Whether its frames can be brought to `width x height` (their aspect ratio).
+    pub fn check_aspect(&self, width: u32, height: u32) -> Result<()> {
+        self.current.as_ref().map_or(Ok(()), |c| c.check_aspect(width, height))
+    }
+
     /// Frames read so far.
     pub fn frames_read(&self) -> u64 {
         self.frames_read

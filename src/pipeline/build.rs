@@ -90,7 +90,7 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
                 (DiffusionProcessor::new(&runtime, diffusion, params, size, engine, Some(control))?, Some(annotator))
             }
             (None, Some(mask)) => {
-                let annotator = Box::new(MaskAnnotator::new(options.runtime, mask)?);
+                let annotator = Box::new(MaskAnnotator::new(options.runtime, mask, size.dims())?);
                 let diffusion = Diffusion::load(&runtime, &pipeline.model)?;
                 (DiffusionProcessor::with_mask(&runtime, diffusion, params, size, engine)?, Some(annotator))
             }
@@ -222,8 +222,13 @@ pub fn paths_of(pipeline: &Pipeline, display: bool) -> Result<(Vec<NamedPath>, V
         _ => {}
     }
     reads.extend(pipeline.model.files().into_iter().map(|f| NamedPath::new("model file", f)));
-    if let Some(file) = pipeline.mask.as_ref().and_then(|m| m.spec.source.file()) {
-        reads.push(NamedPath::new(if from_flags { "--mask-file" } else { "mask file" }, file));
+    if let Some(mask) = &pipeline.mask {
+        if let Some(file) = mask.spec.source.file() {
+            reads.push(NamedPath::new(if from_flags { "--mask-file" } else { "mask file" }, file));
+        }
+        if let Some(file) = mask.spec.also.as_ref().and_then(|(a, _)| a.file()) {
+            reads.push(NamedPath::new(if from_flags { "--mask-also-file" } else { "mask also-file" }, file));
+        }
     }
     let mut writes = Vec::new();
     for s in pipeline.active_sinks(display)? {

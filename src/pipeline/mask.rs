@@ -27,9 +27,12 @@ pub struct MaskAnnotator {
 }
 
 impl MaskAnnotator {
-    pub fn new(runtime: &Runtime, mask: &PipelineMask) -> Result<MaskAnnotator> {
+    /// For frames of `size` (the working size): a mask image or video of another shape is refused now.
+    pub fn new(runtime: &Runtime, mask: &PipelineMask, (width, height): (u32, u32)) -> Result<MaskAnnotator> {
+        let maker = MaskMaker::new(runtime, &mask.spec)?;
+        maker.check_size(width, height)?;
         Ok(MaskAnnotator {
-            maker: MaskMaker::new(runtime, &mask.spec)?,
+            maker,
             runtime: runtime.clone(),
             base: mask.spec.options,
             enabled: mask.enabled,
