@@ -191,20 +191,13 @@ fn make_video(path: &Path, pattern: &str, frames: u32, (width, height): (u32, u3
     ));
 }
 
-fn convert_masked(input: &Path, output: &Path, mask: &[&str]) -> std::process::Output {
-    let model = common::model_dir("tiny-sd15-lcm-lora");
-    let mut args = vec![
-        "convert",
-        common::path_str(input),
-        common::path_str(output),
-        "--model",
-        common::path_str(&model),
-        "--size",
-        "64x48",
-        "--steps",
-        "1",
-    ];
-    args.extend_from_slice(mask);
+/// `latentcam convert` of `input` at 64x48 on the tiny `model`, with these flags.
+fn convert_masked(input: &Path, output: &Path, model: &str, flags: &[&str]) -> std::process::Output {
+    let model = common::model_dir(model);
+    let mut args =
+        vec!["convert", common::path_str(input), common::path_str(output), "--model", common::path_str(&model)];
+    args.extend_from_slice(&["--size", "64x48"]);
+    args.extend_from_slice(flags);
     common::latentcam(&args)
 }
 
@@ -221,22 +214,8 @@ fn convert_takes_a_mask_video_as_a_second_source() {
         [(&ball, "tiny-sd15-lcm-lora"), (&short, "tiny-sd15-lcm-lora"), (&ball, "tiny-sd15-inpainting-lcm-lora")]
     {
         let output = tmp.path().join("out.mp4");
-        let model = common::model_dir(model);
-        let out = common::latentcam(&[
-            "convert",
-            common::path_str(&input),
-            common::path_str(&output),
-            "--model",
-            common::path_str(&model),
-            "--size",
-            "64x48",
-            "--steps",
-            "2",
-            "--mask",
-            "video",
-            "--mask-file",
-            common::path_str(mask),
-        ]);
+        let flags = ["--steps", "2", "--mask", "video", "--mask-file", common::path_str(mask)];
+        let out = convert_masked(&input, &output, model, &flags);
         let err = common::stderr(&out);
         assert!(out.status.success(), "{}: {err}", mask.display());
         assert_eq!(common::media::probe(&output).unwrap().video_frames, 20, "every frame converted");
@@ -268,21 +247,12 @@ fn bad_mask_input_exits_2_naming_it() {
     ];
     for (flags, needle) in cases {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let out = convert_masked(&input, &output, &flags);
+        let out = convert_masked(&input, &output, "tiny-sd15-lcm-lora", &[&["--steps", "1"], &flags[..]].concat());
         eprintln!("{flags:?}: {}", common::stderr(&out).lines().find(|l| l.starts_with("error:")).unwrap_or(""));
         common::assert_bad_input(&out, needle);
     }
     // The inpainting model without a mask.
-    let model = common::model_dir("tiny-sd15-inpainting-lcm-lora");
-    let out = common::latentcam(&[
-        "convert",
-        common::path_str(&input),
-        common::path_str(&output),
-        "--model",
-        common::path_str(&model),
-        "--size",
-        "64x48",
-    ]);
+    let out = convert_masked(&input, &output, "tiny-sd15-inpainting-lcm-lora", &[]);
     common::assert_bad_input(&out, "is an inpainting model");
 }
 
