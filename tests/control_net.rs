@@ -227,11 +227,22 @@ fn a_token_is_required_when_set() {
 type Ws = tungstenite::WebSocket<TcpStream>;
 
 fn ws_connect(addr: SocketAddr, token: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    ws_connect_from(TcpStream::connect(addr).unwrap(), addr, token)
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.x: another peer on this machine).
+fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+fn ws_connect_from(stream: TcpStream, addr: SocketAddr, token: Option<&str>) -> Result<Ws, tungstenite::Error> {
     let mut request = format!("ws://{addr}/ws").into_client_request()?;
     if let Some(token) = token {
         request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
     }
-    let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     match tungstenite::client(request, stream) {
         Ok((ws, _response)) => Ok(ws),
@@ -336,15 +347,39 @@ fn dropping_the_server_stops_it_promptly_with_clients_connected() {
     assert!(started.elapsed() < Duration::from_secs(1), "drop took {:?}", started.elapsed());
 }
 
+/// A plain GET /params from the loopback address `from`.
+fn get_from(from: [u8; 4], addr: SocketAddr) -> Reply {
+    let mut stream = connect_from(from, addr);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(format!("GET /params HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let status = String::from_utf8_lossy(&response[..end]).split(' ').nth(1).unwrap().parse().unwrap();
+    Reply { status, headers: Vec::new(), body: response[end..].to_vec() }
+}
+
+/// One peer address holds at most half the connections: a client that keeps opening them is refused itself, and
+/// the others are still served; past the total, everyone is refused until connections close.
 #[test]
-fn connections_past_the_limit_are_refused_with_503() {
+fn connections_past_the_limits_are_refused_with_503() {
     let (_hub, server) = server(None);
     let addr = server.local_addr();
-    let open: Vec<Ws> = (0..http::MAX_CONNECTIONS).map(|_| ws_connect(addr, None).unwrap()).collect();
-    assert_eq!(request(addr, "GET", "/params", None, None).status, 503);
-    drop(open);
+    let open_from = |from: [u8; 4], n: usize| -> Vec<Ws> {
+        (0..n).map(|_| ws_connect_from(connect_from(from, addr), addr, None).unwrap()).collect()
+    };
+    let greedy = open_from([127, 0, 0, 1], http::MAX_CONNECTIONS_PER_PEER);
+    let refused = get_from([127, 0, 0, 1], addr);
+    assert_eq!(refused.status, 503);
+    assert!(refused.error().contains("too many connections from 127.0.0.1 (at most 8)"), "{}", refused.error());
+    assert_eq!(get_from([127, 0, 0, 2], addr).status, 200, "another peer is served");
+    let others = open_from([127, 0, 0, 2], http::MAX_CONNECTIONS - http::MAX_CONNECTIONS_PER_PEER);
+    let full = get_from([127, 0, 0, 3], addr);
+    assert_eq!(full.status, 503);
+    assert!(full.error().contains("too many connections (at most 16)"), "{}", full.error());
+    drop((greedy, others));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while request(addr, "GET", "/params", None, None).status != 200 {
+    while get_from([127, 0, 0, 1], addr).status != 200 {
         assert!(Instant::now() < deadline, "connections are served again once others close");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -583,6 +618,13 @@ fn web_pages_and_rebound_names_are_refused_without_a_token() {
     // A page on another site posting a "simple request" (no preflight), and a page reached by DNS rebinding.
     let forged = post(&format!("Host: {addr}\r\nOrigin: https://evil.example\r\n"));
     assert_eq!(forged.status, 403, "{}", String::from_utf8_lossy(&forged.body));
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET /params HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://evil.example\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 403 Forbidden\r\n"), "the status line names the status: {reply}");
     let rebound = post("Host: evil.example:7860\r\n");
     assert_eq!(rebound.status, 403);
     assert_eq!(hub.values().prompt, "a cat", "nothing applied");

@@ -11,9 +11,10 @@
 //! (else 401). Every response is JSON and closes its connection.
 //!
 //! The server is plain threads over `std::net`: one accepts, one serves each connection (at most
-//! [`MAX_CONNECTIONS`] at once; more are answered 503). Requests are parsed with `httparse`; WebSocket frames
-//! are `tungstenite`'s. Every read and write has a timeout, and the accept thread is woken by a connection of the
-//! server's own, so dropping the [`HttpServer`] stops and joins all of its threads within a fraction of a second.
+//! [`MAX_CONNECTIONS`] at once, [`MAX_CONNECTIONS_PER_PEER`] from one address; more are answered 503). Requests
+//! are parsed with `httparse`; WebSocket frames are `tungstenite`'s. Every read and write has a timeout, and the
+//! accept thread is woken by a connection of the server's own, so dropping the [`HttpServer`] stops and joins all
+//! of its threads within a fraction of a second.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -37,6 +38,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once; more are answered 503.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Connections served at once from one peer address: one client that keeps opening connections gets 503 itself,
+/// and the other half of the slots stays free for everyone else.
+pub const MAX_CONNECTIONS_PER_PEER: usize = MAX_CONNECTIONS / 2;
 /// How often blocked threads look whether the server is stopping.
 const POLL: Duration = Duration::from_millis(100);
 /// The time a client has to send a whole request.
@@ -118,7 +122,8 @@ pub(crate) fn listen_failed(scheme: &str, addr: SocketAddr, e: std::io::Error) -
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    // Each connection's thread with its peer's address.
+    let mut connections: Vec<(std::net::IpAddr, JoinHandle<()>)> = Vec::new();
     // Connections past the limit get a 503 from threads of their own (at most as many again): answering from
     // here could block, and closing without reading the request would reset the connection before the client
     // reads the answer. Past that too, they are just closed.
@@ -131,33 +136,37 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         }
         match accepted {
             Ok((stream, peer)) => {
-                connections.retain(|c| !c.is_finished());
+                connections.retain(|(_, c)| !c.is_finished());
                 refusals.retain(|c| !c.is_finished());
-                let (threads, refuse) = if connections.len() < MAX_CONNECTIONS {
-                    (&mut connections, false)
-                } else if refusals.len() < MAX_CONNECTIONS {
-                    busy.warn(format_args!(
-                        "control: {MAX_CONNECTIONS} connections already open; refusing one from {peer}"
-                    ));
-                    (&mut refusals, true)
+                let from_peer = connections.iter().filter(|(ip, _)| *ip == peer.ip()).count();
+                let refusal = if from_peer >= MAX_CONNECTIONS_PER_PEER {
+                    Some(format!("too many connections from {} (at most {MAX_CONNECTIONS_PER_PEER})", peer.ip()))
+                } else if connections.len() >= MAX_CONNECTIONS {
+                    Some(format!("too many connections (at most {MAX_CONNECTIONS})"))
                 } else {
-                    continue;
+                    None
                 };
+                if refusal.is_some() && refusals.len() >= MAX_CONNECTIONS {
+                    continue;
+                }
                 let shared = shared.clone();
-                let name = if refuse { "control refusal" } else { "control connection" };
-                let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-                    if refuse {
+                let refused = refusal.is_some();
+                let name = if refused { "control refusal" } else { "control connection" };
+                if let Some(why) = &refusal {
+                    busy.warn(format_args!("control: {why}; refusing one from {peer}"));
+                }
+                let spawned = std::thread::Builder::new().name(name.into()).spawn(move || match refusal {
+                    Some(why) => {
                         let mut stream = stream;
                         if prepare(&stream).is_ok() {
-                            let body = json!({"error": format!("too many connections (at most {MAX_CONNECTIONS})")});
-                            finish(&mut stream, 503, &body, &[], &shared.stop);
+                            finish(&mut stream, 503, &json!({ "error": why }), &[], &shared.stop);
                         }
-                    } else {
-                        connection(stream, peer, &shared);
                     }
+                    None => connection(stream, peer, &shared),
                 });
                 match spawned {
-                    Ok(handle) => threads.push(handle),
+                    Ok(handle) if refused => refusals.push(handle),
+                    Ok(handle) => connections.push((peer.ip(), handle)),
                     Err(e) => tracing::warn!("control: cannot start a connection thread: {e}"),
                 }
             }
@@ -168,7 +177,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             }
         }
     }
-    for thread in connections.into_iter().chain(refusals) {
+    for thread in connections.into_iter().map(|(_, c)| c).chain(refusals) {
         let _ = thread.join();
     }
 }
@@ -536,21 +545,9 @@ impl Body<'_> {
     }
 }
 
+/// The status line's reason phrase (HTTP's own for every status, `403 Forbidden` included).
 fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+    tungstenite::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Unknown")
 }
 
 fn respond(stream: &mut TcpStream, status: u16, body: &Value, extra: &[(&str, &str)]) -> std::io::Result<()> {
