@@ -202,6 +202,15 @@ fn bodies_over_64_kib_are_413() {
 }
 
 #[test]
+fn request_heads_over_16_kib_are_431() {
+    let (_hub, server) = server(None);
+    let addr = server.local_addr();
+    let big = format!("GET /params HTTP/1.1\r\nHost: {addr}\r\nX-Filler: {}\r\n\r\n", "y".repeat(20 * 1024));
+    assert_eq!(raw(addr, big.as_bytes()).status, 431);
+    assert_eq!(request(addr, "GET", "/params", None, None).status, 200, "the server goes on");
+}
+
+#[test]
 fn a_token_is_required_when_set() {
     let (hub, server) = server(Some("s3cret"));
     let addr = server.local_addr();

@@ -2,31 +2,38 @@
 //!
 //! - `GET /params`: the current values (200, JSON).
 //! - `POST /params` with a JSON object of some values: applied as one change; 200 with the new full set, or 400
-//!   `{"error": "..."}` naming the bad key or value (nothing changes then); a body over 64 KiB is 413.
+//!   `{"error": "..."}` naming the bad key or value (nothing changes then); a body over 64 KiB is 413, one that
+//!   does not arrive within 10 s is 408.
 //! - `/ws`: a WebSocket. Each text message is a JSON object applied like `POST /params`, answered with
 //!   `{"params": {...}}` or `{"error": "..."}`; once a second the server pushes `{"stats": {...}}` (the latest
 //!   pipeline statistics, once there are any).
 //!
 //! With a token every request, the WebSocket upgrade included, must carry `Authorization: Bearer <token>`
-//! (else 401). Every response is JSON and closes its connection.
+//! (else 401). Without one, requests from web pages and rebound names are refused ([`foreign`]). Every response
+//! is JSON and closes its connection.
 //!
-//! The server is plain threads over `std::net`: one accepts, one serves each connection (at most
-//! [`MAX_CONNECTIONS`] at once, [`MAX_CONNECTIONS_PER_PEER`] from one address; more are answered 503). Requests
-//! are parsed with `httparse`; WebSocket frames are `tungstenite`'s. Every read and write has a timeout, and the
-//! accept thread is woken by a connection of the server's own, so dropping the [`HttpServer`] stops and joins all
-//! of its threads within a fraction of a second.
+//! The server is axum's routing over hyper's HTTP/1 connections, on a single-threaded Tokio runtime of its own
+//! thread: the accept loop is ours, so that at most [`MAX_CONNECTIONS`] connections are served at once and at
+//! most [`MAX_CONNECTIONS_PER_PEER`] from one address (more are answered 503). A request head must arrive within
+//! 10 s and fit in [`MAX_HEAD`] bytes (else hyper answers 431). Dropping the [`HttpServer`] stops the loop,
+//! closes the WebSockets with a close frame and joins the thread within a fraction of a second.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
+use tokio::sync::watch;
 
 use super::{ControlHub, Throttle};
 use crate::config::values::{SHOWN_CHARS, preview};
@@ -41,24 +48,22 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// Connections served at once from one peer address: one client that keeps opening connections gets 503 itself,
 /// and the other half of the slots stays free for everyone else.
 pub const MAX_CONNECTIONS_PER_PEER: usize = MAX_CONNECTIONS / 2;
-/// How often blocked threads look whether the server is stopping.
-const POLL: Duration = Duration::from_millis(100);
-/// The time a client has to send a whole request.
+/// The time a client has to send a request head, and then its body.
 const REQUEST_TIME: Duration = Duration::from_secs(10);
-/// The time a write may block (a client that stops reading is dropped).
-const WRITE_TIME: Duration = Duration::from_secs(2);
 /// How often the WebSocket pushes statistics.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// A WebSocket is pinged this often; one that has sent nothing (not even the pong) for [`WS_SILENT`] is closed,
 /// so vanished clients do not hold connection slots.
 const PING_EVERY: Duration = Duration::from_secs(10);
 const WS_SILENT: Duration = Duration::from_secs(30);
+/// How long stopping waits for open connections to finish (WebSockets send their close frame).
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// A running control server; dropping it stops it.
 pub struct HttpServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -70,50 +75,53 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let Some(accept) = self.accept.take() else { return };
-        // The accept thread blocks in accept(): wake it with a connection of our own. Should that fail (it
-        // cannot, short of a firewall on loopback), leave the thread rather than hang.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-            Ok(_) => {
-                let _ = accept.join();
-            }
-            Err(e) => tracing::warn!("control: could not wake the HTTP server at {wake} to stop it: {e}"),
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
+/// What every request handler shares.
 struct Shared {
     hub: Arc<ControlHub>,
     token: Option<String>,
-    stop: Arc<AtomicBool>,
     /// The address bound (a `Host` naming it is this server).
     addr: SocketAddr,
     /// Refused requests are warned about at most once a second (a web page can send them by the thousand).
     refusals: Mutex<Throttle>,
+    /// Set when the server stops: WebSockets close.
+    stop: watch::Receiver<bool>,
 }
 
 /// Listen on `addr` (port 0: any free port) and serve `hub` until the returned server is dropped.
 pub fn serve(hub: Arc<ControlHub>, addr: SocketAddr, token: Option<String>) -> Result<HttpServer> {
     let listen_error = |e: std::io::Error| listen_failed("http", addr, e);
+    // Bound here, on the caller's thread, so that an address in use is the caller's error.
     let listener = TcpListener::bind(addr).map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
-    let stop = Arc::new(AtomicBool::new(false));
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    let (stop, stopped) = watch::channel(false);
     let shared =
-        Arc::new(Shared { hub, token, stop: stop.clone(), addr, refusals: Mutex::new(Throttle::per_second()) });
-    let accept = std::thread::Builder::new()
+        Arc::new(Shared { hub, token, addr, refusals: Mutex::new(Throttle::per_second()), stop: stopped.clone() });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::internal("control HTTP runtime", e))?;
+    let thread = std::thread::Builder::new()
         .name("control http".into())
-        .spawn(move || accept_loop(&listener, &shared))
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(listener, shared, stopped).await,
+                    Err(e) => tracing::warn!("control: the HTTP listener cannot be served: {e}"),
+                }
+            })
+        })
         .map_err(|e| Error::internal("control HTTP thread", e))?;
     tracing::info!("control: HTTP and WebSocket on http://{addr} (GET/POST /params, /ws)");
-    Ok(HttpServer { addr, stop, accept: Some(accept) })
+    Ok(HttpServer { addr, stop, thread: Some(thread) })
 }
 
 /// A control server that cannot listen: the environment's failure (a port in use, an address not here).
@@ -121,214 +129,324 @@ pub(crate) fn listen_failed(scheme: &str, addr: SocketAddr, e: std::io::Error) -
     Error::Listen { address: format!("{scheme}://{addr}"), cause: because(e.to_string()) }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    // Each connection's thread with its peer's address.
-    let mut connections: Vec<(std::net::IpAddr, JoinHandle<()>)> = Vec::new();
-    // Connections past the limit get a 503 from threads of their own (at most as many again): answering from
-    // here could block, and closing without reading the request would reset the connection before the client
-    // reads the answer. Past that too, they are just closed.
-    let mut refusals: Vec<JoinHandle<()>> = Vec::new();
+/// Open connections per peer address; a [`Slot`] holds one until dropped.
+#[derive(Default)]
+struct Slots {
+    open: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.total = slots.total.saturating_sub(1);
+        if let Some(n) = slots.open.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                slots.open.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A slot for a connection from `peer`, or why there is none.
+fn take_slot(slots: &Arc<Mutex<Slots>>, peer: IpAddr) -> std::result::Result<Slot, String> {
+    let mut s = slots.lock().unwrap_or_else(|p| p.into_inner());
+    let from_peer = s.open.get(&peer).copied().unwrap_or(0);
+    if from_peer >= MAX_CONNECTIONS_PER_PEER {
+        return Err(format!("too many connections from {peer} (at most {MAX_CONNECTIONS_PER_PEER})"));
+    }
+    if s.total >= MAX_CONNECTIONS {
+        return Err(format!("too many connections (at most {MAX_CONNECTIONS})"));
+    }
+    s.total += 1;
+    *s.open.entry(peer).or_default() += 1;
+    Ok(Slot { slots: slots.clone(), peer })
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let app = router(shared.clone());
+    let slots = Arc::new(Mutex::new(Slots::default()));
+    let mut connections = tokio::task::JoinSet::new();
+    // Refusals are answered by tasks of their own, at most as many as connections; past that, closed at once.
+    let refusing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut busy = Throttle::per_second();
     loop {
-        let accepted = listener.accept();
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match accepted {
-            Ok((stream, peer)) => {
-                connections.retain(|(_, c)| !c.is_finished());
-                refusals.retain(|c| !c.is_finished());
-                let from_peer = connections.iter().filter(|(ip, _)| *ip == peer.ip()).count();
-                let refusal = if from_peer >= MAX_CONNECTIONS_PER_PEER {
-                    Some(format!("too many connections from {} (at most {MAX_CONNECTIONS_PER_PEER})", peer.ip()))
-                } else if connections.len() >= MAX_CONNECTIONS {
-                    Some(format!("too many connections (at most {MAX_CONNECTIONS})"))
-                } else {
-                    None
-                };
-                if refusal.is_some() && refusals.len() >= MAX_CONNECTIONS {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait and go on.
+                    tracing::warn!("control: accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                let shared = shared.clone();
-                let refused = refusal.is_some();
-                let name = if refused { "control refusal" } else { "control connection" };
-                if let Some(why) = &refusal {
-                    busy.warn(format_args!("control: {why}; refusing one from {peer}"));
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let (app, slot) = match take_slot(&slots, peer.ip()) {
+            Ok(slot) => {
+                // The slot goes with the request too: a WebSocket keeps it after its HTTP connection has ended.
+                let slot = Arc::new(slot);
+                (app.clone().layer(axum::Extension(Peer(peer))).layer(axum::Extension(slot.clone())), slot)
+            }
+            Err(why) => {
+                use std::sync::atomic::Ordering;
+                if refusing.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    continue;
                 }
-                let spawned = std::thread::Builder::new().name(name.into()).spawn(move || match refusal {
-                    Some(why) => {
-                        let mut stream = stream;
-                        if prepare(&stream).is_ok() {
-                            finish(&mut stream, 503, &json!({ "error": why }), &[], &shared.stop);
-                        }
-                    }
-                    None => connection(stream, peer, &shared),
+                busy.warn(format_args!("control: {why}; refusing one from {peer}"));
+                refusing.fetch_add(1, Ordering::SeqCst);
+                let counter = refusing.clone();
+                let refusal = Router::new().fallback(move || {
+                    let why = why.clone();
+                    async move { error(StatusCode::SERVICE_UNAVAILABLE, why) }
                 });
-                match spawned {
-                    Ok(handle) if refused => refusals.push(handle),
-                    Ok(handle) => connections.push((peer.ip(), handle)),
-                    Err(e) => tracing::warn!("control: cannot start a connection thread: {e}"),
-                }
+                connections.spawn(async move {
+                    serve_connection(stream, refusal).await;
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                });
+                continue;
             }
-            Err(e) => {
-                // Out of file descriptors and the like: wait and go on.
-                tracing::warn!("control: accepting a connection failed: {e}");
-                std::thread::sleep(POLL);
-            }
+        };
+        connections.spawn(async move {
+            serve_connection(stream, app).await;
+            drop(slot);
+        });
+    }
+    // WebSockets see the stop and close; plain requests finish. Whatever is left after the grace is dropped.
+    let _ = tokio::time::timeout(STOP_GRACE, async {
+        while connections.join_next().await.is_some() {}
+        while slots.lock().unwrap_or_else(|p| p.into_inner()).total > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-    for thread in connections.into_iter().map(|(_, c)| c).chain(refusals) {
-        let _ = thread.join();
-    }
+    })
+    .await;
 }
 
-fn prepare(stream: &TcpStream) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(POLL))?;
-    stream.set_write_timeout(Some(WRITE_TIME))?;
-    stream.set_nodelay(true)
-}
-
-/// A parsed request head.
-struct Head {
-    method: String,
-    path: String,
-    /// Lower-case names.
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// Whether a comma-separated header lists `token` (case-insensitive).
-    fn lists(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .any(|(_, v)| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+/// Serve one HTTP/1 connection: one request, then close (upgraded to a WebSocket, it lives on).
+async fn serve_connection(stream: tokio::net::TcpStream, app: Router) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_TIME)
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::debug!("control: connection ended: {e}");
     }
 }
 
-/// Why a request could not be served, as the response that says so.
-struct Reject {
-    status: u16,
-    message: String,
+/// The peer of a request's connection.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/params", axum::routing::any(params))
+        .route("/ws", axum::routing::any(ws))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared)
 }
 
-fn reject(status: u16, message: impl Into<String>) -> Reject {
-    Reject { status, message: message.into() }
+/// `{"error": message}` with `status`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, &json!({ "error": message.into() }))
 }
 
-fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    if let Err(e) = prepare(&stream) {
-        tracing::debug!(%peer, "control: connection setup failed: {e}");
-        return;
-    }
-    let deadline = Instant::now() + REQUEST_TIME;
-    let (head, rest) = match read_head(&mut stream, &shared.stop, deadline) {
-        Ok(Some(read)) => read,
-        Ok(None) => return,
-        Err(r) => {
-            finish(&mut stream, r.status, &json!({"error": r.message}), &[], &shared.stop);
-            return;
-        }
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Before any route: the web-page rule ([`foreign`]), then the token. Every request is logged (bounded).
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string()).unwrap_or_default();
+    let method = preview(request.method().as_str(), SHOWN_CHARS);
+    let path = preview(request.uri().path(), SHOWN_CHARS);
+    let response = if let Some(why) = foreign(request.headers(), &shared) {
+        shared.refusals.lock().unwrap_or_else(|p| p.into_inner()).warn(format_args!("control: {peer}: {why}"));
+        error(StatusCode::FORBIDDEN, why)
+    } else if !authorized(request.headers(), shared.token.as_deref()) {
+        let mut response =
+            error(StatusCode::UNAUTHORIZED, "this server needs a token: send `Authorization: Bearer <token>`");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    } else {
+        next.run(request).await
     };
-    if let Some(r) = foreign(&head, shared) {
-        shared.refusals.lock().unwrap_or_else(|p| p.into_inner()).warn(format_args!("control: {peer}: {}", r.message));
-        finish(&mut stream, r.status, &json!({"error": r.message}), &[], &shared.stop);
-        return;
-    }
-    if head.path == "/ws" && head.method == "GET" && authorized(&head, shared.token.as_deref()) {
-        match upgrade(&mut stream, &head) {
-            Ok(()) => {
-                tracing::debug!(%peer, "control: WebSocket open");
-                websocket(stream, rest, shared);
-                tracing::debug!(%peer, "control: WebSocket closed");
-            }
-            Err(r) => {
-                let extra: &[(&str, &str)] =
-                    if r.status == 426 { &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")] } else { &[] };
-                finish(&mut stream, r.status, &json!({"error": r.message}), extra, &shared.stop);
-            }
-        }
-        return;
-    }
-    let (status, body, extra) = match route(&mut stream, &head, rest, shared, deadline) {
-        Ok((status, body)) => (status, body, &[][..]),
-        Err(r) => {
-            let extra: &[(&str, &str)] = match r.status {
-                401 => &[("WWW-Authenticate", "Bearer")],
-                405 if head.path == "/ws" => &[("Allow", "GET")],
-                405 => &[("Allow", "GET, POST")],
-                _ => &[],
+    tracing::debug!(peer, method, path, status = response.status().as_u16(), "control request");
+    response
+}
+
+async fn not_found(request: Request) -> Response {
+    let path = preview(request.uri().path(), SHOWN_CHARS);
+    error(StatusCode::NOT_FOUND, format!("no such path `{path}`: use GET/POST /params or the WebSocket /ws"))
+}
+
+fn method_not_allowed(method: &Method, path: &str, allow: &'static str, hint: &str) -> Response {
+    let mut response =
+        error(StatusCode::METHOD_NOT_ALLOWED, format!("{} {path}: {hint}", preview(method.as_str(), SHOWN_CHARS)));
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+async fn params(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    match *request.method() {
+        Method::GET => json_response(StatusCode::OK, &shared.hub.values_json()),
+        Method::POST => {
+            let body = match read_body(request.into_body()).await {
+                Ok(body) => body,
+                Err(response) => return response,
             };
-            (r.status, json!({"error": r.message}), extra)
+            let value: Value = match serde_json::from_slice(&body) {
+                Ok(value) => value,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed JSON: {e} (expected an object, e.g. {{\"prompt\": \"a fox\"}})"),
+                    );
+                }
+            };
+            match shared.hub.apply_json(&value) {
+                Ok(values) => json_response(StatusCode::OK, &values),
+                Err(e) => error(StatusCode::BAD_REQUEST, e),
+            }
         }
-    };
-    let (method, path) = (preview(&head.method, SHOWN_CHARS), preview(&head.path, SHOWN_CHARS));
-    tracing::debug!(%peer, method, path, status, "control request");
-    finish(&mut stream, status, &body, extra, &shared.stop);
-}
-
-/// Read up to the end of the request head; the head and the bytes read after it. None: the client went away
-/// (or the server is stopping) before sending a whole head.
-fn read_head(
-    stream: &mut TcpStream,
-    stop: &AtomicBool,
-    deadline: Instant,
-) -> std::result::Result<Option<(Head, Vec<u8>)>, Reject> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(reject(431, format!("request head over {MAX_HEAD} bytes")));
-        }
-        match read_some(stream, &mut chunk, stop, deadline) {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(&buf[..end]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(reject(400, "malformed HTTP request: incomplete head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(reject(431, "too many request headers")),
-        Err(e) => return Err(reject(400, format!("malformed HTTP request: {e}"))),
+        ref method => method_not_allowed(method, "/params", "GET, POST", "use GET or POST"),
     }
-    let target = request.path.unwrap_or("/");
-    let path = target.split(['?', '#']).next().unwrap_or(target).to_string();
-    let head = Head {
-        method: request.method.unwrap_or("").to_string(),
-        path,
-        headers: request
-            .headers
-            .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
-            .collect(),
-    };
-    Ok(Some((head, buf[end..].to_vec())))
 }
 
-/// One read that waits out the socket's poll timeouts until there is data, the peer closes (0), the deadline
-/// passes or the server stops (TimedOut).
-fn read_some(stream: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool, deadline: Instant) -> std::io::Result<usize> {
+/// The request body, at most [`MAX_BODY`] bytes whatever the headers say, within [`REQUEST_TIME`]. A body too
+/// large is still read (and dropped) for a moment before the 413, up to 4 MiB: closing a socket with unread data
+/// resets the connection, and the client could lose the answer.
+async fn read_body(body: Body) -> std::result::Result<Bytes, Response> {
+    let mut body = body;
+    let mut taken = Vec::new();
+    let mut too_large = false;
+    let read = tokio::time::timeout(REQUEST_TIME, async {
+        let mut dropped = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("reading the body failed: {e}"))?;
+            let Ok(chunk) = frame.into_data() else { continue };
+            if too_large {
+                dropped += chunk.len();
+                if dropped > 4 * 1024 * 1024 {
+                    break;
+                }
+            } else if taken.len() + chunk.len() > MAX_BODY {
+                too_large = true;
+            } else {
+                taken.extend_from_slice(&chunk);
+            }
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    match read {
+        _ if too_large => Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {MAX_BODY} bytes"))),
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e)),
+        Ok(Ok(())) => Ok(Bytes::from(taken)),
+    }
+}
+
+async fn ws(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if request.method() != Method::GET {
+        return method_not_allowed(request.method(), "/ws", "GET", "open a WebSocket (GET with Upgrade: websocket)");
+    }
+    let (mut parts, _) = request.into_parts();
+    let slot = parts.extensions.get::<Arc<Slot>>().cloned();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => {
+            upgrade.max_message_size(MAX_BODY).max_frame_size(MAX_BODY).on_upgrade(move |socket| async move {
+                websocket(socket, shared).await;
+                drop(slot);
+            })
+        }
+        Err(rejection) => {
+            let mut response = error(
+                StatusCode::UPGRADE_REQUIRED,
+                format!("/ws takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket): {rejection}"),
+            );
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            response
+        }
+    }
+}
+
+/// Serve an open WebSocket until the client closes it, falls silent, or the server stops.
+async fn websocket(mut socket: WebSocket, shared: Arc<Shared>) {
+    tracing::debug!("control: WebSocket open");
+    let mut stop = shared.stop.clone();
+    let mut stats = tokio::time::interval(STATS_EVERY);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    stats.tick().await;
+    ping.tick().await;
+    let mut heard = tokio::time::Instant::now();
     loop {
-        match stream.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
-                if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
-                    return Err(ErrorKind::TimedOut.into());
+        let silent_until = heard + WS_SILENT;
+        tokio::select! {
+            _ = stop.changed() => {
+                let frame = CloseFrame { code: close_code::AWAY, reason: "server stopping".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
+            _ = tokio::time::sleep_until(silent_until) => {
+                tracing::debug!("control: WebSocket silent for {} s, closed", WS_SILENT.as_secs());
+                break;
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
                 }
             }
-            Err(e) => return Err(e),
+            _ = stats.tick() => {
+                let stats = shared.hub.stats_json();
+                if !stats.is_null() && socket.send(Message::text(json!({"stats": stats}).to_string())).await.is_err() {
+                    break;
+                }
+            }
+            message = socket.recv() => {
+                let reply = match message {
+                    Some(Ok(Message::Text(text))) => apply_message(&shared.hub, text.as_str()),
+                    Some(Ok(Message::Binary(_))) => json!({"error": "send JSON objects as text messages"}),
+                    Some(Ok(Message::Close(_))) | None => break,
+                    // Pings are answered by axum; pongs only say the client is there.
+                    Some(Ok(_)) => {
+                        heard = tokio::time::Instant::now();
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("control: WebSocket dropped: {e}");
+                        break;
+                    }
+                };
+                heard = tokio::time::Instant::now();
+                if socket.send(Message::text(reply.to_string())).await.is_err() {
+                    break;
+                }
+            }
         }
     }
+    tracing::debug!("control: WebSocket closed");
 }
 
 /// Without a token only this machine's own tools may drive the stream, not a web page the streamer happens to
@@ -336,22 +454,23 @@ fn read_some(stream: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool, deadline
 /// included), and a page that reaches this port through a re-bound DNS name carries that name in `Host`. Either
 /// is refused with 403. Tools (curl, OSC bridges, scripts) send no `Origin` and a loopback `Host`. With a token,
 /// the token decides (a page cannot know it).
-fn foreign(head: &Head, shared: &Shared) -> Option<Reject> {
+fn foreign(headers: &HeaderMap, shared: &Shared) -> Option<String> {
     if shared.token.is_some() {
         return None;
     }
     let hint = "set control.token to accept it";
-    if let Some(host) = head.header("host")
-        && !local_authority(host, shared.addr)
+    let text = |name| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string());
+    if let Some(host) = text(header::HOST)
+        && !local_authority(&host, shared.addr)
     {
-        let host = preview(host, SHOWN_CHARS);
-        return Some(reject(403, format!("Host `{host}` is not this machine's own address; {hint}")));
+        let host = preview(&host, SHOWN_CHARS);
+        return Some(format!("Host `{host}` is not this machine's own address; {hint}"));
     }
-    if let Some(origin) = head.header("origin") {
+    if let Some(origin) = text(header::ORIGIN) {
         let authority = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
         if !authority.is_some_and(|a| local_authority(a, shared.addr)) {
-            let origin = preview(origin, SHOWN_CHARS);
-            return Some(reject(403, format!("a request from the web page `{origin}` is refused; {hint}")));
+            let origin = preview(&origin, SHOWN_CHARS);
+            return Some(format!("a request from the web page `{origin}` is refused; {hint}"));
         }
     }
     None
@@ -368,9 +487,9 @@ fn local_authority(authority: &str, bound: SocketAddr) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip == bound.ip())
 }
 
-fn authorized(head: &Head, token: Option<&str>) -> bool {
+fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let Some(value) = head.header("authorization") else { return false };
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
     let Some((scheme, credentials)) = value.split_once(' ') else { return false };
     scheme.eq_ignore_ascii_case("bearer") && same(credentials.trim().as_bytes(), token.as_bytes())
 }
@@ -382,279 +501,6 @@ fn same(a: &[u8], b: &[u8]) -> bool {
         diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
     }
     std::hint::black_box(diff) == 0
-}
-
-/// Serve a plain HTTP request: the status and JSON body to answer with.
-fn route(
-    stream: &mut TcpStream,
-    head: &Head,
-    rest: Vec<u8>,
-    shared: &Shared,
-    deadline: Instant,
-) -> std::result::Result<(u16, Value), Reject> {
-    if !authorized(head, shared.token.as_deref()) {
-        return Err(reject(401, "this server needs a token: send `Authorization: Bearer <token>`"));
-    }
-    match (head.path.as_str(), head.method.as_str()) {
-        ("/params", "GET") => Ok((200, shared.hub.values_json())),
-        ("/params", "POST") => {
-            let body = read_body(stream, head, rest, &shared.stop, deadline)?;
-            let value: Value = serde_json::from_slice(&body).map_err(|e| {
-                reject(400, format!("malformed JSON: {e} (expected an object, e.g. {{\"prompt\": \"a fox\"}})"))
-            })?;
-            shared.hub.apply_json(&value).map(|values| (200, values)).map_err(|e| reject(400, e))
-        }
-        ("/params", method) => Err(reject(405, format!("{} /params: use GET or POST", preview(method, SHOWN_CHARS)))),
-        ("/ws", "GET") => Err(reject(426, "/ws takes a WebSocket upgrade")),
-        ("/ws", method) => Err(reject(
-            405,
-            format!("{} /ws: open a WebSocket (GET with Upgrade: websocket)", preview(method, SHOWN_CHARS)),
-        )),
-        (path, _) => {
-            let path = preview(path, SHOWN_CHARS);
-            Err(reject(404, format!("no such path `{path}`: use GET/POST /params or the WebSocket /ws")))
-        }
-    }
-}
-
-/// The request body, at most [`MAX_BODY`] bytes whatever the headers say.
-fn read_body(
-    stream: &mut TcpStream,
-    head: &Head,
-    rest: Vec<u8>,
-    stop: &AtomicBool,
-    deadline: Instant,
-) -> std::result::Result<Vec<u8>, Reject> {
-    let too_large = || reject(413, format!("body over {MAX_BODY} bytes"));
-    let mut input = Body { stream, buffered: rest, at: 0, stop, deadline };
-    if let Some(encoding) = head.header("transfer-encoding") {
-        if !encoding.trim().eq_ignore_ascii_case("chunked") {
-            return Err(reject(
-                501,
-                format!(
-                    "transfer encoding `{}` not supported (use chunked or Content-Length)",
-                    preview(encoding, SHOWN_CHARS)
-                ),
-            ));
-        }
-        continue_if_expected(&mut input, head);
-        return read_chunked(&mut input, too_large);
-    }
-    let lengths: Vec<&str> =
-        head.headers.iter().filter(|(n, _)| n == "content-length").map(|(_, v)| v.as_str()).collect();
-    let Some(first) = lengths.first() else { return Ok(Vec::new()) };
-    if lengths.iter().any(|l| l != first) {
-        return Err(reject(400, "conflicting Content-Length headers"));
-    }
-    let length: u64 =
-        first.parse().map_err(|_| reject(400, format!("bad Content-Length `{}`", preview(first, SHOWN_CHARS))))?;
-    if length > MAX_BODY as u64 {
-        return Err(too_large());
-    }
-    continue_if_expected(&mut input, head);
-    let mut body = vec![0; length as usize];
-    input.read_exact(&mut body)?;
-    Ok(body)
-}
-
-/// Tell a client that waits for it (curl does, for bodies over 1 KiB) to send the body.
-fn continue_if_expected(input: &mut Body<'_>, head: &Head) {
-    if head.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) && input.buffered.is_empty() {
-        let _ = input.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-    }
-}
-
-/// A chunked body, stopping at [`MAX_BODY`] bytes.
-fn read_chunked(input: &mut Body<'_>, too_large: impl Fn() -> Reject) -> std::result::Result<Vec<u8>, Reject> {
-    let mut body = Vec::new();
-    loop {
-        let line = input.line()?;
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size, 16).map_err(|_| reject(400, format!("bad chunk size `{size}`")))?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            while !input.line()?.is_empty() {}
-            return Ok(body);
-        }
-        if body.len().saturating_add(size) > MAX_BODY {
-            return Err(too_large());
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        input.read_exact(&mut body[start..])?;
-        if !input.line()?.is_empty() {
-            return Err(reject(400, "malformed chunked body: a chunk is longer than its size"));
-        }
-    }
-}
-
-/// The body's bytes: those read with the head, then the stream's.
-struct Body<'a> {
-    stream: &'a mut TcpStream,
-    buffered: Vec<u8>,
-    at: usize,
-    stop: &'a AtomicBool,
-    deadline: Instant,
-}
-
-impl Body<'_> {
-    fn byte(&mut self) -> std::result::Result<u8, Reject> {
-        let mut b = [0u8];
-        self.read_exact(&mut b)?;
-        Ok(b[0])
-    }
-
-    fn read_exact(&mut self, out: &mut [u8]) -> std::result::Result<(), Reject> {
-        let mut filled = 0;
-        while filled < out.len() {
-            if self.at < self.buffered.len() {
-                let n = (out.len() - filled).min(self.buffered.len() - self.at);
-                out[filled..filled + n].copy_from_slice(&self.buffered[self.at..self.at + n]);
-                self.at += n;
-                filled += n;
-                continue;
-            }
-            match read_some(self.stream, &mut out[filled..], self.stop, self.deadline) {
-                Ok(0) => return Err(reject(400, "the body ended before its length")),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == ErrorKind::TimedOut => {
-                    return Err(reject(408, "the body did not arrive in time"));
-                }
-                Err(e) => return Err(reject(400, format!("reading the body failed: {e}"))),
-            }
-        }
-        Ok(())
-    }
-
-    /// A line of a chunked body (without its CRLF), at most 1 KiB.
-    fn line(&mut self) -> std::result::Result<String, Reject> {
-        let mut line = Vec::new();
-        loop {
-            match self.byte()? {
-                b'\n' => break,
-                b => line.push(b),
-            }
-            if line.len() > 1024 {
-                return Err(reject(400, "malformed chunked body: a line over 1 KiB"));
-            }
-        }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        Ok(String::from_utf8_lossy(&line).into_owned())
-    }
-}
-
-/// The status line's reason phrase (HTTP's own for every status, `403 Forbidden` included).
-fn reason(status: u16) -> &'static str {
-    tungstenite::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Unknown")
-}
-
-fn respond(stream: &mut TcpStream, status: u16, body: &Value, extra: &[(&str, &str)]) -> std::io::Result<()> {
-    let body = body.to_string();
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
-         Connection: close\r\n",
-        reason(status),
-        body.len()
-    );
-    for (name, value) in extra {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()
-}
-
-/// Answer and close. What the client still sends is read and dropped for a moment first: closing a socket with
-/// unread data resets the connection, and the client could lose the answer (a 413 sent before the body).
-fn finish(stream: &mut TcpStream, status: u16, body: &Value, extra: &[(&str, &str)], stop: &AtomicBool) {
-    if respond(stream, status, body, extra).is_err() {
-        return;
-    }
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut sink = [0u8; 16 * 1024];
-    let mut drained = 0usize;
-    while drained < 4 * 1024 * 1024 {
-        match read_some(stream, &mut sink, stop, deadline) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-/// Answer a WebSocket upgrade (RFC 6455 §4.2.2).
-fn upgrade(stream: &mut TcpStream, head: &Head) -> std::result::Result<(), Reject> {
-    if !head.lists("upgrade", "websocket") || !head.lists("connection", "upgrade") {
-        return Err(reject(426, "/ws takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)"));
-    }
-    if head.header("sec-websocket-version") != Some("13") {
-        return Err(reject(426, "WebSocket version 13 only"));
-    }
-    let key = head.header("sec-websocket-key").ok_or_else(|| reject(400, "Sec-WebSocket-Key missing"))?;
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \
-         {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).map_err(|e| reject(400, e.to_string()))
-}
-
-/// Serve an open WebSocket until the client closes it or the server stops.
-fn websocket(stream: TcpStream, rest: Vec<u8>, shared: &Shared) {
-    let config = WebSocketConfig::default().max_message_size(Some(MAX_BODY)).max_frame_size(Some(MAX_BODY));
-    let mut ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
-    let mut next_stats = Instant::now() + STATS_EVERY;
-    let mut next_ping = Instant::now() + PING_EVERY;
-    let mut heard = Instant::now();
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "server stopping".into() }));
-            let _ = ws.flush();
-            return;
-        }
-        if heard.elapsed() > WS_SILENT {
-            tracing::debug!("control: WebSocket silent for {} s, closed", WS_SILENT.as_secs());
-            return;
-        }
-        let read = ws.read();
-        if read.is_ok() {
-            heard = Instant::now();
-        }
-        let reply = match read {
-            Ok(Message::Text(text)) => Some(apply_message(&shared.hub, text.as_str())),
-            Ok(Message::Binary(_)) => Some(json!({"error": "send JSON objects as text messages"})),
-            // Pings are answered by the next write or flush; a close is answered likewise, after which reading
-            // ends the loop.
-            Ok(_) => None,
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return,
-            Err(e) => {
-                tracing::debug!("control: WebSocket dropped: {e}");
-                return;
-            }
-        };
-        if let Some(reply) = reply
-            && ws.send(Message::text(reply.to_string())).is_err()
-        {
-            return;
-        }
-        if Instant::now() >= next_ping {
-            next_ping = Instant::now() + PING_EVERY;
-            if ws.send(Message::Ping(Vec::new().into())).is_err() {
-                return;
-            }
-        }
-        if Instant::now() >= next_stats {
-            next_stats = Instant::now() + STATS_EVERY;
-            let stats = shared.hub.stats_json();
-            if !stats.is_null() && ws.send(Message::text(json!({"stats": stats}).to_string())).is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// A WebSocket message: the reply, `{"params": {...}}` or `{"error": "..."}`.
@@ -684,48 +530,55 @@ mod tests {
         assert!(local_authority("10.0.0.5:9", "10.0.0.5:9".parse().unwrap()), "the address bound");
     }
 
-    /// Serve one request on this thread; the reply and what was logged.
-    fn serve_one(shared: &Shared, request: String) -> (String, String) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = std::thread::spawn(move || {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream.write_all(request.as_bytes()).unwrap();
-            let mut reply = String::new();
-            let _ = stream.read_to_string(&mut reply);
-            reply
+    /// Serve one request through the router on this thread; the reply's status and body, and what was logged.
+    fn serve_one(shared: &Arc<Shared>, request: axum::http::Request<Body>) -> (StatusCode, String, String) {
+        use tower::ServiceExt;
+        let mut reply = (StatusCode::OK, String::new());
+        let logged = crate::control::capture_logs(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            reply = runtime.block_on(async {
+                let response = router(shared.clone()).oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            });
         });
-        let (stream, peer) = listener.accept().unwrap();
-        let logged = crate::control::capture_logs(|| connection(stream, peer, shared));
-        (client.join().unwrap(), logged)
+        (reply.0, reply.1, logged)
     }
 
     #[test]
     fn requests_are_logged_bounded_and_refusals_throttled() {
-        let shared = Shared {
+        let (_stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
             hub: Arc::new(crate::control::sample_hub()),
             token: None,
-            stop: Arc::new(AtomicBool::new(false)),
             addr: "127.0.0.1:7860".parse().unwrap(),
             refusals: Mutex::new(Throttle::per_second()),
+            stop: stopped,
+        });
+        let get = |path: &str, origin: Option<&str>| {
+            let mut request = axum::http::Request::get(path).header("host", "127.0.0.1");
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            request.body(Body::empty()).unwrap()
         };
         let long = "/x".repeat(5000);
-        let (reply, logged) = serve_one(&shared, format!("GET {long} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
-        assert!(reply.starts_with("HTTP/1.1 404") && reply.contains("(10000 chars)"), "{reply}");
+        let (status, reply, logged) = serve_one(&shared, get(&long, None));
+        assert!(status == StatusCode::NOT_FOUND && reply.contains("(10000 chars)"), "{reply}");
         assert!(logged.contains("(10000 chars)") && logged.len() < 600, "{logged}");
         let prompt = "a harbour at dusk ".repeat(2000);
         let body = json!({ "prompt": prompt }).to_string();
-        let post = format!("POST /params HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        let (reply, logged) = serve_one(&shared, post);
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let post = axum::http::Request::post("/params").header("host", "localhost").body(Body::from(body)).unwrap();
+        let (status, _, logged) = serve_one(&shared, post);
+        assert_eq!(status, StatusCode::OK);
         let logged: Vec<&str> = logged.lines().filter(|l| !l.contains(" TRACE ")).collect();
         let logged = logged.join("\n");
         assert!(logged.contains("live change") && logged.contains("(36000 chars)") && logged.len() < 1000, "{logged}");
         let mut warnings = 0;
         for _ in 0..3 {
-            let request = "GET /params HTTP/1.1\r\nHost: localhost\r\nOrigin: https://evil.example\r\n\r\n".to_string();
-            let (reply, logged) = serve_one(&shared, request);
-            assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+            let (status, _, logged) = serve_one(&shared, get("/params", Some("https://evil.example")));
+            assert_eq!(status, StatusCode::FORBIDDEN);
             warnings += logged.lines().filter(|l| l.contains(" WARN ")).count();
         }
         assert_eq!(warnings, 1, "one warning a second");
