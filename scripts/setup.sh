@@ -41,6 +41,8 @@ APT_PACKAGES=(
     gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly
     gstreamer1.0-libav
+    gstreamer1.0-nice
+    libgstreamer-plugins-bad1.0-dev
     gstreamer1.0-tools
     ffmpeg
     xvfb

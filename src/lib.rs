@@ -68,5 +68,7 @@ pub mod similarity;
 pub mod sink;
 pub mod sizing;
 pub mod source;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 pub use error::{Error, Result};

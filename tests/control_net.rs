@@ -1,6 +1,8 @@
 //! The network inputs of live control: HTTP and WebSocket on one port, OSC over UDP; and fuzzing of every input
 //! form (JSON bodies, stdin lines, OSC packets) against the hub's invariant that its values always pass the check.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -11,7 +13,6 @@ use latentcam::control::http::{self, HttpServer};
 use latentcam::control::osc;
 use latentcam::control::{ControlHub, Limits, LiveValues};
 use latentcam::diffusion::Params;
-use latentcam::diffusion::scheduler::{Lcm, LcmConfig};
 use latentcam::pose::smooth::SmoothingSettings;
 use proptest::prelude::*;
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
@@ -20,19 +21,11 @@ use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 
 fn limits() -> Limits {
-    Limits { lcm: Lcm::new(LcmConfig::default()), stream_batch: 1, txt2img: false }
+    common::sample_limits()
 }
 
 fn params() -> Params {
-    Params {
-        prompt: "a cat".into(),
-        negative_prompt: String::new(),
-        steps: 1,
-        strength: 0.5,
-        guidance: 1.0,
-        seed: 0,
-        timesteps: None,
-    }
+    common::sample_params()
 }
 
 fn hub() -> Arc<ControlHub> {

@@ -14,9 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use latentcam::config::{Pipeline, View};
-use latentcam::control::{ControlHub, Limits, LiveValues};
-use latentcam::diffusion::Params;
-use latentcam::diffusion::scheduler::Lcm;
+use latentcam::control::{ControlHub, LiveValues};
 use latentcam::knobs::{self, Knob, Range};
 use latentcam::pose::smooth::SmoothingSettings;
 use serde_json::{Value, json};
@@ -210,19 +208,11 @@ fn through_flag(flag: &str, values: &[String]) -> Verdict {
 
 /// A hub with every live value present (pose-guided, a window), as a running pipeline has it.
 fn hub() -> Arc<ControlHub> {
-    let params = Params {
-        prompt: "a cat".into(),
-        negative_prompt: String::new(),
-        steps: 1,
-        strength: 0.5,
-        guidance: 1.0,
-        seed: 0,
-        timesteps: None,
-    };
+    let params = common::sample_params();
     let mask = latentcam::mask::PipelineMask { spec: Default::default(), enabled: true, composite: true };
     let values = LiveValues::new(&params, 10, 0.0, 0.01, Some((1.0, SmoothingSettings::default())), Some(View::Output))
         .with_mask(&mask);
-    let limits = Limits { lcm: Lcm::new(Default::default()), stream_batch: 1, txt2img: false };
+    let limits = common::sample_limits();
     Arc::new(ControlHub::new(values, limits))
 }
 

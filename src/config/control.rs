@@ -29,6 +29,8 @@ pub struct ControlSpec {
     pub http: Option<SocketAddr>,
     pub osc: Option<SocketAddr>,
     pub token: Option<String>,
+    /// Opens `/whep` (watching) and nothing else.
+    pub view_token: Option<String>,
     /// `key=value` lines on stdin.
     pub stdin: bool,
     /// Prompts for the window's keys 1-9.
@@ -44,15 +46,17 @@ impl ControlSpec {
                 err(key, format!("{text:?}: expected IP:PORT or localhost:PORT, e.g. \"127.0.0.1:7860\""))
             })
         };
-        let token = match &file.token {
+        let token_of = |key: &str, given: &Option<String>| match given {
             Some(t) if t.is_empty() || t.len() > MAX_TOKEN_BYTES || t.chars().any(|c| !c.is_ascii_graphic()) => {
-                return Err(err(
-                    "token",
-                    format!("expected 1 to {MAX_TOKEN_BYTES} printable ASCII characters without spaces"),
-                ));
+                Err(err(key, format!("expected 1 to {MAX_TOKEN_BYTES} printable ASCII characters without spaces")))
             }
-            other => other.clone(),
+            other => Ok(other.clone()),
         };
+        let token = token_of("token", &file.token)?;
+        let view_token = token_of("view-token", &file.view_token)?;
+        if view_token.is_some() && view_token == token {
+            return Err(err("view-token", "is the control token: a viewer could change the stream".into()));
+        }
         let http = address("http", &file.http)?;
         if let Some(addr) = http
             && !addr.ip().is_loopback()
@@ -83,7 +87,7 @@ impl ControlSpec {
         if presets.len() > MAX_PRESETS {
             return Err(err("presets", format!("{} prompts: the keys 1-9 take at most {MAX_PRESETS}", presets.len())));
         }
-        Ok(ControlSpec { http, osc, token, stdin: file.stdin.unwrap_or(mode == Mode::Live), presets })
+        Ok(ControlSpec { http, osc, token, view_token, stdin: file.stdin.unwrap_or(mode == Mode::Live), presets })
     }
 }
 

@@ -125,6 +125,8 @@ pub struct ControlFile {
     pub osc: Option<String>,
     /// Bearer token every HTTP/WebSocket request must carry.
     pub token: Option<String>,
+    /// A second token that opens only watching (`/whep`), for viewers who must not change anything.
+    pub view_token: Option<String>,
     /// Let OSC (which has no authentication) listen on a non-local address.
     pub osc_allow_remote: Option<bool>,
     /// `key=value` lines on stdin (default: on in live mode).
@@ -183,4 +185,5 @@ pub enum SinkFile {
     V4l2 { device: Any, view: Any, only_when: Any },
     Png { dir: Any, view: Any, every: Any, only_when: Any },
     Null { only_when: Any },
+    Whep { view: Any, max_viewers: Any, only_when: Any },
 }

@@ -171,6 +171,8 @@ pub enum SinkKind {
     Png { dir: PathBuf, view: View, every: u64 },
     /// Discards frames (benchmarks, tests).
     Null,
+    /// WebRTC viewers over WHEP (`POST /whep` on the control server), up to `max_viewers` at once.
+    Whep { view: View, max_viewers: u32 },
 }
 
 impl SinkSpec {
@@ -182,6 +184,7 @@ impl SinkSpec {
             SinkKind::V4l2 { .. } => "v4l2",
             SinkKind::Png { .. } => "png",
             SinkKind::Null => "null",
+            SinkKind::Whep { .. } => "whep",
         }
     }
 
@@ -196,7 +199,8 @@ impl SinkSpec {
             | SinkKind::File { view, .. }
             | SinkKind::Stream { view, .. }
             | SinkKind::V4l2 { view, .. }
-            | SinkKind::Png { view, .. } => *view,
+            | SinkKind::Png { view, .. }
+            | SinkKind::Whep { view, .. } => *view,
             SinkKind::Null => View::Output,
         }
     }
@@ -542,6 +546,14 @@ impl Pipeline {
             return Err(err("params.feedback", "pose txt2img has no input latent to blend into (use img2img)".into()));
         }
         let control = control::ControlSpec::parse(&file.control, file.mode, &origin)?;
+        if let Some(s) = sinks.iter().find(|s| matches!(s.kind, SinkKind::Whep { .. }))
+            && control.http.is_none()
+        {
+            return Err(err(
+                &format!("sink.{}", s.index),
+                "a whep sink is served by the control server: set [control] http (e.g. \"127.0.0.1:7860\")".into(),
+            ));
+        }
         Ok(Pipeline {
             origin,
             mode: file.mode,
@@ -776,6 +788,13 @@ fn sink_spec(index: usize, sink: SinkFile, origin: &Origin) -> Result<SinkSpec> 
             (kind, r.only_when(only_when)?)
         }
         SinkFile::Null { only_when } => (SinkKind::Null, r.only_when(only_when)?),
+        SinkFile::Whep { view, max_viewers, only_when } => {
+            let kind = SinkKind::Whep {
+                view: r.view(view)?.unwrap_or_default(),
+                max_viewers: r.int("max-viewers", max_viewers, 1, 64)?.unwrap_or(crate::control::DEFAULT_MAX_VIEWERS),
+            };
+            (kind, r.only_when(only_when)?)
+        }
     };
     Ok(SinkSpec { index, only_when, kind })
 }

@@ -86,6 +86,8 @@ impl Drop for HttpServer {
 struct Shared {
     hub: Arc<ControlHub>,
     token: Option<String>,
+    /// Lets a viewer watch (`/whep`) but change nothing.
+    view_token: Option<String>,
     /// The address bound (a `Host` naming it is this server).
     addr: SocketAddr,
     /// Refused requests are warned about at most once a second (a web page can send them by the thousand).
@@ -96,14 +98,30 @@ struct Shared {
 
 /// Listen on `addr` (port 0: any free port) and serve `hub` until the returned server is dropped.
 pub fn serve(hub: Arc<ControlHub>, addr: SocketAddr, token: Option<String>) -> Result<HttpServer> {
+    serve_tokens(hub, addr, token, None)
+}
+
+/// [`serve`] with a view token as well: it opens `/whep` (watching) and nothing else.
+pub fn serve_tokens(
+    hub: Arc<ControlHub>,
+    addr: SocketAddr,
+    token: Option<String>,
+    view_token: Option<String>,
+) -> Result<HttpServer> {
     let listen_error = |e: std::io::Error| listen_failed("http", addr, e);
     // Bound here, on the caller's thread, so that an address in use is the caller's error.
     let listener = TcpListener::bind(addr).map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
     let (stop, stopped) = watch::channel(false);
-    let shared =
-        Arc::new(Shared { hub, token, addr, refusals: Mutex::new(Throttle::per_second()), stop: stopped.clone() });
+    let shared = Arc::new(Shared {
+        hub,
+        token,
+        view_token,
+        addr,
+        refusals: Mutex::new(Throttle::per_second()),
+        stop: stopped.clone(),
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -120,7 +138,7 @@ pub fn serve(hub: Arc<ControlHub>, addr: SocketAddr, token: Option<String>) -> R
             })
         })
         .map_err(|e| Error::internal("control HTTP thread", e))?;
-    tracing::info!("control: HTTP and WebSocket on http://{addr} (GET/POST /params, /ws)");
+    tracing::info!("control: HTTP and WebSocket on http://{addr} (GET/POST /params, /ws, POST /whep)");
     Ok(HttpServer { addr, stop, thread: Some(thread) })
 }
 
@@ -256,6 +274,8 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/params", axum::routing::any(params))
         .route("/ws", axum::routing::any(ws))
+        .route("/whep", axum::routing::any(whep))
+        .route("/whep/{id}", axum::routing::any(whep_viewer))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
@@ -279,10 +299,16 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string()).unwrap_or_default();
     let method = preview(request.method().as_str(), SHOWN_CHARS);
     let path = preview(request.uri().path(), SHOWN_CHARS);
+    let watching = request.uri().path() == "/whep" || request.uri().path().starts_with("/whep/");
     let response = if let Some(why) = foreign(request.headers(), &shared) {
         shared.refusals.lock().unwrap_or_else(|p| p.into_inner()).warn(format_args!("control: {peer}: {why}"));
         error(StatusCode::FORBIDDEN, why)
-    } else if !authorized(request.headers(), shared.token.as_deref()) {
+    } else if watching && request.method() == Method::OPTIONS {
+        // A CORS preflight carries no credentials: it only asks what a page on another origin may send.
+        preflight()
+    } else if !(authorized(request.headers(), shared.token.as_deref())
+        || watching && shared.view_token.is_some() && authorized(request.headers(), shared.view_token.as_deref()))
+    {
         let mut response =
             error(StatusCode::UNAUTHORIZED, "this server needs a token: send `Authorization: Bearer <token>`");
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -291,7 +317,89 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         next.run(request).await
     };
     tracing::debug!(peer, method, path, status = response.status().as_u16(), "control request");
+    if watching { allow_pages(response) } else { response }
+}
+
+/// A page on another origin may read a WHEP answer and its `Location` (it proves nothing: the token decides).
+fn allow_pages(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location"));
     response
+}
+
+/// The answer to a CORS preflight for `/whep`.
+fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, OPTIONS"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
+/// `POST /whep`: a viewer's SDP offer in, 201 with the answer and the viewer's `Location` out.
+async fn whep(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if request.method() != Method::POST {
+        return method_not_allowed(request.method(), "/whep", "POST, OPTIONS", "POST an SDP offer");
+    }
+    let sdp_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/sdp"));
+    if !sdp_type {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST /whep takes an SDP offer (Content-Type: application/sdp)",
+        );
+    }
+    let Some(viewers) = shared.hub.viewers() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "this run has no whep sink running");
+    };
+    let body = match read_body(request.into_body()).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let offer = String::from_utf8_lossy(&body).into_owned();
+    // webrtcbin takes 0.2-0.8 s to answer: off the server's thread.
+    let answered = tokio::task::spawn_blocking(move || viewers.offer(&offer)).await;
+    match answered {
+        Ok(Ok((id, answer))) => {
+            let mut response = (StatusCode::CREATED, answer).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+            if let Ok(location) = HeaderValue::from_str(&format!("/whep/{id}")) {
+                headers.insert(header::LOCATION, location);
+            }
+            response
+        }
+        Ok(Err(e)) => {
+            let status = match e {
+                super::ViewerError::BadOffer(_) => StatusCode::BAD_REQUEST,
+                super::ViewerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                super::ViewerError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the answer failed: {e}")),
+    }
+}
+
+/// `DELETE /whep/<id>`: the viewer leaves.
+async fn whep_viewer(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    method: Method,
+) -> Response {
+    let path = format!("/whep/{}", preview(&id, SHOWN_CHARS));
+    if method != Method::DELETE {
+        return method_not_allowed(&method, &path, "DELETE, OPTIONS", "DELETE ends the viewing");
+    }
+    match shared.hub.viewers() {
+        Some(viewers) if viewers.delete(&id) => json_response(StatusCode::OK, &json!({"deleted": path})),
+        _ => error(StatusCode::NOT_FOUND, format!("no viewer at `{path}`")),
+    }
 }
 
 async fn not_found(request: Request) -> Response {
@@ -552,6 +660,7 @@ mod tests {
         let shared = Arc::new(Shared {
             hub: Arc::new(crate::control::sample_hub()),
             token: None,
+            view_token: None,
             addr: "127.0.0.1:7860".parse().unwrap(),
             refusals: Mutex::new(Throttle::per_second()),
             stop: stopped,

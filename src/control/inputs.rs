@@ -24,7 +24,8 @@ impl LiveControl {
     pub fn start(hub: Arc<ControlHub>, spec: &ControlSpec) -> Result<LiveControl> {
         let mut inputs: Vec<Box<dyn Send>> = Vec::new();
         if let Some(addr) = spec.http {
-            inputs.push(Box::new(super::http::serve(hub.clone(), addr, spec.token.clone())?));
+            let (token, view_token) = (spec.token.clone(), spec.view_token.clone());
+            inputs.push(Box::new(super::http::serve_tokens(hub.clone(), addr, token, view_token)?));
         }
         if let Some(addr) = spec.osc {
             inputs.push(Box::new(super::osc::serve(hub.clone(), addr)?));

@@ -34,6 +34,33 @@ pub struct ControlHub {
     state: Mutex<State>,
     /// The latest statistics (pushed to WebSocket clients).
     stats: Mutex<Value>,
+    /// The WHEP viewers' side of a running WebRTC sink (`POST /whep`), once the sink has started.
+    viewers: Mutex<Option<std::sync::Arc<dyn Viewers>>>,
+}
+
+/// WHEP viewers at once unless the sink says otherwise.
+pub const DEFAULT_MAX_VIEWERS: u32 = 4;
+
+/// Who answers WHEP viewers (`crate::webrtc::WhepHub`): the control server's `/whep` routes call it.
+pub trait Viewers: Send + Sync {
+    /// Answer a viewer's SDP offer (blocking, up to a few seconds): its id and the SDP answer.
+    fn offer(&self, sdp: &str) -> Result<(String, String), ViewerError>;
+    /// Let a viewer go; false when there is none of that id.
+    fn delete(&self, id: &str) -> bool;
+}
+
+/// Why a WHEP offer was not answered, as the HTTP status that says so.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewerError {
+    /// 400: not an SDP offer latentcam can answer.
+    #[error("{0}")]
+    BadOffer(String),
+    /// 503: no output to watch yet, or the viewer cap is reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: the WebRTC stack failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
 struct State {
@@ -48,7 +75,18 @@ impl ControlHub {
             presets: Vec::new(),
             state: Mutex::new(State { values, version: 0 }),
             stats: Mutex::new(Value::Null),
+            viewers: Mutex::new(None),
         }
+    }
+
+    /// A WebRTC sink takes viewers from now on (None: it has finished).
+    pub fn set_viewers(&self, viewers: Option<std::sync::Arc<dyn Viewers>>) {
+        *self.viewers.lock().unwrap_or_else(|p| p.into_inner()) = viewers;
+    }
+
+    /// Who answers WHEP viewers, while a WebRTC sink runs.
+    pub fn viewers(&self) -> Option<std::sync::Arc<dyn Viewers>> {
+        self.viewers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// This hub with prompts for the window's keys 1-9.

@@ -147,8 +147,7 @@ impl MaskRequest {
         let maker = MaskMaker::new(runtime, &spec)?;
         let source = super::open_video_file(&self.input)?;
         let format = source.format();
-        let context =
-            crate::sink::SinkContext { width: format.width, height: format.height, fps: format.fps, live: false };
+        let context = crate::sink::SinkContext::offline(format);
         let sink = crate::sink::open(&sink, &context, None)?;
         let frames = Arc::new(Mutex::new(Vec::new()));
         let processor = MaskVideoProcessor {

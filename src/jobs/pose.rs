@@ -146,8 +146,7 @@ impl PoseRequest {
         let source = super::open_video_file(&self.input)?;
         let format = source.format();
         let annotator = crate::pose::stage::PoseAnnotator::new(runtime, &spec)?;
-        let context =
-            crate::sink::SinkContext { width: format.width, height: format.height, fps: format.fps, live: false };
+        let context = crate::sink::SinkContext::offline(format);
         let sink = crate::sink::open(&sink, &context, None)?;
         let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let processor = PoseVideoProcessor {

@@ -129,7 +129,13 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
             continue;
         }
         let (width, height) = sink::view_size(s.view(), size.width(), size.height());
-        let context = SinkContext { width, height, fps: format.fps, live: pipeline.mode == Mode::Live };
+        let context = SinkContext {
+            width,
+            height,
+            fps: format.fps,
+            live: pipeline.mode == Mode::Live,
+            control: control.as_ref().map(|c| c.hub.clone()),
+        };
         let track = if s.wants_audio() { audio.take() } else { None };
         let opened = sink::open(s, &context, track).map_err(|e| annotate(e, s))?;
         sinks.push((s.name(), opened));

@@ -49,6 +49,9 @@ pub struct EncodeSink {
     /// The pipeline reported this error: it will not finish normally.
     broken: Option<String>,
     finished: bool,
+    /// A WHEP sink's viewers: they leave when it finishes.
+    #[cfg(feature = "webrtc")]
+    whep: Option<Arc<crate::webrtc::WhepHub>>,
 }
 
 struct RecordingFile {
@@ -251,7 +254,50 @@ impl EncodeSink {
             timeline,
             broken: None,
             finished: false,
+            #[cfg(feature = "webrtc")]
+            whep: None,
         }
+    }
+
+    /// H.264 for WHEP viewers (`crate::webrtc`): constrained baseline at zero latency into a tee, each viewer a
+    /// branch of it; a fakesink keeps the pipeline running (and its end of stream) while nobody watches.
+    #[cfg(feature = "webrtc")]
+    pub fn whep(
+        view: View,
+        context: &SinkContext,
+        hub: Arc<crate::webrtc::WhepHub>,
+        max_viewers: u32,
+    ) -> Result<EncodeSink> {
+        init()?;
+        let name = "whep";
+        let bad = |e: &dyn std::fmt::Display| Error::Sink { sink: name.into(), problem: e.to_string() };
+        // Constrained baseline (what every browser decodes), a key frame every second, no B-frames.
+        let encoder = gst::parse::bin_from_description(
+            &format!(
+                "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={} bframes=0 ! \
+                 capsfilter caps=video/x-h264,profile=constrained-baseline",
+                key_interval(context)
+            ),
+            true,
+        )
+        .map_err(|e| bad(&e))?;
+        let tee = make("tee", name)?;
+        tee.set_property("allow-not-linked", true);
+        let (pipeline, video, info) = video_chain(name, context, true, encoder.upcast(), &tee)?;
+        let idle = make("queue", name)?;
+        idle.set_property_from_str("leaky", "downstream");
+        let fakesink = make("fakesink", name)?;
+        fakesink.set_property("sync", false);
+        fakesink.set_property("async", false);
+        pipeline.add_many([&idle, &fakesink]).map_err(|e| bad(&e))?;
+        gst::Element::link_many([&tee, &idle, &fakesink]).map_err(|e| bad(&e))?;
+        let timeline = Arc::new(Timeline::new(false));
+        let mut sink =
+            EncodeSink::new(name.into(), pipeline.clone(), video, info, view, context, Arc::default(), None, timeline);
+        sink.start()?;
+        hub.attach(pipeline, tee, max_viewers);
+        sink.whep = Some(hub);
+        Ok(sink)
     }
 
     fn start(&mut self) -> Result<()> {
@@ -597,6 +643,10 @@ impl Sink for EncodeSink {
     fn finish(&mut self, end: StreamEnd) -> Result<()> {
         if std::mem::replace(&mut self.finished, true) {
             return Ok(());
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(hub) = self.whep.take() {
+            hub.detach();
         }
         self.video_end_ns.fetch_or(if end == StreamEnd::Complete { DRAIN } else { CUT }, Ordering::SeqCst);
         if let Some(audio) = self.audio.take() {

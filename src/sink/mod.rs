@@ -97,6 +97,15 @@ pub struct SinkContext {
     pub height: u32,
     pub fps: Option<Fps>,
     pub live: bool,
+    /// The run's live control, for sinks served by its HTTP server (WHEP).
+    pub control: Option<std::sync::Arc<crate::control::ControlHub>>,
+}
+
+impl SinkContext {
+    /// An offline job's sink for frames of `format` (no live control).
+    pub fn offline(format: crate::frame::FrameFormat) -> SinkContext {
+        SinkContext { width: format.width, height: format.height, fps: format.fps, live: false, control: None }
+    }
 }
 
 /// The size a view gives for model-sized frames.
@@ -165,6 +174,7 @@ pub fn open(spec: &SinkSpec, context: &SinkContext, audio: Option<AudioTrack>) -
         }
         SinkKind::Stream { url, view, bitrate_kbps } => open_stream(url, *view, context, *bitrate_kbps),
         SinkKind::V4l2 { device, view } => open_v4l2(device, *view, context),
+        SinkKind::Whep { view, max_viewers } => open_whep(*view, *max_viewers, context),
         SinkKind::Window { .. } => {
             Err(Error::internal("sink::open", "the window runs on the main thread, not as a sink thread"))
         }
@@ -216,6 +226,23 @@ fn open_stream(url: &StreamUrl, view: View, context: &SinkContext, bitrate_kbps:
 #[cfg(not(feature = "gstreamer"))]
 fn open_stream(_: &StreamUrl, _: View, _: &SinkContext, _: u32) -> Result<Box<dyn Sink>> {
     Err(not_built("stream sink", "gstreamer"))
+}
+
+#[cfg(feature = "webrtc")]
+fn open_whep(view: View, max_viewers: u32, context: &SinkContext) -> Result<Box<dyn Sink>> {
+    let control = context.control.as_ref().ok_or_else(|| Error::Sink {
+        sink: "whep".into(),
+        problem: "served by the control server: the run needs [control] http".into(),
+    })?;
+    let hub = crate::webrtc::WhepHub::new();
+    let sink = gst::EncodeSink::whep(view, context, hub.clone(), max_viewers)?;
+    control.set_viewers(Some(std::sync::Arc::new(crate::webrtc::Served(hub))));
+    Ok(Box::new(sink))
+}
+
+#[cfg(not(feature = "webrtc"))]
+fn open_whep(_: View, _: u32, _: &SinkContext) -> Result<Box<dyn Sink>> {
+    Err(not_built("whep sink", "webrtc"))
 }
 
 #[cfg(feature = "v4l2")]

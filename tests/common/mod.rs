@@ -78,3 +78,25 @@ pub fn temp_dir() -> tempfile::TempDir {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// What a live-control test starts from: "a cat", 1 step, strength 0.5, guidance 1, seed 0.
+pub fn sample_params() -> latentcam::diffusion::Params {
+    latentcam::diffusion::Params {
+        prompt: "a cat".into(),
+        negative_prompt: String::new(),
+        steps: 1,
+        strength: 0.5,
+        guidance: 1.0,
+        seed: 0,
+        timesteps: None,
+    }
+}
+
+/// The limits of a plain run of LCM defaults, without a stream batch.
+pub fn sample_limits() -> latentcam::control::Limits {
+    latentcam::control::Limits {
+        lcm: latentcam::diffusion::scheduler::Lcm::new(Default::default()),
+        stream_batch: 1,
+        txt2img: false,
+    }
+}
