@@ -172,6 +172,10 @@ struct RunArgs {
     /// Write the final statistics (fps, per-stage ms, drops, latency p50/p95) here as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Take the input from a WHIP publisher (OBS 30+, a browser) at POST /whip on [control] http instead of the
+    /// file's source (its width, height and fps kept).
+    #[arg(long)]
+    whip: bool,
 }
 
 #[derive(Args)]
@@ -514,7 +518,11 @@ fn write_stats(path: Option<&Path>, stats: &Snapshot) -> anyhow::Result<()> {
 }
 
 fn run_pipeline(rt: &RuntimeArgs, args: RunArgs) -> anyhow::Result<()> {
-    let config = Pipeline::load(&args.pipeline, &args.overrides)?;
+    let mut overrides = args.overrides.clone();
+    if args.whip {
+        overrides.insert(0, latentcam::config::overrides::whip_source(&args.pipeline)?);
+    }
+    let config = Pipeline::load(&args.pipeline, &overrides)?;
     let runtime = runtime(rt)?;
     let stats = stats_output(args.stats_json.as_deref());
     let built = pipeline::build(

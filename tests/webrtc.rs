@@ -175,33 +175,12 @@ impl Viewer {
         Viewer { pipeline, webrtc, frames, size }
     }
 
-    /// The offer, every candidate in it.
     fn offer(&self) -> String {
-        let promise = gst::Promise::new();
-        self.webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-        promise.wait();
-        let offer =
-            promise.get_reply().unwrap().value("offer").unwrap().get::<gst_webrtc::WebRTCSessionDescription>().unwrap();
-        let promise = gst::Promise::new();
-        self.webrtc.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
-        promise.wait();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            != gst_webrtc::WebRTCICEGatheringState::Complete
-        {
-            assert!(Instant::now() < deadline, "the viewer's ICE gathering did not finish");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let local = self.webrtc.property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description").unwrap();
-        local.sdp().as_text().unwrap()
+        offer_of(&self.webrtc)
     }
 
     fn answer(&self, sdp: &str) {
-        let message = gstreamer_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-        let answer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, message);
-        let promise = gst::Promise::new();
-        self.webrtc.emit_by_name::<()>("set-remote-description", &[&answer, &promise]);
-        promise.wait();
+        answer_to(&self.webrtc, sdp)
     }
 
     /// Frames decoded within `within` once `n` have come (None: fewer came).
@@ -221,6 +200,36 @@ impl Drop for Viewer {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// `webrtc`'s offer, every candidate in it.
+fn offer_of(webrtc: &gst::Element) -> String {
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+    promise.wait();
+    let reply = promise.get_reply().unwrap();
+    let offer = reply.value("offer").unwrap().get::<gst_webrtc::WebRTCSessionDescription>().unwrap();
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
+    promise.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+        != gst_webrtc::WebRTCICEGatheringState::Complete
+    {
+        assert!(Instant::now() < deadline, "ICE gathering did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let local = webrtc.property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description").unwrap();
+    local.sdp().as_text().unwrap()
+}
+
+/// Apply the server's answer to `webrtc`.
+fn answer_to(webrtc: &gst::Element, sdp: &str) {
+    let message = gstreamer_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+    let answer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, message);
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>("set-remote-description", &[&answer, &promise]);
+    promise.wait();
 }
 
 const SDP: (&str, &str) = ("Content-Type", "application/sdp");
@@ -326,4 +335,121 @@ fn without_a_whep_sink_whep_is_unavailable() {
     let (status, _, body) = exchange(server.local_addr(), "POST", "/whep", &[SDP], "v=0\r\n");
     assert_eq!(status, 503);
     assert!(body.contains("no whep sink"), "{body}");
+}
+
+/// A WHIP publisher shaped like OBS's WHIP output: H.264 video and Opus audio from GStreamer test sources,
+/// sendonly, non-trickle (every candidate in the offer).
+struct Publisher {
+    pipeline: gst::Pipeline,
+    webrtc: gst::Element,
+}
+
+impl Publisher {
+    fn new() -> Publisher {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch(
+            "webrtcbin name=w bundle-policy=max-bundle \
+             videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert \
+             ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 \
+             ! rtph264pay config-interval=-1 pt=96 \
+             ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! w. \
+             audiotestsrc is-live=true ! audioconvert ! opusenc ! rtpopuspay pt=111 \
+             ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! w.",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let webrtc = pipeline.by_name("w").unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        for i in 0..2 {
+            let transceiver: gst_webrtc::WebRTCRTPTransceiver = webrtc.emit_by_name("get-transceiver", &[&i]);
+            transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+        }
+        Publisher { pipeline, webrtc }
+    }
+
+    fn offer(&self) -> String {
+        offer_of(&self.webrtc)
+    }
+
+    fn answer(&self, sdp: &str) {
+        answer_to(&self.webrtc, sdp)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// A control server whose run's source is a WHIP source of 160x120 frames.
+fn serve_whip(token: Option<&str>) -> (HttpServer, Box<dyn latentcam::source::Source>) {
+    let hub = hub();
+    let spec = latentcam::config::SourceSpec::Whip {
+        width: 160,
+        height: 120,
+        fps: Fps::new(30, 1).unwrap(),
+        no_frame_timeout: Duration::from_secs(10),
+    };
+    let source = latentcam::source::open(&spec, latentcam::config::Mode::Live, false).unwrap();
+    hub.set_publishers(source.publishers());
+    let server = http::serve(hub, "127.0.0.1:0".parse().unwrap(), token.map(str::to_string)).unwrap();
+    (server, source)
+}
+
+#[test]
+fn a_whip_publisher_becomes_the_input_one_at_a_time() {
+    let (server, mut source) = serve_whip(Some("s3cret"));
+    let addr = server.local_addr();
+    let auth = ("Authorization", "Bearer s3cret");
+    let obs = Publisher::new();
+    let offer = obs.offer();
+    assert_eq!(exchange(addr, "POST", "/whip", &[SDP], &offer).0, 401, "OBS sends its Bearer token");
+    let (status, headers, answer) = exchange(addr, "POST", "/whip", &[SDP, auth], &offer);
+    assert_eq!(status, 201, "{answer}");
+    let location = header(&headers, "location").unwrap().to_string();
+    assert!(location.starts_with("/whip/"), "{location}");
+    obs.answer(&answer);
+    let started = Instant::now();
+    for i in 0..10 {
+        let frame = source.next_frame().unwrap().expect("a frame");
+        assert_eq!(frame.image.dimensions(), (160, 120), "scaled to the source's size");
+        assert_eq!(frame.sequence, i);
+    }
+    eprintln!("10 published frames in {:?}", started.elapsed());
+    // A second publisher while one is live.
+    let other = Publisher::new();
+    let (status, _, body) = exchange(addr, "POST", "/whip", &[SDP, auth], &other.offer());
+    assert_eq!(status, 409, "{body}");
+    // The first leaves; the second may come.
+    assert_eq!(exchange(addr, "DELETE", &location, &[auth], "").0, 200);
+    drop(obs);
+    let next = Publisher::new();
+    let (status, _, answer) = exchange(addr, "POST", "/whip", &[SDP, auth], &next.offer());
+    assert_eq!(status, 201, "{answer}");
+    next.answer(&answer);
+    assert!(source.next_frame().unwrap().is_some(), "the next publisher's frames arrive");
+}
+
+/// `latentcam run --whip`: the file's source becomes a WHIP source of the same size and rate.
+#[test]
+fn run_whip_keeps_the_sources_size_and_rate() {
+    let file = common::root().join("pipelines/webcam-stylize.toml");
+    let whip = latentcam::config::overrides::whip_source(&file).unwrap();
+    let pipeline = latentcam::config::Pipeline::load(&file, &[whip]).unwrap();
+    match pipeline.source {
+        latentcam::config::SourceSpec::Whip { width, height, fps, .. } => {
+            assert_eq!((width, height, fps), (640, 480, Fps::new(30, 1).unwrap()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without [control] http there is nowhere to publish to.
+    let e = latentcam::config::Pipeline::load(
+        &common::root().join("pipelines/video2video.toml"),
+        &[latentcam::config::overrides::whip_source(&common::root().join("pipelines/video2video.toml")).unwrap()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("[control] http"), "{e}");
 }

@@ -67,6 +67,13 @@ pub enum SourceFile {
         format: Any,
         no_frame_timeout_s: Any,
     },
+    /// A WHIP publisher (OBS 30+, a browser) at `POST /whip` on the control server.
+    Whip {
+        width: Any,
+        height: Any,
+        fps: Any,
+        no_frame_timeout_s: Any,
+    },
 }
 
 impl Default for SourceFile {

@@ -22,7 +22,7 @@
 pub mod control;
 pub mod file;
 mod mask;
-pub(crate) mod overrides;
+pub mod overrides;
 pub mod values;
 
 use std::path::{Path, PathBuf};
@@ -128,6 +128,14 @@ pub enum SourceSpec {
         /// The run stops (exit 1) when the camera delivers nothing for this long; shorter gaps are bridged.
         no_frame_timeout: Duration,
     },
+    /// A WHIP publisher at `POST /whip` on the control server; frames scaled to `width`x`height`.
+    Whip {
+        width: u32,
+        height: u32,
+        fps: Fps,
+        /// The run stops (exit 1) when no publisher sends a frame for this long.
+        no_frame_timeout: Duration,
+    },
 }
 
 impl SourceSpec {
@@ -137,6 +145,7 @@ impl SourceSpec {
             SourceSpec::Images { .. } => "images",
             SourceSpec::Gstreamer { .. } => "gstreamer",
             SourceSpec::Webcam { .. } => "webcam",
+            SourceSpec::Whip { .. } => "whip",
         }
     }
 }
@@ -546,6 +555,12 @@ impl Pipeline {
             return Err(err("params.feedback", "pose txt2img has no input latent to blend into (use img2img)".into()));
         }
         let control = control::ControlSpec::parse(&file.control, file.mode, &origin)?;
+        if matches!(source, SourceSpec::Whip { .. }) && control.http.is_none() {
+            return Err(err(
+                "source",
+                "a whip source is served by the control server: set [control] http (e.g. \"127.0.0.1:7860\")".into(),
+            ));
+        }
         if let Some(s) = sinks.iter().find(|s| matches!(s.kind, SinkKind::Whep { .. }))
             && control.http.is_none()
         {
@@ -679,6 +694,12 @@ impl Reader<'_> {
         self.choice("only-when", value, "\"display\" or \"no-display\"")
     }
 
+    /// `no-frame-timeout-s`: how long a live source may deliver nothing.
+    fn no_frame_timeout(&self, value: Any) -> Result<Option<Duration>> {
+        let (min, max) = NO_FRAME_TIMEOUT_RANGE_S;
+        self.seconds("no-frame-timeout-s", value, min, max)
+    }
+
     fn fps(&self, value: Any) -> Result<Fps> {
         match value {
             None => Ok(Fps::whole(DEFAULT_FPS)),
@@ -729,17 +750,19 @@ fn source_spec(source: SourceFile, origin: &Origin) -> Result<SourceSpec> {
             height: r.side("height", height, default_h)?,
             fps: r.fps(fps)?,
             format: r.choice("format", format, "\"auto\", \"mjpeg\" or \"yuyv\"")?.unwrap_or_default(),
-            no_frame_timeout: r
-                .seconds(
-                    "no-frame-timeout-s",
-                    no_frame_timeout_s,
-                    NO_FRAME_TIMEOUT_RANGE_S.0,
-                    NO_FRAME_TIMEOUT_RANGE_S.1,
-                )?
-                .unwrap_or(DEFAULT_NO_FRAME_TIMEOUT),
+            no_frame_timeout: r.no_frame_timeout(no_frame_timeout_s)?.unwrap_or(DEFAULT_NO_FRAME_TIMEOUT),
+        },
+        SourceFile::Whip { width, height, fps, no_frame_timeout_s } => SourceSpec::Whip {
+            width: r.side("width", width, default_w)?,
+            height: r.side("height", height, default_h)?,
+            fps: r.fps(fps)?,
+            no_frame_timeout: r.no_frame_timeout(no_frame_timeout_s)?.unwrap_or(DEFAULT_WHIP_WAIT),
         },
     })
 }
+
+/// How long a WHIP source waits for a publisher (to connect, or to come back) before the run ends.
+pub const DEFAULT_WHIP_WAIT: Duration = Duration::from_secs(600);
 
 fn sink_spec(index: usize, sink: SinkFile, origin: &Origin) -> Result<SinkSpec> {
     let r = Reader { origin, table: format!("sink.{index}") };

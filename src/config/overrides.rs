@@ -5,7 +5,7 @@
 use serde_path_to_error::Segment;
 use toml::de::{DeTable, DeValue};
 
-use super::file::PipelineFile;
+use super::file::{PipelineFile, SourceFile};
 use super::message;
 use super::values::{SHOWN_CHARS, preview, show};
 
@@ -14,6 +14,31 @@ pub fn read(text: &str, overrides: &[String]) -> Result<PipelineFile, String> {
     // Syntax errors carry toml's own line and column; a key given twice is named, with both lines.
     let table: toml::Table = toml::from_str(text).map_err(|e| duplicate(text, &e).unwrap_or_else(|| message(&e)))?;
     overridden(table, overrides, Some(text))
+}
+
+/// `latentcam run --whip`: the override that makes the file's source a WHIP source, keeping its width, height
+/// and frame rate when it has them.
+pub fn whip_source(path: &std::path::Path) -> crate::error::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::error::Error::Pipeline { path: path.to_path_buf(), problem: e.to_string() })?;
+    let file =
+        read(&text, &[]).map_err(|problem| crate::error::Error::Pipeline { path: path.to_path_buf(), problem })?;
+    let (width, height, fps) = match file.source {
+        SourceFile::Webcam { width, height, fps, .. } | SourceFile::TestPattern { width, height, fps, .. } => {
+            (width, height, fps)
+        }
+        SourceFile::Whip { width, height, fps, .. } => (width, height, fps),
+        SourceFile::Images { fps, .. } => (None, None, fps),
+        SourceFile::Gstreamer { .. } => (None, None, None),
+    };
+    let mut table = toml::Table::new();
+    table.insert("kind".into(), toml::Value::String("whip".into()));
+    for (key, value) in [("width", width), ("height", height), ("fps", fps)] {
+        if let Some(value) = value {
+            table.insert(key.into(), value);
+        }
+    }
+    Ok(format!("source={}", toml::Value::Table(table)))
 }
 
 /// `file` with the overrides applied in order: a pipeline made as a value (`bench`) takes `--set` as a file

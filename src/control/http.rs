@@ -7,6 +7,9 @@
 //! - `/ws`: a WebSocket. Each text message is a JSON object applied like `POST /params`, answered with
 //!   `{"params": {...}}` or `{"error": "..."}`; once a second the server pushes `{"stats": {...}}` (the latest
 //!   pipeline statistics, once there are any).
+//! - `POST /whep` (a WHEP viewer's SDP offer, with a `whep` sink) and `POST /whip` (a WHIP publisher's, with a
+//!   `whip` source): 201 with the answer and a `Location` that `DELETE` ends; preflights answered for pages on
+//!   other origins ([`crate::webrtc`]).
 //!
 //! With a token every request, the WebSocket upgrade included, must carry `Authorization: Bearer <token>`
 //! (else 401). Without one, requests from web pages and rebound names are refused ([`foreign`]). Every response
@@ -138,7 +141,7 @@ pub fn serve_tokens(
             })
         })
         .map_err(|e| Error::internal("control HTTP thread", e))?;
-    tracing::info!("control: HTTP and WebSocket on http://{addr} (GET/POST /params, /ws, POST /whep)");
+    tracing::info!("control: HTTP and WebSocket on http://{addr} (GET/POST /params, /ws, POST /whep, POST /whip)");
     Ok(HttpServer { addr, stop, thread: Some(thread) })
 }
 
@@ -276,6 +279,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/ws", axum::routing::any(ws))
         .route("/whep", axum::routing::any(whep))
         .route("/whep/{id}", axum::routing::any(whep_viewer))
+        .route("/whip", axum::routing::any(whip))
+        .route("/whip/{id}", axum::routing::any(whip_publisher))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
@@ -299,11 +304,14 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string()).unwrap_or_default();
     let method = preview(request.method().as_str(), SHOWN_CHARS);
     let path = preview(request.uri().path(), SHOWN_CHARS);
-    let watching = request.uri().path() == "/whep" || request.uri().path().starts_with("/whep/");
+    let route = request.uri().path().to_string();
+    let under = |p: &str| route == p || route.starts_with(&format!("{p}/"));
+    // WebRTC's routes answer pages on other origins (the token decides); the view token opens watching only.
+    let (watching, webrtc) = (under("/whep"), under("/whep") || under("/whip"));
     let response = if let Some(why) = foreign(request.headers(), &shared) {
         shared.refusals.lock().unwrap_or_else(|p| p.into_inner()).warn(format_args!("control: {peer}: {why}"));
         error(StatusCode::FORBIDDEN, why)
-    } else if watching && request.method() == Method::OPTIONS {
+    } else if webrtc && request.method() == Method::OPTIONS {
         // A CORS preflight carries no credentials: it only asks what a page on another origin may send.
         preflight()
     } else if !(authorized(request.headers(), shared.token.as_deref())
@@ -317,10 +325,10 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         next.run(request).await
     };
     tracing::debug!(peer, method, path, status = response.status().as_u16(), "control request");
-    if watching { allow_pages(response) } else { response }
+    if webrtc { allow_pages(response) } else { response }
 }
 
-/// A page on another origin may read a WHEP answer and its `Location` (it proves nothing: the token decides).
+/// A page on another origin may read a WHEP or WHIP answer and its `Location` (it proves nothing: the token decides).
 fn allow_pages(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -328,7 +336,7 @@ fn allow_pages(mut response: Response) -> Response {
     response
 }
 
-/// The answer to a CORS preflight for `/whep`.
+/// The answer to a CORS preflight for `/whep` and `/whip`.
 fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -340,8 +348,22 @@ fn preflight() -> Response {
 
 /// `POST /whep`: a viewer's SDP offer in, 201 with the answer and the viewer's `Location` out.
 async fn whep(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let peers = shared.hub.viewers();
+    offer(peers, "whep", "this run has no whep sink running", request).await
+}
+
+/// `POST /whip`: a publisher's SDP offer in, 201 with the answer and its `Location` out (409 while another
+/// publishes).
+async fn whip(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let peers = shared.hub.publishers();
+    offer(peers, "whip", "this run's source is not a whip source", request).await
+}
+
+/// A WHIP or WHEP offer (`kind`), answered by `peers` on a blocking thread (webrtcbin takes 0.2-0.8 s).
+async fn offer(peers: Option<Arc<dyn super::Peers>>, kind: &str, none: &str, request: Request) -> Response {
+    let path = format!("/{kind}");
     if request.method() != Method::POST {
-        return method_not_allowed(request.method(), "/whep", "POST, OPTIONS", "POST an SDP offer");
+        return method_not_allowed(request.method(), &path, "POST, OPTIONS", "POST an SDP offer");
     }
     let sdp_type = request
         .headers()
@@ -351,34 +373,33 @@ async fn whep(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     if !sdp_type {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "POST /whep takes an SDP offer (Content-Type: application/sdp)",
+            format!("POST {path} takes an SDP offer (Content-Type: application/sdp)"),
         );
     }
-    let Some(viewers) = shared.hub.viewers() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "this run has no whep sink running");
+    let Some(peers) = peers else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, none);
     };
     let body = match read_body(request.into_body()).await {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let offer = String::from_utf8_lossy(&body).into_owned();
-    // webrtcbin takes 0.2-0.8 s to answer: off the server's thread.
-    let answered = tokio::task::spawn_blocking(move || viewers.offer(&offer)).await;
-    match answered {
+    let sdp = String::from_utf8_lossy(&body).into_owned();
+    match tokio::task::spawn_blocking(move || peers.offer(&sdp)).await {
         Ok(Ok((id, answer))) => {
             let mut response = (StatusCode::CREATED, answer).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-            if let Ok(location) = HeaderValue::from_str(&format!("/whep/{id}")) {
+            if let Ok(location) = HeaderValue::from_str(&format!("{path}/{id}")) {
                 headers.insert(header::LOCATION, location);
             }
             response
         }
         Ok(Err(e)) => {
             let status = match e {
-                super::ViewerError::BadOffer(_) => StatusCode::BAD_REQUEST,
-                super::ViewerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                super::ViewerError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                super::PeerError::BadOffer(_) => StatusCode::BAD_REQUEST,
+                super::PeerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                super::PeerError::Busy(_) => StatusCode::CONFLICT,
+                super::PeerError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, e.to_string())
         }
@@ -392,13 +413,26 @@ async fn whep_viewer(
     axum::extract::Path(id): axum::extract::Path<String>,
     method: Method,
 ) -> Response {
-    let path = format!("/whep/{}", preview(&id, SHOWN_CHARS));
+    end_peer(shared.hub.viewers(), "whep", &id, &method)
+}
+
+/// `DELETE /whip/<id>`: the publisher stops.
+async fn whip_publisher(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    method: Method,
+) -> Response {
+    end_peer(shared.hub.publishers(), "whip", &id, &method)
+}
+
+fn end_peer(peers: Option<Arc<dyn super::Peers>>, kind: &str, id: &str, method: &Method) -> Response {
+    let path = format!("/{kind}/{}", preview(id, SHOWN_CHARS));
     if method != Method::DELETE {
-        return method_not_allowed(&method, &path, "DELETE, OPTIONS", "DELETE ends the viewing");
+        return method_not_allowed(method, &path, "DELETE, OPTIONS", "DELETE ends it");
     }
-    match shared.hub.viewers() {
-        Some(viewers) if viewers.delete(&id) => json_response(StatusCode::OK, &json!({"deleted": path})),
-        _ => error(StatusCode::NOT_FOUND, format!("no viewer at `{path}`")),
+    match peers {
+        Some(peers) if peers.delete(id) => json_response(StatusCode::OK, &json!({"deleted": path})),
+        _ => error(StatusCode::NOT_FOUND, format!("nothing at `{path}`")),
     }
 }
 

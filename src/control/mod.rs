@@ -35,29 +35,35 @@ pub struct ControlHub {
     /// The latest statistics (pushed to WebSocket clients).
     stats: Mutex<Value>,
     /// The WHEP viewers' side of a running WebRTC sink (`POST /whep`), once the sink has started.
-    viewers: Mutex<Option<std::sync::Arc<dyn Viewers>>>,
+    viewers: Mutex<Option<std::sync::Arc<dyn Peers>>>,
+    /// The WHIP publisher's side of a WebRTC source (`POST /whip`).
+    publishers: Mutex<Option<std::sync::Arc<dyn Peers>>>,
 }
 
 /// WHEP viewers at once unless the sink says otherwise.
 pub const DEFAULT_MAX_VIEWERS: u32 = 4;
 
-/// Who answers WHEP viewers (`crate::webrtc::WhepHub`): the control server's `/whep` routes call it.
-pub trait Viewers: Send + Sync {
-    /// Answer a viewer's SDP offer (blocking, up to a few seconds): its id and the SDP answer.
-    fn offer(&self, sdp: &str) -> Result<(String, String), ViewerError>;
-    /// Let a viewer go; false when there is none of that id.
+/// Who answers WebRTC peers: WHEP viewers (`crate::webrtc::WhepHub`) and WHIP publishers
+/// (`crate::webrtc::whip::WhipHub`); the control server's `/whep` and `/whip` routes call them.
+pub trait Peers: Send + Sync {
+    /// Answer a peer's SDP offer (blocking, up to a few seconds): its id and the SDP answer.
+    fn offer(&self, sdp: &str) -> Result<(String, String), PeerError>;
+    /// Let a peer go; false when there is none of that id.
     fn delete(&self, id: &str) -> bool;
 }
 
 /// Why a WHEP offer was not answered, as the HTTP status that says so.
 #[derive(Debug, thiserror::Error)]
-pub enum ViewerError {
+pub enum PeerError {
     /// 400: not an SDP offer latentcam can answer.
     #[error("{0}")]
     BadOffer(String),
     /// 503: no output to watch yet, or the viewer cap is reached.
     #[error("{0}")]
     Unavailable(String),
+    /// 409: another publisher is live.
+    #[error("{0}")]
+    Busy(String),
     /// 500: the WebRTC stack failed.
     #[error("{0}")]
     Failed(String),
@@ -76,16 +82,27 @@ impl ControlHub {
             state: Mutex::new(State { values, version: 0 }),
             stats: Mutex::new(Value::Null),
             viewers: Mutex::new(None),
+            publishers: Mutex::new(None),
         }
     }
 
+    /// A WHIP source takes publishers from now on.
+    pub fn set_publishers(&self, publishers: Option<std::sync::Arc<dyn Peers>>) {
+        *self.publishers.lock().unwrap_or_else(|p| p.into_inner()) = publishers;
+    }
+
+    /// Who answers WHIP publishers, when the run's source is one.
+    pub fn publishers(&self) -> Option<std::sync::Arc<dyn Peers>> {
+        self.publishers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// A WebRTC sink takes viewers from now on (None: it has finished).
-    pub fn set_viewers(&self, viewers: Option<std::sync::Arc<dyn Viewers>>) {
+    pub fn set_viewers(&self, viewers: Option<std::sync::Arc<dyn Peers>>) {
         *self.viewers.lock().unwrap_or_else(|p| p.into_inner()) = viewers;
     }
 
     /// Who answers WHEP viewers, while a WebRTC sink runs.
-    pub fn viewers(&self) -> Option<std::sync::Arc<dyn Viewers>> {
+    pub fn viewers(&self) -> Option<std::sync::Arc<dyn Peers>> {
         self.viewers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

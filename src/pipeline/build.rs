@@ -117,6 +117,8 @@ pub fn build(pipeline: &Pipeline, options: &BuildOptions) -> Result<Built> {
         let values = live_values(pipeline, window);
         processor.enable_live(&values)?;
         let hub = ControlHub::new(values, limits(pipeline)).with_presets(spec.presets.clone());
+        // A WHIP source's publishers come in at the control server's POST /whip.
+        hub.set_publishers(source.publishers());
         Some(LiveControl::start(Arc::new(hub), spec)?)
     } else {
         None

@@ -35,6 +35,11 @@ pub trait Source: Send {
     fn take_audio(&mut self) -> Option<AudioTrack> {
         None
     }
+
+    /// Who answers WHIP publishers, for a source fed by them (served at `POST /whip`).
+    fn publishers(&self) -> Option<std::sync::Arc<dyn crate::control::Peers>> {
+        None
+    }
 }
 
 /// A source's audio, handed to the sink that records it.
@@ -61,7 +66,20 @@ pub fn open(spec: &SourceSpec, mode: Mode, want_audio: bool) -> Result<Box<dyn S
         SourceSpec::Images { path, fps, repeat } => Ok(Box::new(images::ImageFolder::open(path, *fps, *repeat, live)?)),
         SourceSpec::Gstreamer { input, audio } => open_gstreamer(input, *audio && want_audio, live),
         SourceSpec::Webcam { .. } => open_webcam(spec),
+        SourceSpec::Whip { width, height, fps, no_frame_timeout } => {
+            open_whip(*width, *height, *fps, *no_frame_timeout)
+        }
     }
+}
+
+#[cfg(feature = "webrtc")]
+fn open_whip(width: u32, height: u32, fps: crate::frame::Fps, timeout: std::time::Duration) -> Result<Box<dyn Source>> {
+    Ok(Box::new(crate::webrtc::whip::WhipSource::new(width, height, fps, timeout)?))
+}
+
+#[cfg(not(feature = "webrtc"))]
+fn open_whip(_: u32, _: u32, _: crate::frame::Fps, _: std::time::Duration) -> Result<Box<dyn Source>> {
+    Err(not_built("whip source", "webrtc"))
 }
 
 #[cfg(feature = "gstreamer")]

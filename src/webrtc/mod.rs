@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod whip;
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_sdp as gst_sdp;
@@ -20,11 +22,11 @@ use gstreamer_webrtc as gst_webrtc;
 /// How long an answer may take: the first frames to reach the new branch, then ICE gathering.
 const ANSWER_TIME: Duration = Duration::from_secs(5);
 /// webrtcbin's jitter buffer (its default is 200 ms): a LAN needs little.
-const LATENCY_MS: u32 = 20;
+pub(crate) const LATENCY_MS: u32 = 20;
 
-use crate::control::{ViewerError as WhepError, Viewers};
+use crate::control::{PeerError as WhepError, Peers};
 
-/// The viewers' side of a running WHEP sink; the control server's routes call it (through [`Viewers`]).
+/// The viewers' side of a running WHEP sink; the control server's routes call it (through [`Peers`]).
 #[derive(Default)]
 pub struct WhepHub {
     output: Mutex<Option<Output>>,
@@ -33,7 +35,7 @@ pub struct WhepHub {
 /// The hub as the control server sees it.
 pub struct Served(pub Arc<WhepHub>);
 
-impl Viewers for Served {
+impl Peers for Served {
     fn offer(&self, sdp: &str) -> Result<(String, String), WhepError> {
         self.0.answer(sdp)
     }
@@ -134,7 +136,7 @@ impl WhepHub {
                 });
             }
         });
-        match negotiate(&webrtc, message) {
+        match negotiate(&webrtc, message, true) {
             Ok(answer) => {
                 tracing::info!(viewer = %id, viewers = self.viewers(), "WHEP viewer joined");
                 Ok((id, answer))
@@ -159,7 +161,7 @@ impl WhepHub {
 }
 
 /// An id nobody can guess (it is the viewer's only handle in `DELETE`).
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     use rand::Rng;
     let bytes: [u8; 16] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -209,7 +211,7 @@ pub fn h264_of(sdp: &str) -> Result<H264Offer, WhepError> {
     })
 }
 
-fn element(factory: &str) -> Result<gst::Element, String> {
+pub(crate) fn element(factory: &str) -> Result<gst::Element, String> {
     gst::ElementFactory::make(factory).build().map_err(|e| {
         let hint = if factory == "webrtcbin" { " (gstreamer1.0-plugins-bad and gstreamer1.0-nice)" } else { "" };
         format!("cannot make {factory}{hint}: {e}")
@@ -264,12 +266,12 @@ fn remove_viewer(output: &mut Output, id: &str) {
     }
 }
 
-/// Offer in, answer out (see the module docs for the order).
-fn negotiate(webrtc: &gst::Element, offer: gst_sdp::SDPMessage) -> Result<String, WhepError> {
+/// Offer in, answer out (see the module docs for the order). `sending`: wait for the caps at webrtcbin's sink
+/// pad first (what we send must be known before the answer says so).
+pub(crate) fn negotiate(webrtc: &gst::Element, offer: gst_sdp::SDPMessage, sending: bool) -> Result<String, WhepError> {
     let deadline = Instant::now() + ANSWER_TIME;
-    // The encoder's caps at webrtcbin's sink pad first.
     let sink = webrtc.static_pad("sink_0").or_else(|| webrtc.sink_pads().into_iter().next());
-    while sink.as_ref().is_none_or(|p| p.current_caps().is_none()) {
+    while sending && sink.as_ref().is_none_or(|p| p.current_caps().is_none()) {
         if Instant::now() > deadline {
             return Err(WhepError::Unavailable("no frames reached the viewer's branch in time".into()));
         }
