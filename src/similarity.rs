@@ -100,9 +100,20 @@ impl Thumbnail {
     const EMPTY: Thumbnail = Thumbnail { size: (0, 0), cols: 0, rows: 0, cells: [0; GRID * GRID] };
 
     fn fill(&mut self, frame: &RgbImage) {
-        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        self.fill_raw(frame.dimensions(), frame.as_raw(), 3, luma_sum);
+    }
+
+    /// A gray image's cells (a mask), on the same grid and scale as a frame of its size.
+    fn fill_gray(&mut self, image: &image::GrayImage) {
+        // 256 times the values: the scale of `luma_sum`, whose weights sum to 256.
+        self.fill_raw(image.dimensions(), image.as_raw(), 1, |px| px.iter().map(|&v| u64::from(v) * 256).sum());
+    }
+
+    /// The cells of an image of `size`, `channels` bytes a pixel, each pixel run summed by `sum`.
+    fn fill_raw(&mut self, size: (u32, u32), raw: &[u8], channels: usize, sum_of: fn(&[u8]) -> u64) {
+        let (w, h) = (size.0 as usize, size.1 as usize);
         let (cols, rows) = (GRID.min(w), GRID.min(h));
-        self.size = frame.dimensions();
+        self.size = size;
         (self.cols, self.rows) = (cols, rows);
         if cols == 0 || rows == 0 {
             return;
@@ -112,14 +123,13 @@ impl Thumbnail {
         for (c, x) in xs.iter_mut().enumerate().take(cols + 1) {
             *x = c * w / cols;
         }
-        let raw = frame.as_raw();
-        let stride = w * 3;
+        let stride = w * channels;
         for r in 0..rows {
             let (y0, y1) = (r * h / rows, (r + 1) * h / rows);
             let mut sums = [0u64; GRID];
             for line in raw[y0 * stride..y1 * stride].chunks_exact(stride) {
                 for (c, sum) in sums.iter_mut().enumerate().take(cols) {
-                    *sum += luma_sum(&line[xs[c] * 3..xs[c + 1] * 3]);
+                    *sum += sum_of(&line[xs[c] * channels..xs[c + 1] * channels]);
                 }
             }
             for c in 0..cols {
@@ -127,13 +137,6 @@ impl Thumbnail {
                 self.cells[r * cols + c] = ((sums[c] + count / 2) / count) as u32;
             }
         }
-    }
-
-    /// A gray image's cells (a mask), on the same grid as a frame of its size.
-    fn fill_gray(&mut self, image: &image::GrayImage) {
-        // As RGB with equal channels the luma weights sum to 256: the same scale as a frame's cells.
-        let rgb = image::DynamicImage::ImageLuma8(image.clone()).to_rgb8();
-        self.fill(&rgb);
     }
 
     /// The largest change of any cell as a fraction of full scale; None when the frames differ in size.

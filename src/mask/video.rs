@@ -66,7 +66,7 @@ impl VideoMask {
         }
         match self.source.next_frame()? {
             Some(frame) => {
-                let luma = image::DynamicImage::ImageRgb8(RgbImage::clone(&frame.image)).to_luma8();
+                let luma = image::imageops::grayscale(&*frame.image);
                 self.current = Some(StillMask::from_gray(&self.path, luma));
                 self.frames_read += 1;
             }
